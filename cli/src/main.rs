@@ -1,0 +1,2 @@
+//! kolmctl: the kolm command line.
+fn main() {}
