@@ -337,7 +337,12 @@ impl<R: Read> Input<R> {
 
     /// Reads `len` bytes into `buf` (cleared first), growing it only as data
     /// arrives, so a lying length cannot allocate more than the input holds.
-    fn bytes_into(&mut self, len: u64, buf: &mut Vec<u8>, what: &'static str) -> Result<(), GgufError> {
+    fn bytes_into(
+        &mut self,
+        len: u64,
+        buf: &mut Vec<u8>,
+        what: &'static str,
+    ) -> Result<(), GgufError> {
         buf.clear();
         let got = (&mut self.inner).take(len).read_to_end(buf)? as u64;
         if got < len {
@@ -363,7 +368,12 @@ impl<R: Read> Input<R> {
         Ok(len)
     }
 
-    fn string(&mut self, what: &'static str, limit: u64, buf: &mut Vec<u8>) -> Result<(), GgufError> {
+    fn string(
+        &mut self,
+        what: &'static str,
+        limit: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), GgufError> {
         let len = self.string_len(what, limit)?;
         self.bytes_into(len, buf, what)
     }
@@ -641,7 +651,11 @@ fn read_kv<R: Read>(
             None => Ok(()),
         }
     }
-    fn string<R: Read>(input: &mut Input<R>, value_type: u32, key: &str) -> Result<String, GgufError> {
+    fn string<R: Read>(
+        input: &mut Input<R>,
+        value_type: u32,
+        key: &str,
+    ) -> Result<String, GgufError> {
         if value_type != vt::STRING {
             return Err(invalid(format!(
                 "{key} has value type {value_type}, expected a string"
@@ -651,10 +665,16 @@ fn read_kv<R: Read>(
         input.string("string value", MAX_STRING_LEN, &mut buf)?;
         String::from_utf8(buf).map_err(|_| invalid(format!("{key} is not UTF-8")))
     }
-    fn integer<R: Read>(input: &mut Input<R>, value_type: u32, key: &str) -> Result<u64, GgufError> {
-        input
-            .unsigned(value_type, key)?
-            .ok_or_else(|| invalid(format!("{key} has value type {value_type}, expected an integer")))
+    fn integer<R: Read>(
+        input: &mut Input<R>,
+        value_type: u32,
+        key: &str,
+    ) -> Result<u64, GgufError> {
+        input.unsigned(value_type, key)?.ok_or_else(|| {
+            invalid(format!(
+                "{key} has value type {value_type}, expected an integer"
+            ))
+        })
     }
 
     match key {
@@ -673,7 +693,8 @@ fn read_kv<R: Read>(
         b"general.file_type" => {
             once(&seen.file_type, "general.file_type")?;
             let v = integer(input, value_type, "general.file_type")?;
-            let v = u32::try_from(v).map_err(|_| invalid(format!("general.file_type {v} is out of range")))?;
+            let v = u32::try_from(v)
+                .map_err(|_| invalid(format!("general.file_type {v} is out of range")))?;
             seen.file_type = Some(v);
         }
         b"general.alignment" => {
@@ -762,14 +783,22 @@ pub fn write_minimal<W: Write>(
     let mut sizes = Vec::with_capacity(tensors.len());
     for &(tname, dims, ty) in tensors {
         if dims.len() > MAX_DIMS as usize {
-            return Err(bad(format!("tensor {tname}: more than {MAX_DIMS} dimensions")));
+            return Err(bad(format!(
+                "tensor {tname}: more than {MAX_DIMS} dimensions"
+            )));
         }
-        let len = tensor_bytes(ty, dims)
-            .ok_or_else(|| bad(format!("tensor {tname}: unknown type {ty} or bad dims {dims:?}")))?;
+        let len = tensor_bytes(ty, dims).ok_or_else(|| {
+            bad(format!(
+                "tensor {tname}: unknown type {ty} or bad dims {dims:?}"
+            ))
+        })?;
         sizes.push(len);
     }
 
-    let mut w = Counting { inner: out, written: 0 };
+    let mut w = Counting {
+        inner: out,
+        written: 0,
+    };
     let put_str = |w: &mut Counting<'_, W>, s: &str| -> io::Result<()> {
         w.write_all(&(s.len() as u64).to_le_bytes())?;
         w.write_all(s.as_bytes())
