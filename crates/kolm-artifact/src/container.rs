@@ -303,10 +303,7 @@ pub fn read_layout(file: &File) -> Result<ZipLayout> {
         });
     }
     let zip64_end_offset = locator_offset - ZIP64_END_LEN;
-    if le32(&locator, 4) != 0
-        || le64(&locator, 8) != zip64_end_offset
-        || le32(&locator, 16) != 1
-    {
+    if le32(&locator, 4) != 0 || le64(&locator, 8) != zip64_end_offset || le32(&locator, 16) != 1 {
         return Err(ArtifactError::TruncatedCentralDirectory {
             detail: "the ZIP64 locator does not point at the ZIP64 end record".into(),
         });
@@ -320,7 +317,10 @@ pub fn read_layout(file: &File) -> Result<ZipLayout> {
     }
     let count = le64(&z, 24);
     if le32(&z, 16) != 0 || le32(&z, 20) != 0 || le64(&z, 32) != count {
-        return Err(non_canonical("<end record>", "multi-disk archives are not RS-1"));
+        return Err(non_canonical(
+            "<end record>",
+            "multi-disk archives are not RS-1",
+        ));
     }
     if count > MAX_ENTRIES as u64 {
         return Err(ArtifactError::TooManyEntries {
@@ -398,7 +398,9 @@ fn parse_central_directory(cd: &[u8], count: u64) -> Result<Vec<ZipEntry>> {
         let extra_len = le16(fixed, 30) as usize;
         let comment_len = le16(fixed, 32) as usize;
         let var_end = at + CENTRAL_FIXED + name_len + extra_len + comment_len;
-        let var = cd.get(at + CENTRAL_FIXED..var_end).ok_or_else(|| truncated(i))?;
+        let var = cd
+            .get(at + CENTRAL_FIXED..var_end)
+            .ok_or_else(|| truncated(i))?;
         let name_bytes = &var[..name_len];
         let extra = &var[name_len..name_len + extra_len];
         let name = String::from_utf8(name_bytes.to_vec()).map_err(|_| ArtifactError::BadName {
@@ -426,16 +428,29 @@ fn parse_central_directory(cd: &[u8], count: u64) -> Result<Vec<ZipEntry>> {
             return Err(ArtifactError::DuplicateEntry { name });
         }
         if flags != 0 {
-            return Err(non_canonical(&name, format!("general-purpose flags {flags:#06x}")));
+            return Err(non_canonical(
+                &name,
+                format!("general-purpose flags {flags:#06x}"),
+            ));
         }
         if comment_len != 0 || le16(fixed, 34) != 0 {
-            return Err(non_canonical(&name, "entry comments and multi-disk fields must be empty"));
+            return Err(non_canonical(
+                &name,
+                "entry comments and multi-disk fields must be empty",
+            ));
         }
-        if le32(fixed, 20) != u32::MAX || le32(fixed, 24) != u32::MAX || le32(fixed, 42) != u32::MAX {
-            return Err(non_canonical(&name, "sizes and offset must be in the ZIP64 field"));
+        if le32(fixed, 20) != u32::MAX || le32(fixed, 24) != u32::MAX || le32(fixed, 42) != u32::MAX
+        {
+            return Err(non_canonical(
+                &name,
+                "sizes and offset must be in the ZIP64 field",
+            ));
         }
         if extra.len() != 28 || le16(extra, 0) != ZIP64_EXTRA_ID || le16(extra, 2) != 24 {
-            return Err(non_canonical(&name, "the extra field must be exactly one ZIP64 record"));
+            return Err(non_canonical(
+                &name,
+                "the extra field must be exactly one ZIP64 record",
+            ));
         }
         let size = le64(extra, 4);
         let compressed = le64(extra, 12);
@@ -466,7 +481,10 @@ fn parse_central_directory(cd: &[u8], count: u64) -> Result<Vec<ZipEntry>> {
     if at != cd.len() {
         return Err(ArtifactError::UnexpectedBytes {
             offset: at as u64,
-            detail: format!("{} bytes after the last central-directory record", cd.len() - at),
+            detail: format!(
+                "{} bytes after the last central-directory record",
+                cd.len() - at
+            ),
         });
     }
     Ok(entries)
@@ -528,13 +546,20 @@ fn check_local_headers(file: &File, entries: &mut [ZipEntry], cd_offset: u64) ->
         }
         let name_len = le16(&fixed, 26) as u64;
         let extra_len = le16(&fixed, 28) as u64;
-        let var = read_at(file, e.header_offset + LOCAL_FIXED, (name_len + extra_len) as usize)?;
+        let var = read_at(
+            file,
+            e.header_offset + LOCAL_FIXED,
+            (name_len + extra_len) as usize,
+        )?;
         if &var[..name_len as usize] != e.name.as_bytes() {
             return Err(mismatch("name"));
         }
         let extra = &var[name_len as usize..];
         if extra.len() < 26 || le16(extra, 0) != ZIP64_EXTRA_ID || le16(extra, 2) != 16 {
-            return Err(non_canonical(&e.name, "the local extra field must start with a ZIP64 record"));
+            return Err(non_canonical(
+                &e.name,
+                "the local extra field must start with a ZIP64 record",
+            ));
         }
         if le64(extra, 4) != e.size || le64(extra, 12) != e.size {
             return Err(mismatch("size"));
@@ -545,7 +570,10 @@ fn check_local_headers(file: &File, entries: &mut [ZipEntry], cd_offset: u64) ->
             || le16(padding, 4) as u64 != ALIGNMENT
             || padding[6..].iter().any(|&b| b != 0)
         {
-            return Err(non_canonical(&e.name, "the alignment padding record is malformed"));
+            return Err(non_canonical(
+                &e.name,
+                "the alignment padding record is malformed",
+            ));
         }
         e.data_offset = e.header_offset + LOCAL_FIXED + name_len + extra_len;
         if e.data_offset % ALIGNMENT != 0 {
@@ -571,7 +599,10 @@ fn check_local_headers(file: &File, entries: &mut [ZipEntry], cd_offset: u64) ->
     if expected != cd_offset {
         return Err(ArtifactError::UnexpectedBytes {
             offset: expected,
-            detail: format!("{} bytes before the central directory", cd_offset - expected),
+            detail: format!(
+                "{} bytes before the central directory",
+                cd_offset - expected
+            ),
         });
     }
     Ok(())

@@ -70,8 +70,13 @@ pub enum ArtifactError {
     MissingManifest,
     #[error("the manifest `kolm/manifest.dsse.json` is not a valid DSSE envelope: {detail}")]
     InvalidEnvelope { detail: String },
-    #[error("the manifest `kolm/manifest.dsse.json` has payload type `{found}`, expected `{expected}`")]
-    WrongPayloadType { found: String, expected: &'static str },
+    #[error(
+        "the manifest `kolm/manifest.dsse.json` has payload type `{found}`, expected `{expected}`"
+    )]
+    WrongPayloadType {
+        found: String,
+        expected: &'static str,
+    },
     #[error("the manifest `kolm/manifest.dsse.json` is invalid: {detail}")]
     InvalidManifest { detail: String },
     #[error("the manifest `kolm/manifest.dsse.json` carries no signature")]
@@ -85,9 +90,17 @@ pub enum ArtifactError {
     #[error("entry `{name}` is in the archive but not listed in the signed manifest")]
     UnlistedEntry { name: String },
     #[error("entry `{name}` is {archive} bytes but the manifest says {manifest}")]
-    SizeMismatch { name: String, manifest: u64, archive: u64 },
+    SizeMismatch {
+        name: String,
+        manifest: u64,
+        archive: u64,
+    },
     #[error("entry `{name}` does not match its signed digest (expected sha256 {expected}, found {actual})")]
-    DigestMismatch { name: String, expected: String, actual: String },
+    DigestMismatch {
+        name: String,
+        expected: String,
+        actual: String,
+    },
     #[error("the receipt chain `kolm/receipts.jsonl` is invalid: {detail}")]
     ReceiptChain { detail: String },
     #[error("{detail}")]

@@ -15,7 +15,10 @@ const SECRET_TAG: &str = "kolm-ed25519-secret";
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("not a kolm {expected} key: the line must be `{tag} <base64> <name>`")]
-    Format { expected: &'static str, tag: &'static str },
+    Format {
+        expected: &'static str,
+        tag: &'static str,
+    },
     #[error("the key is not valid base64 of 32 bytes")]
     Encoding,
     #[error("the bytes are not a valid Ed25519 public key")]
@@ -44,7 +47,11 @@ impl PublicKey {
 
     /// The one-line file form.
     pub fn to_line(&self) -> String {
-        format!("{PUBLIC_TAG} {} {}\n", B64.encode(self.key.as_bytes()), self.name)
+        format!(
+            "{PUBLIC_TAG} {} {}\n",
+            B64.encode(self.key.as_bytes()),
+            self.name
+        )
     }
 
     /// Parses the one-line file form.
@@ -92,7 +99,11 @@ impl SecretKey {
 
     /// The one-line file form (holds the secret: write it 0600).
     pub fn to_line(&self) -> String {
-        format!("{SECRET_TAG} {} {}\n", B64.encode(self.key.to_bytes()), self.name)
+        format!(
+            "{SECRET_TAG} {} {}\n",
+            B64.encode(self.key.to_bytes()),
+            self.name
+        )
     }
 
     /// Parses the one-line file form.
@@ -125,7 +136,7 @@ fn parse_line(
     tag: &'static str,
     expected: &'static str,
 ) -> Result<([u8; 32], String), KeyError> {
-    let mut parts = text.trim().split_whitespace();
+    let mut parts = text.split_whitespace();
     let format = KeyError::Format { expected, tag };
     if parts.next() != Some(tag) {
         return Err(format);
@@ -155,13 +166,22 @@ mod tests {
 
     #[test]
     fn malformed_key_lines_are_refused() {
-        assert!(matches!(PublicKey::parse("ssh-ed25519 AAAA x"), Err(KeyError::Format { .. })));
+        assert!(matches!(
+            PublicKey::parse("ssh-ed25519 AAAA x"),
+            Err(KeyError::Format { .. })
+        ));
         assert!(matches!(
             PublicKey::parse("kolm-ed25519-public !!! x"),
             Err(KeyError::Encoding)
         ));
         let secret = SecretKey::from_seed("a", [1; 32]).unwrap();
-        assert!(PublicKey::parse(&secret.to_line()).is_err(), "a secret is not a public key");
-        assert!(matches!(SecretKey::generate("../x"), Err(KeyError::Name(_))));
+        assert!(
+            PublicKey::parse(&secret.to_line()).is_err(),
+            "a secret is not a public key"
+        );
+        assert!(matches!(
+            SecretKey::generate("../x"),
+            Err(KeyError::Name(_))
+        ));
     }
 }

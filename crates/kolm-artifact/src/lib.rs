@@ -24,4 +24,6 @@ pub use manifest::{EntryRecord, Predicate, Statement};
 pub use pack::{pack, Component, PackReport, PackSpec};
 pub use progress::{NoProgress, Progress};
 pub use receipts::{ReceiptChain, ReceiptKey};
-pub use verify::{open, verify, AuthenticatedArtifact, TrustPolicy, VerifiedArtifact, VerifiedEntry};
+pub use verify::{
+    open, verify, AuthenticatedArtifact, TrustPolicy, VerifiedArtifact, VerifiedEntry,
+};

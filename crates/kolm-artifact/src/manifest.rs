@@ -156,7 +156,9 @@ impl Statement {
         check_artifact_name(&p.name).map_err(ArtifactError::invalid_manifest)?;
         check_version(&p.version).map_err(ArtifactError::invalid_manifest)?;
         time::OffsetDateTime::parse(&p.created, &time::format_description::well_known::Rfc3339)
-            .map_err(|_| ArtifactError::invalid_manifest(format!("created `{}` is not RFC 3339", p.created)))?;
+            .map_err(|_| {
+                ArtifactError::invalid_manifest(format!("created `{}` is not RFC 3339", p.created))
+            })?;
         let mut names = BTreeSet::new();
         for e in &p.entries {
             let role = names::classify(&e.name).map_err(|reason| ArtifactError::BadName {
@@ -173,7 +175,10 @@ impl Statement {
                 return Err(ArtifactError::invalid_manifest(format!(
                     "`{}` must have role `{}` and media type `{}`",
                     e.name,
-                    serde_json::to_value(role).unwrap_or_default().as_str().unwrap_or("?"),
+                    serde_json::to_value(role)
+                        .unwrap_or_default()
+                        .as_str()
+                        .unwrap_or("?"),
                     role.media_type()
                 )));
             }
@@ -191,7 +196,10 @@ impl Statement {
                 )));
             }
             if !names.insert(e.name.as_str()) {
-                return Err(ArtifactError::invalid_manifest(format!("`{}` is listed twice", e.name)));
+                return Err(ArtifactError::invalid_manifest(format!(
+                    "`{}` is listed twice",
+                    e.name
+                )));
             }
         }
         if !names.contains(names::BASE) {
@@ -225,9 +233,9 @@ pub fn check_artifact_name(name: &str) -> std::result::Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        });
     if ok {
         Ok(())
     } else {

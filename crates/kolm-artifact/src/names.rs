@@ -122,7 +122,10 @@ pub fn check_path_safety(name: &str) -> Result<(), NameError> {
     if name.split(['/', '\\']).any(|c| c == "..") {
         return Err(NameError::ParentDir);
     }
-    if name.contains('\\') || name.chars().any(char::is_control) || name.split('/').any(str::is_empty) {
+    if name.contains('\\')
+        || name.chars().any(char::is_control)
+        || name.split('/').any(str::is_empty)
+    {
         return Err(NameError::BadCharacter);
     }
     Ok(())
@@ -160,7 +163,9 @@ pub fn classify(name: &str) -> Result<Role, NameError> {
 fn is_plain_file_name(file: &str) -> bool {
     !file.is_empty()
         && !file.starts_with('.')
-        && file.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && file
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 #[cfg(test)]
@@ -170,8 +175,14 @@ mod tests {
     #[test]
     fn known_names_have_roles() {
         assert_eq!(classify(BASE), Ok(Role::Base));
-        assert_eq!(classify("recall/embedder/tokenizer.json"), Ok(Role::Embedder));
-        assert_eq!(classify("kolm/attestations/slsa.json"), Ok(Role::Attestation));
+        assert_eq!(
+            classify("recall/embedder/tokenizer.json"),
+            Ok(Role::Embedder)
+        );
+        assert_eq!(
+            classify("kolm/attestations/slsa.json"),
+            Ok(Role::Attestation)
+        );
     }
 
     #[test]
@@ -182,7 +193,10 @@ mod tests {
         assert_eq!(classify("model\\base.gguf"), Err(NameError::BadCharacter));
         assert_eq!(classify("model//base.gguf"), Err(NameError::BadCharacter));
         assert_eq!(classify("model/other.gguf"), Err(NameError::NotAllowed));
-        assert_eq!(classify("recall/embedder/.hidden"), Err(NameError::NotAllowed));
+        assert_eq!(
+            classify("recall/embedder/.hidden"),
+            Err(NameError::NotAllowed)
+        );
         assert_eq!(classify("recall/embedder/a/b"), Err(NameError::NotAllowed));
         assert_eq!(classify(""), Err(NameError::Empty));
     }

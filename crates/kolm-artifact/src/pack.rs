@@ -135,7 +135,10 @@ pub fn pack(
     let mut inputs = Vec::new();
     for c in &spec.components {
         let mut source = File::open(&c.source).map_err(ArtifactError::io(&c.source))?;
-        let size = source.metadata().map_err(ArtifactError::io(&c.source))?.len();
+        let size = source
+            .metadata()
+            .map_err(ArtifactError::io(&c.source))?
+            .len();
         progress.start(&format!("packing {}", c.name), size);
         let written = zip
             .add_entry(&c.name, &mut source, progress)
@@ -143,10 +146,10 @@ pub fn pack(
         progress.finish();
         let sha256 = hex::encode(written.sha256);
         inputs.push(DigestRef {
-            name: c.source.file_name().map_or_else(
-                || c.name.clone(),
-                |n| n.to_string_lossy().into_owned(),
-            ),
+            name: c
+                .source
+                .file_name()
+                .map_or_else(|| c.name.clone(), |n| n.to_string_lossy().into_owned()),
             digest: format!("sha256:{sha256}"),
         });
         entries.push(EntryRecord {
@@ -197,7 +200,10 @@ pub fn pack(
         format_version: FORMAT_VERSION,
         name: spec.name.clone(),
         version: spec.version.clone(),
-        created: spec.created.format(&Rfc3339).expect("RFC 3339 formats any date"),
+        created: spec
+            .created
+            .format(&Rfc3339)
+            .expect("RFC 3339 formats any date"),
         task: spec.task.clone(),
         base: BaseModel {
             name: base.name,
@@ -223,12 +229,10 @@ pub fn pack(
         .map_err(ArtifactError::io(&tmp))?;
 
     let writer = zip.finish().map_err(ArtifactError::io(&tmp))?;
-    let file = writer
-        .into_inner()
-        .map_err(|e| ArtifactError::Io {
-            path: tmp.clone(),
-            source: e.into_error(),
-        })?;
+    let file = writer.into_inner().map_err(|e| ArtifactError::Io {
+        path: tmp.clone(),
+        source: e.into_error(),
+    })?;
     file.sync_all().map_err(ArtifactError::io(&tmp))?;
     let size = file.metadata().map_err(ArtifactError::io(&tmp))?.len();
     drop(file);
@@ -266,7 +270,9 @@ fn check_components(components: &mut [Component]) -> Result<GgufSummary> {
     }
     components.sort_by_key(|c| {
         (
-            names::classify(&c.name).map(Role::canonical_rank).unwrap_or(u8::MAX),
+            names::classify(&c.name)
+                .map(Role::canonical_rank)
+                .unwrap_or(u8::MAX),
             c.name.clone(),
         )
     });

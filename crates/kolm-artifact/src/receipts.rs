@@ -128,7 +128,8 @@ impl ReceiptChain {
         let mut lines = Vec::new();
         let mut prev: Option<String> = None;
         for (i, line) in text.lines().enumerate() {
-            let (receipt, _) = split_line(line).map_err(|e| chain_error(format!("line {}: {e}", i + 1)))?;
+            let (receipt, _) =
+                split_line(line).map_err(|e| chain_error(format!("line {}: {e}", i + 1)))?;
             if receipt.prev != prev {
                 return Err(chain_error(format!(
                     "line {} does not link to the line before it",
@@ -207,7 +208,10 @@ mod tests {
         assert_eq!(parsed.len(), 2);
         assert_eq!(parsed.check_tags(&key), vec![true, true]);
         assert_eq!(parsed.check_tags(&ReceiptKey([8; 32])), vec![false, false]);
-        assert_eq!(parsed.receipts()[1].prev, Some(digest_ref(chain.lines[0].as_bytes())));
+        assert_eq!(
+            parsed.receipts()[1].prev,
+            Some(digest_ref(chain.lines[0].as_bytes()))
+        );
     }
 
     #[test]
@@ -218,7 +222,9 @@ mod tests {
         chain.append(step("b"), &key);
         let swapped = format!("{}\n{}\n", chain.lines[1], chain.lines[0]);
         assert!(ReceiptChain::parse(swapped.as_bytes()).is_err());
-        let edited = String::from_utf8(chain.to_jsonl()).unwrap().replace("\"a\"", "\"z\"");
+        let edited = String::from_utf8(chain.to_jsonl())
+            .unwrap()
+            .replace("\"a\"", "\"z\"");
         let parsed = ReceiptChain::parse(edited.as_bytes()).unwrap_err();
         assert!(parsed.to_string().contains("line 2"), "{parsed}");
     }

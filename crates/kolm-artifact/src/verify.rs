@@ -64,13 +64,15 @@ pub struct VerifiedEntry {
 pub fn open(path: &Path, trust: &TrustPolicy) -> Result<AuthenticatedArtifact> {
     let file = File::open(path).map_err(ArtifactError::io(path))?;
     let layout = read_layout(&file).map_err(|e| with_path(e, path))?;
-    let manifest = layout.entry(names::MANIFEST).ok_or(ArtifactError::MissingManifest)?;
+    let manifest = layout
+        .entry(names::MANIFEST)
+        .ok_or(ArtifactError::MissingManifest)?;
     let mut envelope_bytes = vec![0u8; manifest.size as usize];
     file.read_exact_at(&mut envelope_bytes, manifest.data_offset)
         .map_err(ArtifactError::io(path))?;
 
-    let envelope: Envelope = serde_json::from_slice(&envelope_bytes)
-        .map_err(|e| ArtifactError::InvalidEnvelope {
+    let envelope: Envelope =
+        serde_json::from_slice(&envelope_bytes).map_err(|e| ArtifactError::InvalidEnvelope {
             detail: e.to_string(),
         })?;
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE {
@@ -95,7 +97,11 @@ pub fn open(path: &Path, trust: &TrustPolicy) -> Result<AuthenticatedArtifact> {
 }
 
 /// Opens and fully verifies `path`.
-pub fn verify(path: &Path, trust: &TrustPolicy, progress: &dyn Progress) -> Result<VerifiedArtifact> {
+pub fn verify(
+    path: &Path,
+    trust: &TrustPolicy,
+    progress: &dyn Progress,
+) -> Result<VerifiedArtifact> {
     open(path, trust)?.verify(progress)
 }
 
@@ -110,9 +116,11 @@ fn cross_check(statement: &Statement, layout: &ZipLayout) -> Result<()> {
         }
     }
     for r in &statement.predicate.entries {
-        let e = layout.entry(&r.name).ok_or_else(|| ArtifactError::MissingEntry {
-            name: r.name.clone(),
-        })?;
+        let e = layout
+            .entry(&r.name)
+            .ok_or_else(|| ArtifactError::MissingEntry {
+                name: r.name.clone(),
+            })?;
         if e.size != r.size {
             return Err(ArtifactError::SizeMismatch {
                 name: r.name.clone(),
@@ -142,7 +150,12 @@ impl AuthenticatedArtifact {
 
     /// Total size of the signed entries, for progress bars.
     pub fn signed_bytes(&self) -> u64 {
-        self.statement.predicate.entries.iter().map(|e| e.size).sum()
+        self.statement
+            .predicate
+            .entries
+            .iter()
+            .map(|e| e.size)
+            .sum()
     }
 
     /// Hashes every signed entry and checks it against the manifest.

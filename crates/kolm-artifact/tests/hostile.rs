@@ -92,7 +92,10 @@ fn refuse(mutate: impl FnOnce(&mut Map)) -> ArtifactError {
 #[test]
 fn duplicate_names_are_refused() {
     let err = refuse(|m| m.rename(B, A));
-    assert!(matches!(&err, ArtifactError::DuplicateEntry { name } if name == A), "{err:?}");
+    assert!(
+        matches!(&err, ArtifactError::DuplicateEntry { name } if name == A),
+        "{err:?}"
+    );
     assert_eq!(err.kind(), ErrorKind::Malformed);
 }
 
@@ -102,7 +105,10 @@ fn symlinks_are_refused() {
         let (cd, _) = m.find(A);
         m.bytes[cd + 38..cd + 42].copy_from_slice(&(0o120777u32 << 16).to_le_bytes());
     });
-    assert!(matches!(&err, ArtifactError::Symlink { name } if name == A), "{err:?}");
+    assert!(
+        matches!(&err, ArtifactError::Symlink { name } if name == A),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -112,7 +118,10 @@ fn encrypted_entries_are_refused() {
         m.bytes[cd + 8] |= 1;
         m.bytes[local + 6] |= 1;
     });
-    assert!(matches!(&err, ArtifactError::Encrypted { name } if name == A), "{err:?}");
+    assert!(
+        matches!(&err, ArtifactError::Encrypted { name } if name == A),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -132,12 +141,24 @@ fn compressed_entries_are_refused() {
 fn absolute_and_parent_names_are_refused() {
     let err = refuse(|m| m.rename(A, "/ecall/embedder/a.bin"));
     assert!(
-        matches!(&err, ArtifactError::BadName { reason: NameError::Absolute, .. }),
+        matches!(
+            &err,
+            ArtifactError::BadName {
+                reason: NameError::Absolute,
+                ..
+            }
+        ),
         "{err:?}"
     );
     let err = refuse(|m| m.rename(A, "../../../../../xx.bin"));
     assert!(
-        matches!(&err, ArtifactError::BadName { reason: NameError::ParentDir, .. }),
+        matches!(
+            &err,
+            ArtifactError::BadName {
+                reason: NameError::ParentDir,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(err.to_string().contains("../../../../../xx.bin"), "{err}");
@@ -172,7 +193,10 @@ fn bytes_before_the_archive_are_refused() {
         prefixed.extend_from_slice(&m.bytes);
         m.bytes = prefixed;
     });
-    assert!(matches!(err, ArtifactError::DataBeforeArchive { bytes: 4096 }), "{err:?}");
+    assert!(
+        matches!(err, ArtifactError::DataBeforeArchive { bytes: 4096 }),
+        "{err:?}"
+    );
 
     // A plain prefix, offsets not adjusted: still refused as malformed.
     let err = refuse(|m| m.bytes.splice(0..0, [0u8; 100]).for_each(drop));
@@ -182,7 +206,10 @@ fn bytes_before_the_archive_are_refused() {
 #[test]
 fn bytes_after_the_archive_are_refused() {
     let err = refuse(|m| m.bytes.extend_from_slice(b"junk"));
-    assert!(matches!(err, ArtifactError::DataAfterArchive { bytes: 4 }), "{err:?}");
+    assert!(
+        matches!(err, ArtifactError::DataAfterArchive { bytes: 4 }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -210,7 +237,10 @@ fn a_truncated_central_directory_is_refused() {
         let size = le64(&m.bytes, z + 40);
         set64(&mut m.bytes, z + 40, size + 100);
     });
-    assert!(matches!(err, ArtifactError::TruncatedCentralDirectory { .. }), "{err:?}");
+    assert!(
+        matches!(err, ArtifactError::TruncatedCentralDirectory { .. }),
+        "{err:?}"
+    );
 
     // More records claimed than the directory holds.
     let err = refuse(|m| {
@@ -219,7 +249,10 @@ fn a_truncated_central_directory_is_refused() {
         set64(&mut m.bytes, z + 24, count + 1);
         set64(&mut m.bytes, z + 32, count + 1);
     });
-    assert!(matches!(err, ArtifactError::TruncatedCentralDirectory { .. }), "{err:?}");
+    assert!(
+        matches!(err, ArtifactError::TruncatedCentralDirectory { .. }),
+        "{err:?}"
+    );
 
     // The file cut short inside the central directory.
     let err = refuse(|m| {
@@ -236,11 +269,19 @@ fn lying_sizes_are_refused() {
         let (cd, local) = m.find(A);
         let n = A.len();
         let size = le64(&m.bytes, cd + 46 + n + 4) + 4096;
-        for at in [cd + 46 + n + 4, cd + 46 + n + 12, local + 30 + n + 4, local + 30 + n + 12] {
+        for at in [
+            cd + 46 + n + 4,
+            cd + 46 + n + 12,
+            local + 30 + n + 4,
+            local + 30 + n + 12,
+        ] {
             set64(&mut m.bytes, at, size);
         }
     });
-    assert!(matches!(&err, ArtifactError::LyingSize { name, .. } if name == A), "{err:?}");
+    assert!(
+        matches!(&err, ArtifactError::LyingSize { name, .. } if name == A),
+        "{err:?}"
+    );
 
     // Stored size and size disagree.
     let err = refuse(|m| {
@@ -249,7 +290,10 @@ fn lying_sizes_are_refused() {
         let size = le64(&m.bytes, at);
         set64(&mut m.bytes, at, size - 1);
     });
-    assert!(matches!(&err, ArtifactError::LyingSize { name, .. } if name == A), "{err:?}");
+    assert!(
+        matches!(&err, ArtifactError::LyingSize { name, .. } if name == A),
+        "{err:?}"
+    );
 
     // The local header says another size than the central directory.
     let err = refuse(|m| {
@@ -275,7 +319,10 @@ fn misaligned_data_is_refused() {
         m.bytes[local + 30 + n + 22..local + 30 + n + 24]
             .copy_from_slice(&(pad_len as u16 - 1).to_le_bytes());
     });
-    assert!(matches!(&err, ArtifactError::Misaligned { name, .. } if name == A), "{err:?}");
+    assert!(
+        matches!(&err, ArtifactError::Misaligned { name, .. } if name == A),
+        "{err:?}"
+    );
 }
 
 /// Builds an archive by hand: `entries` are written as given, the statement
@@ -290,7 +337,8 @@ fn hand_built(
     let path = dir.join("hand.kolm");
     let mut zip = ZipWriter::new(File::create(&path).unwrap());
     for (name, data) in entries {
-        zip.add_entry(name, &mut Cursor::new(data), &NoProgress).unwrap();
+        zip.add_entry(name, &mut Cursor::new(data), &NoProgress)
+            .unwrap();
     }
     let records = listed
         .iter()
@@ -322,13 +370,17 @@ fn hand_built(
         k_score: None,
         teacher: None,
         compile: None,
-        receipts: ReceiptsHead { length: 0, head: None },
+        receipts: ReceiptsHead {
+            length: 0,
+            head: None,
+        },
     });
     edit(&mut statement);
     let payload = serde_json::to_vec(&statement).unwrap();
     let envelope = Envelope::sign(payload_type, &payload, &[&test_key()]);
     let bytes = serde_json::to_vec(&envelope).unwrap();
-    zip.add_entry(names::MANIFEST, &mut Cursor::new(bytes), &NoProgress).unwrap();
+    zip.add_entry(names::MANIFEST, &mut Cursor::new(bytes), &NoProgress)
+        .unwrap();
     zip.finish().unwrap();
     path
 }
@@ -355,7 +407,10 @@ fn entries_missing_from_the_archive_are_refused() {
         |_| {},
     );
     let err = open(&path, &trusting(&test_key())).unwrap_err();
-    assert!(matches!(&err, ArtifactError::MissingEntry { name } if name == names::EVAL), "{err:?}");
+    assert!(
+        matches!(&err, ArtifactError::MissingEntry { name } if name == names::EVAL),
+        "{err:?}"
+    );
     assert_eq!(err.kind(), ErrorKind::Integrity);
 }
 
@@ -370,7 +425,10 @@ fn entries_not_in_the_manifest_are_refused() {
         |_| {},
     );
     let err = open(&path, &trusting(&test_key())).unwrap_err();
-    assert!(matches!(&err, ArtifactError::UnlistedEntry { name } if name == names::EVAL), "{err:?}");
+    assert!(
+        matches!(&err, ArtifactError::UnlistedEntry { name } if name == names::EVAL),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -378,13 +436,19 @@ fn attestations_may_stay_unlisted() {
     let dir = tempfile::tempdir().unwrap();
     let path = hand_built(
         dir.path(),
-        &[(names::BASE, BASE_BYTES), ("kolm/attestations/slsa.json", b"{}")],
+        &[
+            (names::BASE, BASE_BYTES),
+            ("kolm/attestations/slsa.json", b"{}"),
+        ],
         &[(names::BASE, BASE_BYTES)],
         IN_TOTO_PAYLOAD_TYPE,
         |_| {},
     );
     let verified = verify(&path, &trusting(&test_key()), &NoProgress).unwrap();
-    assert_eq!(verified.attestations(), ["kolm/attestations/slsa.json".to_owned()]);
+    assert_eq!(
+        verified.attestations(),
+        ["kolm/attestations/slsa.json".to_owned()]
+    );
 }
 
 #[test]
@@ -402,7 +466,10 @@ fn wrong_payload_types_are_refused() {
         s.predicate_type = "https://slsa.dev/provenance/v1".into();
     });
     let err = open(&path, &trusting(&test_key())).unwrap_err();
-    assert!(matches!(err, ArtifactError::WrongPayloadType { .. }), "{err:?}");
+    assert!(
+        matches!(err, ArtifactError::WrongPayloadType { .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -420,7 +487,10 @@ fn a_manifest_listing_wrong_sizes_or_subjects_is_refused() {
         s.subject.clear();
     });
     let err = open(&path, &trusting(&test_key())).unwrap_err();
-    assert!(matches!(err, ArtifactError::InvalidManifest { .. }), "{err:?}");
+    assert!(
+        matches!(err, ArtifactError::InvalidManifest { .. }),
+        "{err:?}"
+    );
 }
 
 #[test]

@@ -52,51 +52,70 @@ fn predicate() -> impl Strategy<Value = Predicate> {
         "[a-z0-9][a-z0-9._-]{0,20}",
         "[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}(-[a-z]{1,5})?",
         proptest::option::of(".{0,200}"),
-        ("[a-z0-9 ]{0,30}", "[a-z0-9]{1,10}", "[A-Z0-9_]{1,8}", any::<u64>()),
+        (
+            "[a-z0-9 ]{0,30}",
+            "[a-z0-9]{1,10}",
+            "[A-Z0-9_]{1,8}",
+            any::<u64>(),
+        ),
         entries,
         k,
         proptest::option::of(("[a-z]{1,10}", "[a-z0-9.-]{1,20}")),
-        proptest::option::of(proptest::collection::btree_map("[a-z_]{1,8}", any::<i64>(), 0..4)),
+        proptest::option::of(proptest::collection::btree_map(
+            "[a-z_]{1,8}",
+            any::<i64>(),
+            0..4,
+        )),
         0u32..86_400,
     )
-        .prop_map(|(name, version, task, base, entries, k_score, teacher, compile, secs)| {
-            let (b, adapter, verifier, receipts) = entries;
-            let mut list = vec![b];
-            list.extend(adapter);
-            list.extend(verifier);
-            let receipts_head = match receipts {
-                Some((r, head, length)) => {
-                    list.push(r);
-                    ReceiptsHead {
-                        length,
-                        head: Some(format!("sha256:{head}")),
+        .prop_map(
+            |(name, version, task, base, entries, k_score, teacher, compile, secs)| {
+                let (b, adapter, verifier, receipts) = entries;
+                let mut list = vec![b];
+                list.extend(adapter);
+                list.extend(verifier);
+                let receipts_head = match receipts {
+                    Some((r, head, length)) => {
+                        list.push(r);
+                        ReceiptsHead {
+                            length,
+                            head: Some(format!("sha256:{head}")),
+                        }
                     }
+                    None => ReceiptsHead {
+                        length: 0,
+                        head: None,
+                    },
+                };
+                Predicate {
+                    format_version: 1,
+                    name,
+                    version,
+                    created: format!(
+                        "2026-11-23T{:02}:{:02}:{:02}Z",
+                        secs / 3600,
+                        secs / 60 % 60,
+                        secs % 60
+                    ),
+                    task,
+                    base: BaseModel {
+                        name: (!base.0.is_empty()).then_some(base.0),
+                        architecture: base.1,
+                        quantization: base.2,
+                        parameter_count: base.3,
+                    },
+                    entries: list,
+                    k_score,
+                    teacher: teacher.map(|(provider, model)| Teacher { provider, model }),
+                    compile: compile.map(|m| {
+                        m.into_iter()
+                            .map(|(k, v)| (k, serde_json::Value::from(v)))
+                            .collect::<BTreeMap<_, _>>()
+                    }),
+                    receipts: receipts_head,
                 }
-                None => ReceiptsHead { length: 0, head: None },
-            };
-            Predicate {
-                format_version: 1,
-                name,
-                version,
-                created: format!("2026-11-23T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60),
-                task,
-                base: BaseModel {
-                    name: (!base.0.is_empty()).then_some(base.0),
-                    architecture: base.1,
-                    quantization: base.2,
-                    parameter_count: base.3,
-                },
-                entries: list,
-                k_score,
-                teacher: teacher.map(|(provider, model)| Teacher { provider, model }),
-                compile: compile.map(|m| {
-                    m.into_iter()
-                        .map(|(k, v)| (k, serde_json::Value::from(v)))
-                        .collect::<BTreeMap<_, _>>()
-                }),
-                receipts: receipts_head,
-            }
-        })
+            },
+        )
 }
 
 proptest! {

@@ -23,11 +23,18 @@ fn real_smollm2_round_trips_and_reads_in_place() {
     let p = &report.statement.predicate;
     assert_eq!(p.base.architecture, "llama");
     assert_eq!(p.base.quantization, "Q4_1");
-    assert!(p.base.parameter_count > 100_000_000, "{}", p.base.parameter_count);
+    assert!(
+        p.base.parameter_count > 100_000_000,
+        "{}",
+        p.base.parameter_count
+    );
 
     let verified = verify(&out, &trusting(&test_key()), &NoProgress).unwrap();
     assert_eq!(verified.statement(), &report.statement);
-    assert_eq!(verified.signers(), &SignerStatus::Trusted(vec![test_key().public().keyid()]));
+    assert_eq!(
+        verified.signers(),
+        &SignerStatus::Trusted(vec![test_key().public().keyid()])
+    );
     let entry = verified.entry(names::BASE).unwrap();
     assert_eq!(entry.record.sha256, sha256_file(&base));
     assert_eq!(entry.data_offset % 4096, 0);
@@ -90,7 +97,9 @@ fn untrusted_signers_are_refused_unless_allowed() {
         allow_untrusted: true,
     };
     let verified = verify(&good, &integrity_only, &NoProgress).unwrap();
-    assert!(matches!(verified.signers(), SignerStatus::Unchecked(ids) if ids == &[test_key().public().keyid()]));
+    assert!(
+        matches!(verified.signers(), SignerStatus::Unchecked(ids) if ids == &[test_key().public().keyid()])
+    );
 }
 
 #[test]
@@ -98,9 +107,19 @@ fn several_signatures_are_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let spec = PackSpec::new("two", "1", tiny_gguf(dir.path(), "b.gguf", 1));
     let out = dir.path().join("two.kolm");
-    pack(spec, &[&test_key(), &other_key()], &receipt_key(), &out, &NoProgress).unwrap();
+    pack(
+        spec,
+        &[&test_key(), &other_key()],
+        &receipt_key(),
+        &out,
+        &NoProgress,
+    )
+    .unwrap();
     let verified = verify(&out, &trusting(&other_key()), &NoProgress).unwrap();
-    assert_eq!(verified.signers(), &SignerStatus::Trusted(vec![other_key().public().keyid()]));
+    assert_eq!(
+        verified.signers(),
+        &SignerStatus::Trusted(vec![other_key().public().keyid()])
+    );
 }
 
 #[test]
@@ -125,27 +144,49 @@ fn bad_pack_inputs_are_refused_clearly_and_leave_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let not_gguf = write_file(dir.path(), "x.gguf", b"this is not a model");
     let out = dir.path().join("x.kolm");
-    let err = pack(PackSpec::new("x", "1", &not_gguf), &[&test_key()], &receipt_key(), &out, &NoProgress)
-        .unwrap_err();
+    let err = pack(
+        PackSpec::new("x", "1", &not_gguf),
+        &[&test_key()],
+        &receipt_key(),
+        &out,
+        &NoProgress,
+    )
+    .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
     assert!(err.to_string().contains("x.gguf"), "{err}");
 
     let base = tiny_gguf(dir.path(), "b.gguf", 1);
-    let err = pack(PackSpec::new("Bad Name", "1", &base), &[&test_key()], &receipt_key(), &out, &NoProgress)
-        .unwrap_err();
+    let err = pack(
+        PackSpec::new("Bad Name", "1", &base),
+        &[&test_key()],
+        &receipt_key(),
+        &out,
+        &NoProgress,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("Bad Name"), "{err}");
 
     let missing = dir.path().join("missing.gguf");
-    let err = pack(PackSpec::new("x", "1", &missing), &[&test_key()], &receipt_key(), &out, &NoProgress)
-        .unwrap_err();
+    let err = pack(
+        PackSpec::new("x", "1", &missing),
+        &[&test_key()],
+        &receipt_key(),
+        &out,
+        &NoProgress,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("missing.gguf"), "{err}");
 
     let mut spec = PackSpec::new("x", "1", &base);
-    spec.components.push(kolm_artifact::Component::new("model/extra.bin", &base));
+    spec.components
+        .push(kolm_artifact::Component::new("model/extra.bin", &base));
     let err = pack(spec, &[&test_key()], &receipt_key(), &out, &NoProgress).unwrap_err();
     assert!(err.to_string().contains("model/extra.bin"), "{err}");
 
-    let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert!(!out.exists());
     assert!(
         names.iter().all(|n| !n.to_string_lossy().contains(".tmp")),

@@ -17,7 +17,9 @@ pub fn fixtures_dir() -> PathBuf {
     }
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache")
+        });
     cache.join("kolm").join("fixtures")
 }
 
@@ -36,10 +38,18 @@ pub fn smollm2() -> PathBuf {
 pub fn tiny_gguf(dir: &Path, file: &str, seed: u8) -> PathBuf {
     let path = dir.join(file);
     let mut out = File::create(&path).unwrap();
-    gguf::write_minimal(&mut out, "llama", "tiny", &[("w", &[64, 40], 1)], |_, len, w| {
-        let data: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
-        w.write_all(&data)
-    })
+    gguf::write_minimal(
+        &mut out,
+        "llama",
+        "tiny",
+        &[("w", &[64, 40], 1)],
+        |_, len, w| {
+            let data: Vec<u8> = (0..len)
+                .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+                .collect();
+            w.write_all(&data)
+        },
+    )
     .unwrap();
     path
 }
@@ -83,11 +93,19 @@ pub fn full_artifact(dir: &Path) -> PathBuf {
     ));
     spec.components.push(Component::new(
         names::VERIFIER,
-        write_file(dir, "verifier.json", br#"{"kind":"label","labels":["yes","no"]}"#),
+        write_file(
+            dir,
+            "verifier.json",
+            br#"{"kind":"label","labels":["yes","no"]}"#,
+        ),
     ));
     spec.components.push(Component::new(
         names::EVAL,
-        write_file(dir, "heldout.jsonl", b"{\"input\":\"x\",\"output\":\"yes\"}\n"),
+        write_file(
+            dir,
+            "heldout.jsonl",
+            b"{\"input\":\"x\",\"output\":\"yes\"}\n",
+        ),
     ));
     spec.task = Some("answer yes or no".into());
     let out = dir.join("full.kolm");
