@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 /// Keys, trust and the artifact store live under $KOLM_HOME when it is set,
 /// else under the user's data directory.
 #[derive(Debug, Parser)]
-#[command(name = "kolmctl", version, propagate_version = true)]
+#[command(name = "kolmctl", version)]
 pub struct Cli {
     /// Hide progress bars.
     #[arg(short, long, global = true)]
@@ -182,4 +182,14 @@ pub enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_grammar_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

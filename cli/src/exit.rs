@@ -7,26 +7,21 @@ use std::process::ExitCode;
 use kolm_artifact::{ArtifactError, ErrorKind};
 use kolm_store::StoreError;
 
-/// The exit code for an error, found by walking its causes.
+/// The exit code for an error, from the first cause the libraries classify.
 pub fn code_for(err: &anyhow::Error) -> u8 {
-    for cause in err.chain() {
-        let artifact = cause.downcast_ref::<ArtifactError>().or_else(|| {
-            match cause.downcast_ref::<StoreError>() {
-                Some(StoreError::Artifact(a)) => Some(a),
-                _ => None,
-            }
-        });
-        if let Some(a) = artifact {
-            return match a.kind() {
-                ErrorKind::Malformed => 3,
-                ErrorKind::BadSignature => 4,
-                ErrorKind::Untrusted => 5,
-                ErrorKind::Integrity => 6,
-                ErrorKind::Io | ErrorKind::InvalidInput => 1,
-            };
-        }
+    let kind = err.chain().find_map(|cause| {
+        cause
+            .downcast_ref::<ArtifactError>()
+            .map(ArtifactError::kind)
+            .or_else(|| cause.downcast_ref::<StoreError>().map(StoreError::kind))
+    });
+    match kind {
+        Some(ErrorKind::Malformed) => 3,
+        Some(ErrorKind::BadSignature) => 4,
+        Some(ErrorKind::Untrusted) => 5,
+        Some(ErrorKind::Integrity) => 6,
+        Some(ErrorKind::Io | ErrorKind::InvalidInput) | None => 1,
     }
-    1
 }
 
 /// A short machine-readable name for the error's class.

@@ -201,8 +201,12 @@ fn verify_exit_codes_follow_the_contract() {
     assert_eq!(report["error"]["kind"], "malformed");
 
     // 4: bad signature (a payload character changed).
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let at = text.find("\"payload\": \"").unwrap() + 20;
+    let needle = b"\"payload\": \"";
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap()
+        + 20;
     let mut forged = bytes.clone();
     forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
     let forged_path = env.path("forged.kolm");

@@ -1,7 +1,7 @@
 //! The verbs that work on an artifact file: `pack`, `inspect`, `verify`.
 
 use anyhow::Context;
-use kolm_artifact::{names, Component, PackSpec, SignerStatus, Statement, TrustPolicy};
+use kolm_artifact::{names, Component, PackSpec, SignerStatus, Statement};
 use kolm_store::{Home, Keyring};
 use serde_json::json;
 
@@ -18,6 +18,9 @@ pub fn pack(home: &Home, args: PackArgs, bar: &Bar) -> anyhow::Result<()> {
             key.name,
             home.root().join("keys").display()
         );
+    }
+    if let Some(warning) = keyring.permission_warning(&key.name) {
+        eprintln!("warning: {warning}");
     }
     let receipt_key = keyring.receipt_key()?;
     let name = match args.name {
@@ -84,10 +87,7 @@ fn default_name(base: &std::path::Path) -> anyhow::Result<String> {
 
 pub fn inspect(home: &Home, args: InspectArgs) -> anyhow::Result<()> {
     let keyring = home.keyring();
-    let policy = TrustPolicy {
-        keys: keyring.trusted()?.into_iter().map(|k| k.key).collect(),
-        allow_untrusted: true,
-    };
+    let policy = keyring.trust_policy(true)?;
     let opened = kolm_artifact::open(&args.artifact, &policy)
         .with_context(|| format!("cannot read {}", args.artifact.display()))?;
     let statement = opened.statement();

@@ -31,16 +31,13 @@ pub fn run(args: Cli) -> anyhow::Result<()> {
 
 /// The trust policy from the keyring plus `--key` files and `--allow-untrusted`.
 fn trust_policy(keyring: &Keyring, args: &TrustArgs) -> anyhow::Result<TrustPolicy> {
-    let mut keys: Vec<_> = keyring.trusted()?.into_iter().map(|k| k.key).collect();
+    let mut policy = keyring.trust_policy(args.allow_untrusted)?;
     for path in &args.keys {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read public key {}", path.display()))?;
         let key = kolm_artifact::PublicKey::parse(&text)
             .with_context(|| format!("{} is not a kolm public key", path.display()))?;
-        keys.push(key.key);
+        policy.keys.push(key.key);
     }
-    Ok(TrustPolicy {
-        keys,
-        allow_untrusted: args.allow_untrusted,
-    })
+    Ok(policy)
 }

@@ -14,15 +14,9 @@ pub fn install(home: &Home, args: InstallArgs, bar: &Bar) -> anyhow::Result<()> 
     let report = store.install(&args.artifact, &policy, bar)?;
     let r = &report.record;
     if args.json {
-        return output::json(&json!({
-            "ok": true,
-            "name": r.name,
-            "version": r.version,
-            "outcome": report.outcome,
-            "written_bytes": report.written_bytes,
-            "reused_bytes": report.reused_bytes,
-            "record": r,
-        }));
+        let mut value = serde_json::to_value(&report)?;
+        value["ok"] = json!(true);
+        return output::json(&value);
     }
     let what = match &report.outcome {
         InstallOutcome::Installed => "installed",

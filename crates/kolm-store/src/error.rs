@@ -96,15 +96,17 @@ impl StoreError {
     /// The coarse class of this error (for exit codes): an artifact error's
     /// own kind; [`ErrorKind::Integrity`] for a corrupt or missing blob or a
     /// damaged record; [`ErrorKind::Io`] for I/O; [`ErrorKind::InvalidInput`]
-    /// for everything the caller can fix by asking differently.
+    /// for everything the caller can fix by asking differently (including a
+    /// malformed key file: exit code 3 is reserved for malformed archives).
     pub fn kind(&self) -> ErrorKind {
         use StoreError::*;
         match self {
             Artifact(e) => e.kind(),
             Io { .. } | NoHomeDir => ErrorKind::Io,
             CorruptBlob { .. } | MissingBlob { .. } | CorruptRecord { .. } => ErrorKind::Integrity,
-            MalformedKey { .. } | MalformedReceiptKey { .. } => ErrorKind::Malformed,
             NoSigningKey { .. }
+            | MalformedKey { .. }
+            | MalformedReceiptKey { .. }
             | NoPublicKey { .. }
             | KeyExists { .. }
             | InvalidKeyName { .. }

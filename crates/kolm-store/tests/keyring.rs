@@ -151,7 +151,7 @@ fn malformed_key_files_are_named_in_the_error() {
         "{err:?}"
     );
     assert!(err.to_string().contains("garbage.pub"), "{err}");
-    assert_eq!(err.kind(), ErrorKind::Malformed);
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
 
     // A secret key file is not a public key.
     keyring.generate("alice").unwrap();
