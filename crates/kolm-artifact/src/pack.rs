@@ -63,7 +63,9 @@ impl PackSpec {
         PackSpec {
             name: name.to_owned(),
             version: version.to_owned(),
-            created: OffsetDateTime::now_utc(),
+            created: OffsetDateTime::now_utc()
+                .replace_nanosecond(0)
+                .expect("0 is a valid nanosecond"),
             reproducible: false,
             task: None,
             components: vec![Component::new(names::BASE, base)],
