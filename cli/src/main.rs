@@ -1,2 +1,21 @@
-//! kolmctl: the kolm command line.
-fn main() {}
+//! kolmctl: the kolm command line. Parses flags (clap), runs one verb, and
+//! maps failures to exit codes scripts can rely on.
+
+mod cli;
+mod commands;
+mod exit;
+mod output;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    let json = args.command.wants_json();
+    match commands::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => exit::report(&err, json),
+    }
+}

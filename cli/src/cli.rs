@@ -1,0 +1,185 @@
+//! The command-line grammar: every verb, flag and its help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// kolm: compile tasks into signed `.kolm` artifacts and run them locally.
+///
+/// Keys, trust and the artifact store live under $KOLM_HOME when it is set,
+/// else under the user's data directory.
+#[derive(Debug, Parser)]
+#[command(name = "kolmctl", version, propagate_version = true)]
+pub struct Cli {
+    /// Hide progress bars.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Pack a GGUF base (and optionally a LoRA adapter) into a signed artifact.
+    Pack(PackArgs),
+    /// Show an artifact's manifest (checks its structure and signature, not its contents).
+    Inspect(InspectArgs),
+    /// Verify an artifact's structure, signature and every byte of its contents.
+    ///
+    /// Exit codes: 0 valid, 2 usage, 3 malformed archive, 4 bad signature,
+    /// 5 signer not trusted, 6 digest mismatch, 1 anything else.
+    Verify(VerifyArgs),
+    /// Verify an artifact and add it to the local store.
+    Install(InstallArgs),
+    /// List installed artifacts.
+    List(JsonArgs),
+    /// Show an installed artifact and re-check its blobs.
+    Show(RefArgs),
+    /// Remove an installed artifact (its blobs go at the next `gc`).
+    #[command(alias = "remove")]
+    Rm(RefArgs),
+    /// Delete blobs no installed artifact uses, and leftovers of interrupted installs.
+    Gc(JsonArgs),
+    /// Manage signing keys and trusted public keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+impl Command {
+    /// Whether the user asked for JSON (errors are then JSON too).
+    pub fn wants_json(&self) -> bool {
+        match self {
+            Command::Pack(a) => a.json,
+            Command::Inspect(a) => a.json,
+            Command::Verify(a) => a.json,
+            Command::Install(a) => a.json,
+            Command::List(a) | Command::Gc(a) => a.json,
+            Command::Show(a) | Command::Rm(a) => a.json,
+            Command::Keys(k) => match k {
+                KeysCommand::Generate { json, .. }
+                | KeysCommand::List { json }
+                | KeysCommand::Trust { json, .. } => *json,
+                KeysCommand::Export { .. } => false,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PackArgs {
+    /// The base model, a GGUF file.
+    #[arg(long, value_name = "MODEL.gguf")]
+    pub base: PathBuf,
+    /// A LoRA adapter for the base, a GGUF file.
+    #[arg(long, value_name = "A.gguf")]
+    pub adapter: Option<PathBuf>,
+    /// Artifact name [default: derived from the base file name].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Artifact version.
+    #[arg(long, default_value = "0.1.0")]
+    pub version: String,
+    /// What the artifact is for, recorded in the manifest.
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Name of the signing key [default: `default`, created on first use].
+    #[arg(long, value_name = "NAME")]
+    pub key: Option<String>,
+    /// Where to write the artifact.
+    #[arg(long, short, value_name = "X.kolm")]
+    pub out: PathBuf,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The artifact file.
+    #[arg(value_name = "X.kolm")]
+    pub artifact: PathBuf,
+    /// Print the manifest as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// Accept signatures by this public key file (repeatable), besides the trusted keys.
+    #[arg(long = "key", value_name = "PUB")]
+    pub keys: Vec<PathBuf>,
+    /// Accept an artifact no trusted key signed: check integrity only.
+    #[arg(long)]
+    pub allow_untrusted: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The artifact file.
+    #[arg(value_name = "X.kolm")]
+    pub artifact: PathBuf,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    /// Print the result as JSON (also on failure).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// The artifact file.
+    #[arg(value_name = "X.kolm")]
+    pub artifact: PathBuf,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArgs {
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RefArgs {
+    /// An installed artifact: NAME (latest installed) or NAME:VERSION.
+    pub name: String,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a signing key (its public half is trusted at once).
+    Generate {
+        /// Key name.
+        #[arg(long, default_value = "default")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List own keys and trusted public keys.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a public key, to share with whoever verifies your artifacts.
+    Export {
+        /// Key name.
+        #[arg(default_value = "default")]
+        name: String,
+    },
+    /// Trust a public key file: artifacts it signs then verify.
+    Trust {
+        /// A public key file, as `kolmctl keys export` prints it.
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -1,0 +1,57 @@
+//! Exit codes and error reporting. `verify`'s codes are a contract:
+//! 3 malformed archive, 4 bad signature, 5 signer not trusted, 6 digest
+//! mismatch; 2 is usage (clap), 1 anything else.
+
+use std::process::ExitCode;
+
+use kolm_artifact::{ArtifactError, ErrorKind};
+use kolm_store::StoreError;
+
+/// The exit code for an error, found by walking its causes.
+pub fn code_for(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        let artifact = cause.downcast_ref::<ArtifactError>().or_else(|| {
+            match cause.downcast_ref::<StoreError>() {
+                Some(StoreError::Artifact(a)) => Some(a),
+                _ => None,
+            }
+        });
+        if let Some(a) = artifact {
+            return match a.kind() {
+                ErrorKind::Malformed => 3,
+                ErrorKind::BadSignature => 4,
+                ErrorKind::Untrusted => 5,
+                ErrorKind::Integrity => 6,
+                ErrorKind::Io | ErrorKind::InvalidInput => 1,
+            };
+        }
+    }
+    1
+}
+
+/// A short machine-readable name for the error's class.
+fn kind_name(code: u8) -> &'static str {
+    match code {
+        3 => "malformed",
+        4 => "bad_signature",
+        5 => "untrusted",
+        6 => "digest_mismatch",
+        _ => "error",
+    }
+}
+
+/// Prints the error (as JSON on stdout when asked, else on stderr) and
+/// returns the exit code.
+pub fn report(err: &anyhow::Error, json: bool) -> ExitCode {
+    let code = code_for(err);
+    if json {
+        let value = serde_json::json!({
+            "ok": false,
+            "error": { "kind": kind_name(code), "exit_code": code, "message": format!("{err:#}") },
+        });
+        println!("{value}");
+    } else {
+        eprintln!("error: {err:#}");
+    }
+    ExitCode::from(code)
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine and runs kolm's main job. Idempotent: a second run
+# installs and downloads nothing.
+#
+#   1. installs the system packages the build needs (apt, when missing)
+#   2. fetches the model files (scripts/fixtures.sh)
+#   3. builds kolmctl in release mode
+#   4. packs the real SmolLM2-135M model into a signed artifact, verifies
+#      it, installs it into the local store and shows it
+#
+# Keys and the store go under $KOLM_HOME when set, else the user's data dir.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(cmake clang libclang-dev pkg-config python3-venv)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "installing system packages: ${missing[*]}"
+    sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+    echo "error: cargo not found; install Rust (https://rustup.rs) and run this again" >&2
+    exit 1
+fi
+
+scripts/fixtures.sh
+fixtures=$(scripts/fixtures.sh --print-dir)
+
+echo "building kolmctl (release)..."
+cargo build --release --quiet -p kolm-cli
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+kolmctl="$target_dir/release/kolmctl"
+
+mkdir -p "$target_dir/demo"
+artifact="$target_dir/demo/smollm2.kolm"
+set -x
+"$kolmctl" pack --base "$fixtures/SmolLM2-135M-Instruct.Q4_1.gguf" \
+    --name smollm2 --version 0.1.2 --task "a small general-purpose assistant" \
+    --out "$artifact"
+"$kolmctl" verify "$artifact"
+"$kolmctl" install "$artifact"
+"$kolmctl" inspect "$artifact"
