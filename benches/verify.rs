@@ -102,6 +102,8 @@ struct SizeResult {
     /// `openssl dgst -sha256` times, when openssl is installed.
     openssl_s: Vec<f64>,
     tamper_detected: bool,
+    /// Exit code of verify on the tampered artifact (`None`: killed by a signal).
+    tamper_exit: Option<i32>,
 }
 
 impl SizeResult {
@@ -255,6 +257,7 @@ fn run_size(cfg: &Config, label: &str, size: u64) -> Result<SizeResult> {
         sha_rss_kib: None,
         openssl_s: Vec::new(),
         tamper_detected: false,
+        tamper_exit: None,
     };
     for i in 0..cfg.reps {
         let v = measure(&verify)?;
@@ -291,8 +294,9 @@ fn run_size(cfg: &Config, label: &str, size: u64) -> Result<SizeResult> {
         .status()
         .context("running kolmctl verify on the tampered artifact")?;
     r.tamper_detected = !tampered.success();
+    r.tamper_exit = tampered.code();
     eprintln!(
-        "[{label}] tampered artifact: verify {}",
+        "[{label}] tampered artifact: verify {} ({tampered})",
         if r.tamper_detected {
             "rejects it"
         } else {
@@ -452,6 +456,7 @@ fn report(cfg: &Config, results: &[SizeResult]) -> Value {
                 "pack_rss_pass": r.pack_rss_kib.map(|k| k < RSS_GOAL_KIB),
                 "verify_rss_pass": r.verify_rss_kib.map(|k| k < RSS_GOAL_KIB),
                 "tamper_detected": r.tamper_detected,
+                "tamper_exit_code": r.tamper_exit,
             })
         })
         .collect();
