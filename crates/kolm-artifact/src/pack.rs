@@ -117,6 +117,13 @@ pub fn pack(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    if !parent.is_dir() {
+        return Err(invalid(format!(
+            "cannot write {}: the directory {} does not exist",
+            out.display(),
+            parent.display()
+        )));
+    }
     let file_name = out
         .file_name()
         .ok_or_else(|| invalid(format!("{} is not a file path", out.display())))?;

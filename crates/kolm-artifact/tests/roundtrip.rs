@@ -183,6 +183,17 @@ fn bad_pack_inputs_are_refused_clearly_and_leave_nothing() {
     let err = pack(spec, &[&test_key()], &receipt_key(), &out, &NoProgress).unwrap_err();
     assert!(err.to_string().contains("model/extra.bin"), "{err}");
 
+    let nowhere = dir.path().join("no/such/dir/x.kolm");
+    let err = pack(
+        PackSpec::new("x", "1", &base),
+        &[&test_key()],
+        &receipt_key(),
+        &nowhere,
+        &NoProgress,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+
     let names: Vec<_> = fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
