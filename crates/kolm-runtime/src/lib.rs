@@ -1,1 +1,23 @@
-//! The llama.cpp engine.
+//! The llama.cpp engine behind kolmd: loads a base GGUF once, attaches one
+//! context per artifact (each with its own LoRA adapter and slots), runs
+//! continuous batching across the slots, samples with the usual knobs plus
+//! JSON-schema constraints, renders chat templates, and embeds text.
+//!
+//! Entry point: [`Runtime::load_base`] gives a [`BaseHandle`];
+//! [`BaseHandle::attach`] gives a [`ContextHandle`];
+//! [`ContextHandle::generate`] gives a [`GenerationStream`] of text deltas.
+
+mod engine;
+mod error;
+mod sampling;
+mod template;
+mod text;
+
+pub use engine::{
+    BaseHandle, BaseInfo, BaseOptions, Completion, ContextHandle, ContextSpec, Embeddings,
+    FinishReason, GenerateEvent, GenerateRequest, GenerationStream, Runtime,
+};
+pub use error::RuntimeError;
+pub use sampling::{Grammar, SamplingParams};
+pub use template::{ChatMessage, ChatTemplate};
+pub use text::{Delta, TextAssembler};
