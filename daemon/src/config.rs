@@ -54,8 +54,8 @@ impl KeepAlive {
     /// negative value for "forever".
     pub fn parse(text: &str) -> Result<KeepAlive, String> {
         let t = text.trim();
-        if t.starts_with('-') {
-            parse_duration(&t[1..])?;
+        if let Some(magnitude) = t.strip_prefix('-') {
+            parse_duration(magnitude)?;
             return Ok(KeepAlive::Forever);
         }
         parse_duration(t).map(KeepAlive::After)
@@ -324,7 +324,11 @@ impl RawConfig {
         })?;
         let api_keys = self.api_keys.unwrap_or_default();
         if api_keys.iter().any(|k| k.trim().is_empty()) {
-            return Err(invalid("api_keys", "", "an API key may not be empty".into()));
+            return Err(invalid(
+                "api_keys",
+                "",
+                "an API key may not be empty".into(),
+            ));
         }
         if !listen.ip().is_loopback() && api_keys.is_empty() {
             return Err(ConfigError::OpenWithoutKey { addr: listen });
@@ -352,7 +356,11 @@ impl RawConfig {
         let gpu_layers = match self.gpu_layers.as_deref().map(str::trim) {
             None | Some("auto") => GpuLayers::Auto,
             Some(v) => GpuLayers::Fixed(v.parse().map_err(|_| {
-                invalid("gpu_layers", v, "expected `auto` or a number of layers".into())
+                invalid(
+                    "gpu_layers",
+                    v,
+                    "expected `auto` or a number of layers".into(),
+                )
             })?),
         };
         let size = |key: &'static str, v: &Option<String>| {
@@ -499,8 +507,12 @@ mod tests {
 
     #[test]
     fn non_loopback_without_a_key_is_refused() {
-        let e = Config::load(None, env(&[("KOLM_LISTEN", "0.0.0.0:9")]), RawConfig::default())
-            .unwrap_err();
+        let e = Config::load(
+            None,
+            env(&[("KOLM_LISTEN", "0.0.0.0:9")]),
+            RawConfig::default(),
+        )
+        .unwrap_err();
         assert!(matches!(e, ConfigError::OpenWithoutKey { .. }), "{e}");
         let ok = Config::load(
             None,
@@ -514,8 +526,12 @@ mod tests {
     fn bad_values_name_their_key() {
         let e = Config::load(None, env(&[("KOLM_SLOTS", "x")]), RawConfig::default()).unwrap_err();
         assert!(e.to_string().contains("KOLM_SLOTS"), "{e}");
-        let e = Config::load(None, env(&[("KOLM_KEEP_ALIVE", "5 parsecs")]), RawConfig::default())
-            .unwrap_err();
+        let e = Config::load(
+            None,
+            env(&[("KOLM_KEEP_ALIVE", "5 parsecs")]),
+            RawConfig::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("keep_alive"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("k.toml");
@@ -530,7 +546,10 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
         assert_eq!(KeepAlive::parse("-1").unwrap(), KeepAlive::Forever);
-        assert_eq!(KeepAlive::parse("0").unwrap(), KeepAlive::After(Duration::ZERO));
+        assert_eq!(
+            KeepAlive::parse("0").unwrap(),
+            KeepAlive::After(Duration::ZERO)
+        );
         assert_eq!(parse_size("4MiB").unwrap(), 4 << 20);
         assert_eq!(parse_size("2GB").unwrap(), 2_000_000_000);
         assert!(parse_size("4 parsecs").is_err());

@@ -14,9 +14,7 @@ use crate::scheduler::Scheduler;
 const TTFT_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
-const TPOT_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-];
+const TPOT_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
 
 #[derive(Clone, Debug)]
 struct Histogram {
@@ -51,7 +49,11 @@ impl Histogram {
         for (b, c) in self.bounds.iter().zip(&self.counts) {
             let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {c}");
         }
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
         let braces = if labels.is_empty() {
             String::new()
         } else {
@@ -120,7 +122,12 @@ impl Metrics {
         let mut out = String::new();
         {
             let d = self.data.lock().unwrap_or_else(|e| e.into_inner());
-            header(&mut out, "kolm_http_requests_total", "counter", "HTTP responses by route and status.");
+            header(
+                &mut out,
+                "kolm_http_requests_total",
+                "counter",
+                "HTTP responses by route and status.",
+            );
             for ((route, status), n) in &d.requests {
                 let _ = writeln!(
                     out,
@@ -128,13 +135,27 @@ impl Metrics {
                     esc(route)
                 );
             }
-            header(&mut out, "kolm_prompt_tokens_total", "counter", "Prompt tokens processed.");
+            header(
+                &mut out,
+                "kolm_prompt_tokens_total",
+                "counter",
+                "Prompt tokens processed.",
+            );
             for (m, n) in &d.prompt_tokens {
                 let _ = writeln!(out, "kolm_prompt_tokens_total{{model=\"{}\"}} {n}", esc(m));
             }
-            header(&mut out, "kolm_completion_tokens_total", "counter", "Tokens generated.");
+            header(
+                &mut out,
+                "kolm_completion_tokens_total",
+                "counter",
+                "Tokens generated.",
+            );
             for (m, n) in &d.completion_tokens {
-                let _ = writeln!(out, "kolm_completion_tokens_total{{model=\"{}\"}} {n}", esc(m));
+                let _ = writeln!(
+                    out,
+                    "kolm_completion_tokens_total{{model=\"{}\"}} {n}",
+                    esc(m)
+                );
             }
             header(
                 &mut out,
@@ -143,7 +164,11 @@ impl Metrics {
                 "From the request reaching the engine to its first token.",
             );
             for (m, h) in &d.ttft {
-                h.render(&mut out, "kolm_time_to_first_token_seconds", &format!("model=\"{}\"", esc(m)));
+                h.render(
+                    &mut out,
+                    "kolm_time_to_first_token_seconds",
+                    &format!("model=\"{}\"", esc(m)),
+                );
             }
             header(
                 &mut out,
@@ -152,22 +177,49 @@ impl Metrics {
                 "Mean time per generated token after the first, per request.",
             );
             for (m, h) in &d.tpot {
-                h.render(&mut out, "kolm_time_per_output_token_seconds", &format!("model=\"{}\"", esc(m)));
+                h.render(
+                    &mut out,
+                    "kolm_time_per_output_token_seconds",
+                    &format!("model=\"{}\"", esc(m)),
+                );
             }
         }
         let loaded = scheduler.list_loaded();
         let memory = scheduler.memory();
         header(&mut out, "kolm_loaded_models", "gauge", "Artifacts loaded.");
         let _ = writeln!(out, "kolm_loaded_models {}", loaded.len());
-        header(&mut out, "kolm_loading_models", "gauge", "Loads in progress.");
+        header(
+            &mut out,
+            "kolm_loading_models",
+            "gauge",
+            "Loads in progress.",
+        );
         let _ = writeln!(out, "kolm_loading_models {}", scheduler.loading());
-        header(&mut out, "kolm_loaded_bases", "gauge", "Base models loaded (shared by artifacts).");
+        header(
+            &mut out,
+            "kolm_loaded_bases",
+            "gauge",
+            "Base models loaded (shared by artifacts).",
+        );
         let _ = writeln!(out, "kolm_loaded_bases {}", memory.bases.len());
-        header(&mut out, "kolm_base_memory_bytes", "gauge", "Weights of each loaded base, counted once.");
+        header(
+            &mut out,
+            "kolm_base_memory_bytes",
+            "gauge",
+            "Weights of each loaded base, counted once.",
+        );
         for (digest, bytes, refs) in &memory.bases {
-            let _ = writeln!(out, "kolm_base_memory_bytes{{base=\"{digest}\",artifacts=\"{refs}\"}} {bytes}");
+            let _ = writeln!(
+                out,
+                "kolm_base_memory_bytes{{base=\"{digest}\",artifacts=\"{refs}\"}} {bytes}"
+            );
         }
-        header(&mut out, "kolm_model_memory_bytes", "gauge", "KV cache of each loaded artifact.");
+        header(
+            &mut out,
+            "kolm_model_memory_bytes",
+            "gauge",
+            "KV cache of each loaded artifact.",
+        );
         for m in &loaded {
             let _ = writeln!(
                 out,
@@ -177,15 +229,40 @@ impl Metrics {
                 m.context_bytes
             );
         }
-        header(&mut out, "kolm_memory_used_bytes", "gauge", "Weights plus KV caches of everything loaded.");
+        header(
+            &mut out,
+            "kolm_memory_used_bytes",
+            "gauge",
+            "Weights plus KV caches of everything loaded.",
+        );
         let _ = writeln!(out, "kolm_memory_used_bytes {}", memory.total_bytes);
-        header(&mut out, "kolm_queue_depth", "gauge", "Requests waiting for a slot.");
+        header(
+            &mut out,
+            "kolm_queue_depth",
+            "gauge",
+            "Requests waiting for a slot.",
+        );
         for m in &loaded {
-            let _ = writeln!(out, "kolm_queue_depth{{model=\"{}\"}} {}", esc(&m.model), m.queued);
+            let _ = writeln!(
+                out,
+                "kolm_queue_depth{{model=\"{}\"}} {}",
+                esc(&m.model),
+                m.queued
+            );
         }
-        header(&mut out, "kolm_requests_in_flight", "gauge", "Requests holding a loaded artifact.");
+        header(
+            &mut out,
+            "kolm_requests_in_flight",
+            "gauge",
+            "Requests holding a loaded artifact.",
+        );
         for m in &loaded {
-            let _ = writeln!(out, "kolm_requests_in_flight{{model=\"{}\"}} {}", esc(&m.model), m.in_use);
+            let _ = writeln!(
+                out,
+                "kolm_requests_in_flight{{model=\"{}\"}} {}",
+                esc(&m.model),
+                m.in_use
+            );
         }
         out
     }
@@ -197,5 +274,7 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -408,7 +408,11 @@ impl Scheduler {
         }
         match state.bases.get_mut(&model.base_digest) {
             Some(b) => b.refs += 1,
-            None => return Err(SchedulerError::Internal("the base was unloaded while loading".into())),
+            None => {
+                return Err(SchedulerError::Internal(
+                    "the base was unloaded while loading".into(),
+                ))
+            }
         }
         state.models.insert(
             key,
@@ -502,7 +506,9 @@ impl Scheduler {
     fn release(&self, model: &Arc<LoadedModel>) {
         let mut state = self.state();
         let key = &model.reference;
-        let Some(entry) = state.models.get_mut(key) else { return };
+        let Some(entry) = state.models.get_mut(key) else {
+            return;
+        };
         if !Arc::ptr_eq(&entry.model, model) {
             return;
         }
@@ -533,7 +539,11 @@ impl Scheduler {
             tracing::info!(model = %key, "keep_alive expired");
             Self::remove(&mut state, key, None);
         }
-        state.models.values().filter_map(ModelEntry::expires_at).min()
+        state
+            .models
+            .values()
+            .filter_map(ModelEntry::expires_at)
+            .min()
     }
 
     /// The background task that unloads expired artifacts until `cancel`.
@@ -597,9 +607,9 @@ impl Scheduler {
                     } else {
                         (now - e.last_used).as_secs_f64()
                     },
-                    expires_at: e.expires_at().map(|t| {
-                        (wall + t.saturating_duration_since(now)).as_secs_f64()
-                    }),
+                    expires_at: e
+                        .expires_at()
+                        .map(|t| (wall + t.saturating_duration_since(now)).as_secs_f64()),
                     requests_served: e.served,
                     in_use: e.in_use,
                     queued,
@@ -607,7 +617,7 @@ impl Scheduler {
                 (e.last_used, info)
             })
             .collect();
-        out.sort_by(|a, b| b.0.cmp(&a.0));
+        out.sort_by_key(|e| std::cmp::Reverse(e.0));
         out.into_iter().map(|(_, i)| i).collect()
     }
 
@@ -644,7 +654,10 @@ impl Scheduler {
 
     /// Loads the base (if needed) and attaches a context for `record`; the
     /// caller holds the load lock.
-    async fn load_record(&self, record: &ArtifactRecord) -> Result<Arc<LoadedModel>, SchedulerError> {
+    async fn load_record(
+        &self,
+        record: &ArtifactRecord,
+    ) -> Result<Arc<LoadedModel>, SchedulerError> {
         let reference = record.reference();
         let base_entry = record
             .entry(names::BASE)

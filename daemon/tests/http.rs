@@ -28,12 +28,20 @@ fn chat_completions_models_and_metrics() {
     assert_eq!(health.json()["status"], "ok");
 
     let models = d.get("/v1/models").json();
-    let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert!(ids.contains(&"smollm2:0.1.0"), "{models}");
     assert_eq!(d.get("/v1/models/smollm2").json()["id"], "smollm2:0.1.0");
     d.get("/v1/models/nope").error(404);
 
-    let r = d.post("/v1/chat/completions", &chat_body("smollm2", "What is the capital of France?", 16));
+    let r = d.post(
+        "/v1/chat/completions",
+        &chat_body("smollm2", "What is the capital of France?", 16),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert_eq!(v["object"], "chat.completion");
@@ -50,17 +58,26 @@ fn chat_completions_models_and_metrics() {
     body["stream_options"] = json!({"include_usage": true});
     let s = d.post("/v1/chat/completions", &body);
     assert_eq!(s.status, 200, "{}", s.text());
-    assert!(s.header("content-type").unwrap().starts_with("text/event-stream"));
+    assert!(s
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/event-stream"));
     let events = s.events();
     assert_eq!(events.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
     let streamed: String = chunks
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
         .collect();
     assert_eq!(streamed, text);
     let usage = &chunks.last().unwrap()["usage"];
-    assert_eq!(usage["completion_tokens"], v["usage"]["completion_tokens"], "{usage}");
+    assert_eq!(
+        usage["completion_tokens"], v["usage"]["completion_tokens"],
+        "{usage}"
+    );
 
     // Text completions, streamed too.
     let c = d.post("/v1/completions", &json!({"model": "smollm2", "prompt": "The capital of France is", "max_tokens": 5, "temperature": 0}));
@@ -70,17 +87,33 @@ fn chat_completions_models_and_metrics() {
     assert_eq!(cv["usage"]["completion_tokens"], 5);
     assert_eq!(cv["choices"][0]["finish_reason"], "length");
     let cs = d.post("/v1/completions", &json!({"model": "smollm2", "prompt": "The capital of France is", "max_tokens": 5, "temperature": 0, "stream": true}));
-    let streamed: String = cs.events().iter().filter(|e| *e != "[DONE]")
-        .map(|e| serde_json::from_str::<Value>(e).unwrap()["choices"][0]["text"].as_str().unwrap_or("").to_owned())
+    let streamed: String = cs
+        .events()
+        .iter()
+        .filter(|e| *e != "[DONE]")
+        .map(|e| {
+            serde_json::from_str::<Value>(e).unwrap()["choices"][0]["text"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
         .collect();
     assert_eq!(streamed, cv["choices"][0]["text"].as_str().unwrap());
 
     // Embeddings: one normalised vector per input.
-    let e = d.post("/v1/embeddings", &json!({"model": "smollm2", "input": ["hello", "world"]}));
+    let e = d.post(
+        "/v1/embeddings",
+        &json!({"model": "smollm2", "input": ["hello", "world"]}),
+    );
     assert_eq!(e.status, 200, "{}", e.text());
     let ev = e.json();
     assert_eq!(ev["data"].as_array().unwrap().len(), 2);
-    let vector: Vec<f64> = ev["data"][0]["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    let vector: Vec<f64> = ev["data"][0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
     assert_eq!(vector.len(), 576);
     let norm: f64 = vector.iter().map(|x| x * x).sum::<f64>().sqrt();
     assert!((norm - 1.0).abs() < 1e-3, "{norm}");
@@ -106,23 +139,39 @@ fn bad_requests_get_openai_errors_and_the_daemon_keeps_serving() {
     let good = || d.chat("smollm2", json!({}));
     good();
 
-    let e = d.post_raw("/v1/chat/completions", b"{\"model\": \"smollm2\", \"messages\": [").error(400);
+    let e = d
+        .post_raw(
+            "/v1/chat/completions",
+            b"{\"model\": \"smollm2\", \"messages\": [",
+        )
+        .error(400);
     assert!(e["message"].as_str().unwrap().contains("JSON"), "{e}");
     good();
 
-    let e = d.post("/v1/chat/completions", &chat_body("no-such-model", "hi", 4)).error(404);
+    let e = d
+        .post("/v1/chat/completions", &chat_body("no-such-model", "hi", 4))
+        .error(404);
     assert_eq!(e["code"], "model_not_found");
 
-    let e = d.post("/v1/chat/completions", &json!({"model": "smollm2", "messages": []})).error(400);
+    let e = d
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "smollm2", "messages": []}),
+        )
+        .error(400);
     assert_eq!(e["param"], "messages");
 
     let long = "word ".repeat(800);
-    let e = d.post("/v1/chat/completions", &chat_body("smollm2", &long, 4)).error(400);
+    let e = d
+        .post("/v1/chat/completions", &chat_body("smollm2", &long, 4))
+        .error(400);
     assert_eq!(e["code"], "context_length_exceeded", "{e}");
     good();
 
     for bad in [0, -3, 1_000_000] {
-        let e = d.post("/v1/chat/completions", &chat_body("smollm2", "hi", bad)).error(400);
+        let e = d
+            .post("/v1/chat/completions", &chat_body("smollm2", "hi", bad))
+            .error(400);
         assert_eq!(e["param"], "max_tokens", "{e}");
     }
 
@@ -136,13 +185,22 @@ fn bad_requests_get_openai_errors_and_the_daemon_keeps_serving() {
     n2["n"] = json!(2);
     d.post("/v1/chat/completions", &n2).error(400);
 
-    let huge = json!({"model": "smollm2", "messages": [{"role": "user", "content": "x".repeat(100_000)}]});
+    let huge =
+        json!({"model": "smollm2", "messages": [{"role": "user", "content": "x".repeat(100_000)}]});
     d.post("/v1/chat/completions", &huge).error(413);
 
     d.get("/v1/nothing-here").error(404);
     d.get("/v1/chat/completions").error(405);
-    let e = d.post("/v1/completions", &json!({"model": "smollm2", "prompt": "hi", "temperature": -1})).error(400);
-    assert!(e["message"].as_str().unwrap().contains("temperature"), "{e}");
+    let e = d
+        .post(
+            "/v1/completions",
+            &json!({"model": "smollm2", "prompt": "hi", "temperature": -1}),
+        )
+        .error(400);
+    assert!(
+        e["message"].as_str().unwrap().contains("temperature"),
+        "{e}"
+    );
     good();
     assert_eq!(d.get("/health").status, 200);
 }
@@ -154,10 +212,20 @@ fn a_client_that_hangs_up_frees_its_slot() {
     let mut body = chat_body("smollm2", "Write a long story about a dragon.", 400);
     body["stream"] = json!(true);
     let mut stream = connect(d.addr);
-    send_head(&mut stream, "POST", "/v1/chat/completions", Some(body.to_string().as_bytes()), &[]);
+    send_head(
+        &mut stream,
+        "POST",
+        "/v1/chat/completions",
+        Some(body.to_string().as_bytes()),
+        &[],
+    );
     let mut buf = [0u8; 512];
     let n = std::io::Read::read(&mut stream, &mut buf).unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).contains("200"), "{}", String::from_utf8_lossy(&buf[..n]));
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).contains("200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
     drop(stream);
     // The only slot and no queue: this succeeds only if the slot was freed.
     let start = Instant::now();
@@ -188,9 +256,20 @@ fn a_full_queue_answers_503_at_once_and_nothing_hangs() {
     let elapsed = start.elapsed();
     let ok = results.iter().filter(|r| r.0 == 200).count();
     let busy: Vec<_> = results.iter().filter(|r| r.0 == 503).collect();
-    assert_eq!(ok + busy.len(), 100, "{:?}", results.iter().filter(|r| r.0 != 200 && r.0 != 503).collect::<Vec<_>>());
+    assert_eq!(
+        ok + busy.len(),
+        100,
+        "{:?}",
+        results
+            .iter()
+            .filter(|r| r.0 != 200 && r.0 != 503)
+            .collect::<Vec<_>>()
+    );
     assert!(ok >= 9, "at least the slot and the queue are served: {ok}");
-    assert!(!busy.is_empty(), "100 requests on 1 slot + 8 queued must overflow");
+    assert!(
+        !busy.is_empty(),
+        "100 requests on 1 slot + 8 queued must overflow"
+    );
     for b in &busy {
         assert_eq!(b.1.as_deref(), Some("1"), "Retry-After missing");
         assert!(b.2.contains("\"overloaded\""), "{}", b.2);
@@ -215,8 +294,21 @@ fn a_non_loopback_address_needs_an_api_key() {
     // With a key: 401 without it, 200 with it; /health stays open.
     let d = Daemon::start_with("", &[("KOLM_API_KEY", "sesame")]);
     request(d.addr, "GET", "/v1/models", None, &[]).error(401);
-    request(d.addr, "GET", "/v1/models", None, &[("Authorization", "Bearer wrong")]).error(401);
-    let r = request(d.addr, "GET", "/v1/models", None, &[("Authorization", "Bearer sesame")]);
+    request(
+        d.addr,
+        "GET",
+        "/v1/models",
+        None,
+        &[("Authorization", "Bearer wrong")],
+    )
+    .error(401);
+    let r = request(
+        d.addr,
+        "GET",
+        "/v1/models",
+        None,
+        &[("Authorization", "Bearer sesame")],
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(d.get("/health").status, 200);
 }
@@ -228,23 +320,41 @@ fn sigterm_lets_the_running_request_finish_then_exits_0() {
     let mut body = chat_body("smollm2", "Count from one to twenty.", 48);
     body["stream"] = json!(true);
     let mut stream = connect(d.addr);
-    send_head(&mut stream, "POST", "/v1/chat/completions", Some(body.to_string().as_bytes()), &[]);
+    send_head(
+        &mut stream,
+        "POST",
+        "/v1/chat/completions",
+        Some(body.to_string().as_bytes()),
+        &[],
+    );
     let mut first = [0u8; 64];
     let n = std::io::Read::read(&mut stream, &mut first).unwrap();
     assert!(n > 0);
     let pid = d.child.id().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let mut raw = first[..n].to_vec();
     let rest = read_response_bytes(&mut stream);
     raw.extend_from_slice(&rest);
     let r = common::parse_response(&raw);
-    assert_eq!(r.events().last().map(String::as_str), Some("[DONE]"), "{}", r.text());
+    assert_eq!(
+        r.events().last().map(String::as_str),
+        Some("[DONE]"),
+        "{}",
+        r.text()
+    );
     let start = Instant::now();
     let status = loop {
         if let Some(s) = d.child.try_wait().unwrap() {
             break s;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "kolmd did not exit");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "kolmd did not exit"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}\n{}", d.log());

@@ -18,11 +18,16 @@ fn shared_base_eviction_pinning_and_keep_alive() {
         d.chat("alpha", json!({}));
         let l = d.loaded();
         let m = &l["models"][0];
-        (m["base_bytes"].as_u64().unwrap(), m["context_bytes"].as_u64().unwrap())
+        (
+            m["base_bytes"].as_u64().unwrap(),
+            m["context_bytes"].as_u64().unwrap(),
+        )
     };
     assert!(base_bytes > 50_000_000 && context_bytes > 0);
     let limit = base_bytes + context_bytes * 5 / 2;
-    let d = Daemon::start(&format!("slots = 1\nmemory_limit = \"{limit}\"\nmemory_reserve = \"0\""));
+    let d = Daemon::start(&format!(
+        "slots = 1\nmemory_limit = \"{limit}\"\nmemory_reserve = \"0\""
+    ));
 
     // Two artifacts on one base: one base, its weights counted once.
     d.chat("alpha", json!({}));
@@ -33,11 +38,22 @@ fn shared_base_eviction_pinning_and_keep_alive() {
     let models = l["models"].as_array().unwrap();
     assert_eq!(models.len(), 2);
     assert_eq!(models[0]["base"], models[1]["base"]);
-    assert_eq!(l["memory_bytes"].as_u64().unwrap(), base_bytes + 2 * context_bytes, "{l}");
+    assert_eq!(
+        l["memory_bytes"].as_u64().unwrap(),
+        base_bytes + 2 * context_bytes,
+        "{l}"
+    );
     let metrics = d.get("/metrics").text();
     assert!(metrics.contains("kolm_loaded_bases 1"), "{metrics}");
-    assert_eq!(metrics.matches("kolm_base_memory_bytes{").count(), 1, "{metrics}");
-    assert!(metrics.contains(&format!("kolm_memory_used_bytes {}", base_bytes + 2 * context_bytes)));
+    assert_eq!(
+        metrics.matches("kolm_base_memory_bytes{").count(),
+        1,
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!(
+        "kolm_memory_used_bytes {}",
+        base_bytes + 2 * context_bytes
+    )));
 
     // alpha is used last, so beta is the least recently used: gamma evicts it.
     d.chat("alpha", json!({}));
@@ -54,21 +70,38 @@ fn shared_base_eviction_pinning_and_keep_alive() {
 
     // keep_alive 0: unloaded as soon as the request ends.
     d.chat("beta", json!({"keep_alive": 0}));
-    assert!(eventually(Duration::from_secs(2), || d.loaded_names() == ["gamma"]), "{}", d.loaded());
+    assert!(
+        eventually(Duration::from_secs(2), || d.loaded_names() == ["gamma"]),
+        "{}",
+        d.loaded()
+    );
 
     // A short keep_alive: loaded right after, gone once it passes.
     d.chat("alpha", json!({"keep_alive": "1s"}));
     let l = d.loaded();
-    let alpha = l["models"].as_array().unwrap().iter().find(|m| m["model"] == "alpha:0.1.0").unwrap().clone();
+    let alpha = l["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model"] == "alpha:0.1.0")
+        .unwrap()
+        .clone();
     assert_eq!(alpha["keep_alive_seconds"], 1.0);
     assert!(alpha["expires_at"].is_number(), "{alpha}");
-    assert!(eventually(Duration::from_secs(5), || d.loaded_names() == ["gamma"]), "{}", d.loaded());
+    assert!(
+        eventually(Duration::from_secs(5), || d.loaded_names() == ["gamma"]),
+        "{}",
+        d.loaded()
+    );
 
     // The pinned model never expires; unloading it explicitly works.
     let r = d.post("/kolm/v1/unload", &json!({"model": "gamma"}));
     assert_eq!(r.json()["unloaded"], true);
     assert!(d.loaded_names().is_empty());
-    assert!(d.loaded()["bases"].as_array().unwrap().is_empty(), "the base goes with its last artifact");
+    assert!(
+        d.loaded()["bases"].as_array().unwrap().is_empty(),
+        "the base goes with its last artifact"
+    );
 }
 
 #[test]
@@ -80,6 +113,9 @@ fn a_model_that_cannot_fit_is_refused_clearly() {
     );
     let e = r.error(507);
     assert_eq!(e["code"], "insufficient_memory");
-    assert!(e["message"].as_str().unwrap().contains("does not fit"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("does not fit"),
+        "{e}"
+    );
     assert_eq!(d.get("/health").status, 200);
 }

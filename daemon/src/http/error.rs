@@ -75,15 +75,27 @@ impl ApiError {
     /// The `error` object.
     pub fn body(&self) -> serde_json::Value {
         let (kind, param, code) = match self {
-            ApiError::InvalidRequest { param, code, .. } => ("invalid_request_error", *param, *code),
+            ApiError::InvalidRequest { param, code, .. } => {
+                ("invalid_request_error", *param, *code)
+            }
             ApiError::Unauthorized => ("invalid_request_error", None, Some("invalid_api_key")),
-            ApiError::ModelNotFound(_) => ("invalid_request_error", Some("model"), Some("model_not_found")),
+            ApiError::ModelNotFound(_) => (
+                "invalid_request_error",
+                Some("model"),
+                Some("model_not_found"),
+            ),
             ApiError::NoRoute(_) => ("invalid_request_error", None, Some("not_found")),
-            ApiError::MethodNotAllowed => ("invalid_request_error", None, Some("method_not_allowed")),
-            ApiError::PayloadTooLarge(_) => ("invalid_request_error", None, Some("request_too_large")),
+            ApiError::MethodNotAllowed => {
+                ("invalid_request_error", None, Some("method_not_allowed"))
+            }
+            ApiError::PayloadTooLarge(_) => {
+                ("invalid_request_error", None, Some("request_too_large"))
+            }
             ApiError::Overloaded(_) => ("server_error", None, Some("overloaded")),
             ApiError::ShuttingDown => ("server_error", None, Some("shutting_down")),
-            ApiError::InsufficientMemory(_) => ("server_error", Some("model"), Some("insufficient_memory")),
+            ApiError::InsufficientMemory(_) => {
+                ("server_error", Some("model"), Some("insufficient_memory"))
+            }
             ApiError::Internal(_) => ("server_error", None, None),
         };
         json!({"error": {"message": self.to_string(), "type": kind, "param": param, "code": code}})

@@ -87,7 +87,10 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .layer(DefaultBodyLimit::max(state.options.max_body))
         .layer(Extension(BodyLimit(state.options.max_body)));
     if let Some(cors) = cors_layer(&state.options.cors_origins) {
@@ -175,7 +178,10 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(|k| -> [u8; 32] { Sha256::digest(k.trim().as_bytes()).into() });
     let Some(presented) = presented else {
         return ApiError::Unauthorized.into_response();

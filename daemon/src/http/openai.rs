@@ -149,7 +149,11 @@ fn plan(c: &Common) -> Result<Plan, ApiError> {
         Some(m) if m < 1 => {
             return Err(ApiError::invalid(
                 format!("{max_param} must be at least 1, got {m}"),
-                if max_param == "max_tokens" { "max_tokens" } else { "max_completion_tokens" },
+                if max_param == "max_tokens" {
+                    "max_tokens"
+                } else {
+                    "max_completion_tokens"
+                },
             ))
         }
         Some(m) => Some(u32::try_from(m).unwrap_or(u32::MAX)),
@@ -250,7 +254,10 @@ fn message_text(content: &Option<Value>) -> Result<String, ApiError> {
         Some(Value::Array(parts)) => {
             let mut text = String::new();
             for p in parts {
-                match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
+                match (
+                    p.get("type").and_then(Value::as_str),
+                    p.get("text").and_then(Value::as_str),
+                ) {
                     (Some("text"), Some(t)) => text.push_str(t),
                     (kind, _) => {
                         return Err(ApiError::invalid(
@@ -326,7 +333,10 @@ enum Kind {
 }
 
 /// The next event, or a cancellation when the daemon's grace period ends.
-async fn next_event(stream: &mut GenerationStream, cancel: &CancellationToken) -> Option<GenerateEvent> {
+async fn next_event(
+    stream: &mut GenerationStream,
+    cancel: &CancellationToken,
+) -> Option<GenerateEvent> {
     tokio::select! {
         e = stream.next() => e,
         () = cancel.cancelled() => Some(GenerateEvent::Failed(RuntimeError::Unloaded)),
@@ -362,7 +372,9 @@ async fn start(
     match next_event(&mut stream, &state.cancel).await {
         Some(GenerateEvent::Failed(e)) => Err(e.into()),
         Some(first) => Ok((stream, first)),
-        None => Err(ApiError::Internal("the engine ended the request without an answer".into())),
+        None => Err(ApiError::Internal(
+            "the engine ended the request without an answer".into(),
+        )),
     }
 }
 
@@ -385,7 +397,11 @@ async fn respond(
 ) -> Result<Response, ApiError> {
     let (mut stream, first) = start(&state, &lease, &plan, prompt).await?;
     let model = lease.model().reference.clone();
-    let id = new_id(if kind == Kind::Chat { "chatcmpl" } else { "cmpl" });
+    let id = new_id(if kind == Kind::Chat {
+        "chatcmpl"
+    } else {
+        "cmpl"
+    });
     let created = now_seconds();
     if plan.stream {
         let sse = SseState {
@@ -417,7 +433,11 @@ async fn respond(
             Some(GenerateEvent::Text(t)) => text.push_str(&t),
             Some(GenerateEvent::Done(c)) => break c,
             Some(GenerateEvent::Failed(e)) => return Err(e.into()),
-            None => return Err(ApiError::Internal("the engine ended the request early".into())),
+            None => {
+                return Err(ApiError::Internal(
+                    "the engine ended the request early".into(),
+                ))
+            }
         }
         event = next_event(&mut stream, &state.cancel).await;
     };
@@ -506,7 +526,8 @@ impl SseState {
                         "id": self.id, "object": object, "created": self.created,
                         "model": self.model, "choices": [], "usage": usage(&c),
                     });
-                    self.pending.push_back(Event::default().data(body.to_string()));
+                    self.pending
+                        .push_back(Event::default().data(body.to_string()));
                 }
                 self.pending.push_back(Event::default().data("[DONE]"));
                 self.done = true;

@@ -18,9 +18,15 @@ use serde_json::Value;
 pub fn smollm2() -> PathBuf {
     let dir = std::env::var_os("KOLM_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/kolm/fixtures"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/kolm/fixtures")
+        });
     let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(path.exists(), "{} is missing: run scripts/fixtures.sh", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/fixtures.sh",
+        path.display()
+    );
     path
 }
 
@@ -75,14 +81,19 @@ impl Daemon {
         table.merge(toml_lines::parse(extra));
         std::fs::write(&config, table.render()).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kolmd"));
-        cmd.args(["--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-            .env_remove("KOLM_API_KEY")
-            .env_remove("KOLM_API_KEYS")
-            .env_remove("KOLM_LISTEN")
-            .env("KOLM_LOG", "info,kolmd=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("KOLM_API_KEY")
+        .env_remove("KOLM_API_KEYS")
+        .env_remove("KOLM_LISTEN")
+        .env("KOLM_LOG", "info,kolmd=debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -140,7 +151,13 @@ impl Daemon {
     }
 
     pub fn post(&self, path: &str, body: &Value) -> Response {
-        request(self.addr, "POST", path, Some(body.to_string().as_bytes()), &[])
+        request(
+            self.addr,
+            "POST",
+            path,
+            Some(body.to_string().as_bytes()),
+            &[],
+        )
     }
 
     pub fn post_raw(&self, path: &str, body: &[u8]) -> Response {
@@ -159,7 +176,15 @@ impl Daemon {
             .as_array()
             .unwrap()
             .iter()
-            .map(|m| m["model"].as_str().unwrap().split(':').next().unwrap().to_owned())
+            .map(|m| {
+                m["model"]
+                    .as_str()
+                    .unwrap()
+                    .split(':')
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect();
         names.sort();
         names
@@ -178,7 +203,10 @@ impl Daemon {
         }
         let r = self.post("/v1/chat/completions", &body);
         assert_eq!(r.status, 200, "{}\n{}", r.text(), self.log());
-        r.json()["choices"][0]["message"]["content"].as_str().unwrap().to_owned()
+        r.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 }
 
@@ -241,13 +269,22 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
-pub fn send_head(stream: &mut TcpStream, method: &str, path: &str, body: Option<&[u8]>, headers: &[(&str, &str)]) {
+pub fn send_head(
+    stream: &mut TcpStream,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    headers: &[(&str, &str)],
+) {
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     if let Some(b) = body {
-        head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).unwrap();
@@ -258,7 +295,13 @@ pub fn send_head(stream: &mut TcpStream, method: &str, path: &str, body: Option<
 }
 
 /// One request on a fresh connection.
-pub fn request(addr: SocketAddr, method: &str, path: &str, body: Option<&[u8]>, headers: &[(&str, &str)]) -> Response {
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    headers: &[(&str, &str)],
+) -> Response {
     let mut stream = connect(addr);
     send_head(&mut stream, method, path, body, headers);
     read_response(&mut stream)
@@ -277,7 +320,14 @@ pub fn parse_response(raw: &[u8]) -> Response {
         .unwrap_or_else(|| panic!("no HTTP head in {:?}", String::from_utf8_lossy(raw)));
     let head = String::from_utf8_lossy(&raw[..end]).into_owned();
     let mut lines = head.split("\r\n");
-    let status: u16 = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
@@ -289,15 +339,21 @@ pub fn parse_response(raw: &[u8]) -> Response {
     if chunked {
         body = dechunk(&body);
     }
-    Response { status, headers, body }
+    Response {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else { break };
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
         let size_text = String::from_utf8_lossy(&data[..eol]);
-        let Ok(size) = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16) else { break };
+        let Ok(size) = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
+        else {
+            break;
+        };
         data = &data[eol + 2..];
         if size == 0 || data.len() < size {
             out.extend_from_slice(&data[..size.min(data.len())]);
