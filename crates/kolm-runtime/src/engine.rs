@@ -38,7 +38,9 @@ fn backend() -> Result<Arc<LlamaBackend>, RuntimeError> {
     BACKEND
         .get_or_init(|| {
             llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
-            LlamaBackend::init().map(Arc::new).map_err(|e| e.to_string())
+            LlamaBackend::init()
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
         })
         .clone()
         .map_err(RuntimeError::Backend)
@@ -194,11 +196,26 @@ pub struct Embeddings {
 type Reply<T> = mpsc::Sender<Result<T, RuntimeError>>;
 
 enum Command {
-    Attach { spec: ContextSpec, reply: Reply<u64> },
-    Detach { context: u64 },
-    Generate { context: u64, request: GenerateRequest, events: UnboundedSender<GenerateEvent> },
-    Embed { texts: Vec<String>, reply: Reply<Embeddings> },
-    Tokenize { text: String, reply: Reply<Vec<i32>> },
+    Attach {
+        spec: ContextSpec,
+        reply: Reply<u64>,
+    },
+    Detach {
+        context: u64,
+    },
+    Generate {
+        context: u64,
+        request: GenerateRequest,
+        events: UnboundedSender<GenerateEvent>,
+    },
+    Embed {
+        texts: Vec<String>,
+        reply: Reply<Embeddings>,
+    },
+    Tokenize {
+        text: String,
+        reply: Reply<Vec<i32>>,
+    },
     Shutdown,
 }
 
@@ -214,7 +231,11 @@ impl Runtime {
     }
 
     /// Loads the GGUF at `path` (memory-mapped) on a new worker thread.
-    pub fn load_base(&self, path: &Path, options: &BaseOptions) -> Result<BaseHandle, RuntimeError> {
+    pub fn load_base(
+        &self,
+        path: &Path,
+        options: &BaseOptions,
+    ) -> Result<BaseHandle, RuntimeError> {
         let backend = backend()?;
         let params = LlamaModelParams::default().with_n_gpu_layers(options.gpu_layers);
         let model = LlamaModel::load_from_file(&backend, path, &params).map_err(|e| {
@@ -239,7 +260,8 @@ impl Runtime {
 
 fn base_info(model: &LlamaModel, path: &Path) -> BaseInfo {
     let vocab = model.vocab();
-    let special = |t: LlamaToken| String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned();
+    let special =
+        |t: LlamaToken| String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned();
     BaseInfo {
         path: path.to_path_buf(),
         weight_bytes: model.size(),
@@ -274,7 +296,8 @@ impl BaseHandle {
     pub fn attach(&self, spec: ContextSpec) -> Result<ContextHandle, RuntimeError> {
         if spec.slots == 0 || spec.context_per_slot < 16 || spec.batch < spec.slots {
             return Err(RuntimeError::InvalidParameter(
-                "slots must be positive, context at least 16, and batch at least the slot count".into(),
+                "slots must be positive, context at least 16, and batch at least the slot count"
+                    .into(),
             ));
         }
         let capacity = spec.slots as usize + spec.max_queue;
@@ -309,7 +332,9 @@ impl BaseHandle {
     }
 
     fn send(&self, command: Command) -> Result<(), RuntimeError> {
-        self.commands.send(command).map_err(|_| RuntimeError::Unloaded)
+        self.commands
+            .send(command)
+            .map_err(|_| RuntimeError::Unloaded)
     }
 }
 
@@ -387,7 +412,10 @@ struct Worker {
 enum Exit {
     Shutdown,
     /// An adapter must be initialised: needs the model mutably.
-    InitAdapter { spec: ContextSpec, reply: Reply<u64> },
+    InitAdapter {
+        spec: ContextSpec,
+        reply: Reply<u64>,
+    },
 }
 
 impl Worker {
@@ -443,7 +471,11 @@ impl Worker {
         let mut contexts: Vec<Slots<'_>> = Vec::new();
         let mut failed = Vec::new();
         for (id, spec) in &self.specs {
-            let adapter = self.adapters.iter_mut().find(|(a, _)| a == id).map(|(_, a)| a);
+            let adapter = self
+                .adapters
+                .iter_mut()
+                .find(|(a, _)| a == id)
+                .map(|(_, a)| a);
             match Slots::new(model, backend, *id, spec.clone(), adapter) {
                 Ok(c) => contexts.push(c),
                 Err(e) => failed.push((*id, e)),
@@ -512,17 +544,21 @@ impl Worker {
                         self.specs.retain(|(s, _)| *s != context);
                         self.adapters.retain(|(a, _)| *a != context);
                     }
-                    Command::Generate { context, request, events } => {
-                        match contexts.iter_mut().find(|c| c.id == context) {
-                            Some(c) => {
-                                let env = self.tok_env.get_or_insert_with(|| LlamaSampler::llguidance_tok_env(model));
-                                c.enqueue(model, env, request, events);
-                            }
-                            None => {
-                                let _ = events.send(GenerateEvent::Failed(RuntimeError::Unloaded));
-                            }
+                    Command::Generate {
+                        context,
+                        request,
+                        events,
+                    } => match contexts.iter_mut().find(|c| c.id == context) {
+                        Some(c) => {
+                            let env = self
+                                .tok_env
+                                .get_or_insert_with(|| LlamaSampler::llguidance_tok_env(model));
+                            c.enqueue(model, env, request, events);
                         }
-                    }
+                        None => {
+                            let _ = events.send(GenerateEvent::Failed(RuntimeError::Unloaded));
+                        }
+                    },
                     Command::Embed { texts, reply } => {
                         let _ = reply.send(embed(model, backend, &mut embedder, &texts));
                     }
@@ -582,7 +618,8 @@ fn embed<'m>(
         batch
             .add_sequence(&tokens, 0, true)
             .map_err(|e| RuntimeError::Embed(e.to_string()))?;
-        ctx.decode(&mut batch).map_err(|e| RuntimeError::Embed(e.to_string()))?;
+        ctx.decode(&mut batch)
+            .map_err(|e| RuntimeError::Embed(e.to_string()))?;
         let pooled = ctx
             .embeddings_seq_ith(0)
             .map_err(|e| RuntimeError::Embed(e.to_string()))?;
@@ -725,10 +762,14 @@ impl<'m> Slots<'m> {
     ) -> Result<(Vec<LlamaToken>, LlamaSampler), RuntimeError> {
         request.params.validate(model.n_vocab())?;
         let vocab = model.vocab();
-        let bos_text = String::from_utf8_lossy(&vocab.token_to_piece(vocab.bos(), true, None)).into_owned();
+        let bos_text =
+            String::from_utf8_lossy(&vocab.token_to_piece(vocab.bos(), true, None)).into_owned();
         let (text, add_bos) = match request.prompt.strip_prefix(bos_text.as_str()) {
             Some(rest) if !bos_text.is_empty() && vocab.should_add_bos() => (rest, true),
-            _ => (request.prompt.as_str(), request.add_bos && vocab.should_add_bos()),
+            _ => (
+                request.prompt.as_str(),
+                request.add_bos && vocab.should_add_bos(),
+            ),
         };
         let tokens = vocab.tokenize(text.as_bytes(), add_bos, true);
         if tokens.is_empty() {
@@ -776,7 +817,9 @@ impl<'m> Slots<'m> {
                 .clear_kv_cache_seq(Some(slot.seq as u32), Some(keep as u32), None)
                 .unwrap_or(false);
             if !removed {
-                let _ = self.ctx.clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+                let _ = self
+                    .ctx
+                    .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
                 keep = 0;
             }
             slot.cached.truncate(keep);
@@ -810,7 +853,9 @@ impl<'m> Slots<'m> {
         let mut used = 0usize;
         // Generating slots: one token each.
         for slot in &mut self.slots {
-            let Some(active) = slot.active.as_mut() else { continue };
+            let Some(active) = slot.active.as_mut() else {
+                continue;
+            };
             active.logits_at = None;
             if let Some(token) = active.next {
                 let pos = slot.cached.len() as i32;
@@ -822,7 +867,9 @@ impl<'m> Slots<'m> {
         }
         // Prompts: chunks of what is left of the budget.
         for slot in &mut self.slots {
-            let Some(active) = slot.active.as_mut() else { continue };
+            let Some(active) = slot.active.as_mut() else {
+                continue;
+            };
             if active.next.is_some() || used >= budget {
                 continue;
             }
@@ -830,13 +877,19 @@ impl<'m> Slots<'m> {
             let take = (active.prompt.len() - done).min(budget - used);
             for (k, &token) in active.prompt[done..done + take].iter().enumerate() {
                 let last = done + k + 1 == active.prompt.len();
-                if self.batch.add(token, (done + k) as i32, &[slot.seq], last).is_ok() && last {
+                if self
+                    .batch
+                    .add(token, (done + k) as i32, &[slot.seq], last)
+                    .is_ok()
+                    && last
+                {
                     active.logits_at = Some(used as i32);
                 }
                 used += 1;
             }
             // Record what this batch puts in the cache.
-            slot.cached.extend_from_slice(&active.prompt[done..done + take]);
+            slot.cached
+                .extend_from_slice(&active.prompt[done..done + take]);
         }
         for slot in &mut self.slots {
             if let Some(active) = slot.active.as_ref() {
@@ -853,7 +906,9 @@ impl<'m> Slots<'m> {
             for slot in &mut self.slots {
                 if let Some(active) = slot.active.take() {
                     let _ = active.events.send(GenerateEvent::Failed(error.clone()));
-                    let _ = self.ctx.clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+                    let _ = self
+                        .ctx
+                        .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
                     slot.cached.clear();
                 }
             }
@@ -861,7 +916,9 @@ impl<'m> Slots<'m> {
         }
         let limit = self.spec.context_per_slot as usize;
         for slot in &mut self.slots {
-            let Some(active) = slot.active.as_mut() else { continue };
+            let Some(active) = slot.active.as_mut() else {
+                continue;
+            };
             let Some(at) = active.logits_at else { continue };
             let token = active.sampler.sample(&self.ctx, at);
             active.first_token.get_or_insert_with(Instant::now);

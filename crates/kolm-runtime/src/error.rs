@@ -15,8 +15,13 @@ pub enum RuntimeError {
     Template(String),
     #[error("the model has no chat template; send a completion (prompt) request instead")]
     NoChatTemplate,
-    #[error("the prompt is {prompt_tokens} tokens, over the context of {context} tokens per request")]
-    PromptTooLong { prompt_tokens: usize, context: usize },
+    #[error(
+        "the prompt is {prompt_tokens} tokens, over the context of {context} tokens per request"
+    )]
+    PromptTooLong {
+        prompt_tokens: usize,
+        context: usize,
+    },
     #[error("the prompt is empty")]
     EmptyPrompt,
     #[error("invalid response format: {0}")]

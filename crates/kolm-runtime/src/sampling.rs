@@ -65,7 +65,10 @@ impl SamplingParams {
     pub fn validate(&self, n_vocab: i32) -> Result<(), RuntimeError> {
         let bad = |m: String| Err(RuntimeError::InvalidParameter(m));
         if !self.temperature.is_finite() || self.temperature < 0.0 {
-            return bad(format!("temperature must be >= 0, got {}", self.temperature));
+            return bad(format!(
+                "temperature must be >= 0, got {}",
+                self.temperature
+            ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
@@ -85,14 +88,21 @@ impl SamplingParams {
             }
         }
         if !(self.repeat_penalty > 0.0 && self.repeat_penalty.is_finite()) {
-            return bad(format!("repeat_penalty must be > 0, got {}", self.repeat_penalty));
+            return bad(format!(
+                "repeat_penalty must be > 0, got {}",
+                self.repeat_penalty
+            ));
         }
         for &(token, bias) in &self.logit_bias {
             if token < 0 || token >= n_vocab {
-                return bad(format!("logit_bias names token {token}, outside the vocabulary of {n_vocab}"));
+                return bad(format!(
+                    "logit_bias names token {token}, outside the vocabulary of {n_vocab}"
+                ));
             }
             if !(-100.0..=100.0).contains(&bias) {
-                return bad(format!("logit_bias for token {token} must be in [-100, 100], got {bias}"));
+                return bad(format!(
+                    "logit_bias for token {token} must be in [-100, 100], got {bias}"
+                ));
             }
         }
         Ok(())
@@ -112,7 +122,9 @@ pub enum Grammar {
 /// error here, before any decoding.
 pub(crate) fn compile_grammar(env: &TokEnv, grammar: &Grammar) -> Result<Matcher, RuntimeError> {
     let top = match grammar {
-        Grammar::JsonObject => TopLevelGrammar::from_json_schema(serde_json::json!({"type": "object"})),
+        Grammar::JsonObject => {
+            TopLevelGrammar::from_json_schema(serde_json::json!({"type": "object"}))
+        }
         Grammar::JsonSchema(schema) => {
             if !schema.is_object() && !schema.is_boolean() {
                 return Err(RuntimeError::InvalidGrammar(
@@ -122,8 +134,8 @@ pub(crate) fn compile_grammar(env: &TokEnv, grammar: &Grammar) -> Result<Matcher
             TopLevelGrammar::from_json_schema(schema.clone())
         }
     };
-    let factory = ParserFactory::new_simple(env)
-        .map_err(|e| RuntimeError::InvalidGrammar(e.to_string()))?;
+    let factory =
+        ParserFactory::new_simple(env).map_err(|e| RuntimeError::InvalidGrammar(e.to_string()))?;
     let parser = factory
         .create_parser(top)
         .map_err(|e| RuntimeError::InvalidGrammar(e.to_string()))?;
@@ -153,7 +165,10 @@ pub(crate) fn build_chain(
             .collect();
         chain.push(LlamaSampler::logit_bias(model.n_vocab(), &biases));
     }
-    if params.repeat_penalty != 1.0 || params.frequency_penalty != 0.0 || params.presence_penalty != 0.0 {
+    if params.repeat_penalty != 1.0
+        || params.frequency_penalty != 0.0
+        || params.presence_penalty != 0.0
+    {
         chain.push(LlamaSampler::penalties(
             model.n_vocab(),
             params.penalty_last_n,

@@ -28,11 +28,16 @@ impl ChatTemplate {
         let mut env = Environment::new();
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
         env.add_template_owned("chat", source.to_owned())
-            .map_err(|e| RuntimeError::Template(format!("the model's chat template does not compile: {e}")))?;
+            .map_err(|e| {
+                RuntimeError::Template(format!("the model's chat template does not compile: {e}"))
+            })?;
         Ok(ChatTemplate {
             env,
             bos: bos.to_owned(),
@@ -50,7 +55,9 @@ impl ChatTemplate {
                 bos_token => self.bos,
                 eos_token => self.eos,
             })
-            .map_err(|e| RuntimeError::Template(format!("the chat template failed on these messages: {e}")))
+            .map_err(|e| {
+                RuntimeError::Template(format!("the chat template failed on these messages: {e}"))
+            })
     }
 }
 
@@ -69,7 +76,10 @@ mod tests {
                 content: "hi".into(),
             }])
             .unwrap();
-        assert_eq!(text, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+        assert_eq!(
+            text,
+            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+        );
     }
 
     #[test]
@@ -80,9 +90,15 @@ mod tests {
             "",
         )
         .unwrap();
-        let user = ChatMessage { role: "user".into(), content: "  x  ".into() };
+        let user = ChatMessage {
+            role: "user".into(),
+            content: "  x  ".into(),
+        };
         assert_eq!(t.render(&[user]).unwrap(), "x");
-        let system = ChatMessage { role: "system".into(), content: "x".into() };
+        let system = ChatMessage {
+            role: "system".into(),
+            content: "x".into(),
+        };
         let err = t.render(&[system]).unwrap_err().to_string();
         assert!(err.contains("first must be user"), "{err}");
     }

@@ -94,7 +94,10 @@ impl TextAssembler {
             .unwrap_or(0);
         let emit_to = self.held.len() - hold;
         let text: String = self.held.drain(..emit_to).collect();
-        Delta { text, stopped: false }
+        Delta {
+            text,
+            stopped: false,
+        }
     }
 }
 
@@ -141,7 +144,10 @@ mod tests {
 
     #[test]
     fn stops_across_token_boundaries_are_not_emitted() {
-        assert_eq!(run(&["END"], &[b"abc E", b"N", b"D tail"]), ("abc ".into(), true));
+        assert_eq!(
+            run(&["END"], &[b"abc E", b"N", b"D tail"]),
+            ("abc ".into(), true)
+        );
         assert_eq!(run(&["\n\n"], &[b"one\n", b"\ntwo"]), ("one".into(), true));
     }
 

@@ -11,18 +11,28 @@ use kolm_runtime::{
 };
 
 fn smollm2() -> PathBuf {
-    let dir = std::env::var_os("KOLM_FIXTURES").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/kolm/fixtures")
-    });
+    let dir = std::env::var_os("KOLM_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/kolm/fixtures")
+        });
     let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(path.exists(), "{} is missing: run scripts/fixtures.sh", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/fixtures.sh",
+        path.display()
+    );
     path
 }
 
 /// One base for all tests in this binary (loading it once is the point).
 fn base() -> &'static BaseHandle {
     static BASE: OnceLock<BaseHandle> = OnceLock::new();
-    BASE.get_or_init(|| Runtime.load_base(&smollm2(), &BaseOptions { gpu_layers: 0 }).unwrap())
+    BASE.get_or_init(|| {
+        Runtime
+            .load_base(&smollm2(), &BaseOptions { gpu_layers: 0 })
+            .unwrap()
+    })
 }
 
 fn context(slots: u32, max_queue: usize) -> ContextHandle {
@@ -40,7 +50,8 @@ fn context(slots: u32, max_queue: usize) -> ContextHandle {
 
 fn chat_prompt(user: &str) -> String {
     let info = base().info();
-    let template = ChatTemplate::new(info.chat_template.as_deref().unwrap(), &info.bos, &info.eos).unwrap();
+    let template =
+        ChatTemplate::new(info.chat_template.as_deref().unwrap(), &info.bos, &info.eos).unwrap();
     template
         .render(&[ChatMessage {
             role: "user".into(),
@@ -61,7 +72,10 @@ fn request(prompt: &str, max_tokens: u32) -> GenerateRequest {
 }
 
 /// Runs a request to the end: (text, finish reason, completion tokens).
-fn collect(ctx: &ContextHandle, req: GenerateRequest) -> Result<(String, FinishReason, u32), RuntimeError> {
+fn collect(
+    ctx: &ContextHandle,
+    req: GenerateRequest,
+) -> Result<(String, FinishReason, u32), RuntimeError> {
     let mut stream = ctx.generate(req)?;
     let mut text = String::new();
     while let Some(event) = stream.blocking_next() {
@@ -81,7 +95,10 @@ fn greedy_chat_answers_and_is_deterministic() {
     assert!(prompt.contains("<|im_start|>assistant"), "{prompt}");
     let (a, reason, n) = collect(&ctx, request(&prompt, 24)).unwrap();
     let (b, _, _) = collect(&ctx, request(&prompt, 24)).unwrap();
-    assert_eq!(a, b, "greedy decoding must repeat (the second run reuses the cached prefix)");
+    assert_eq!(
+        a, b,
+        "greedy decoding must repeat (the second run reuses the cached prefix)"
+    );
     assert!(a.contains("Paris"), "{a}");
     assert!(n > 0 && n <= 24);
     assert!(matches!(reason, FinishReason::Stop | FinishReason::Length));
@@ -90,15 +107,23 @@ fn greedy_chat_answers_and_is_deterministic() {
 #[test]
 fn batched_requests_give_the_same_greedy_text_as_single_ones() {
     let ctx = context(4, 8);
-    let prompts: Vec<String> = ["Name a color.", "Count to five.", "Say hello.", "What is 2+2?"]
-        .iter()
-        .map(|p| chat_prompt(p))
-        .collect();
+    let prompts: Vec<String> = [
+        "Name a color.",
+        "Count to five.",
+        "Say hello.",
+        "What is 2+2?",
+    ]
+    .iter()
+    .map(|p| chat_prompt(p))
+    .collect();
     let single: Vec<String> = prompts
         .iter()
         .map(|p| collect(&ctx, request(p, 16)).unwrap().0)
         .collect();
-    let streams: Vec<_> = prompts.iter().map(|p| ctx.generate(request(p, 16)).unwrap()).collect();
+    let streams: Vec<_> = prompts
+        .iter()
+        .map(|p| ctx.generate(request(p, 16)).unwrap())
+        .collect();
     let batched: Vec<String> = streams
         .into_iter()
         .map(|mut s| {
@@ -124,12 +149,19 @@ fn max_tokens_and_stop_sequences_end_generation() {
     assert_eq!((reason, n), (FinishReason::Length, 5));
 
     let (full, _, _) = collect(&ctx, request(&prompt, 40)).unwrap();
-    let word = full.split_whitespace().nth(3).expect("a few words").to_owned();
+    let word = full
+        .split_whitespace()
+        .nth(3)
+        .expect("a few words")
+        .to_owned();
     let mut stopped = request(&prompt, 40);
     stopped.stop = vec![word.clone()];
     let (text, reason, _) = collect(&ctx, stopped).unwrap();
     assert_eq!(reason, FinishReason::Stop);
-    assert!(!text.contains(&word), "the stop sequence {word:?} was emitted: {text:?}");
+    assert!(
+        !text.contains(&word),
+        "the stop sequence {word:?} was emitted: {text:?}"
+    );
     assert!(full.starts_with(&text), "{full:?} / {text:?}");
 }
 
@@ -146,12 +178,21 @@ fn json_schema_output_parses_and_validates() {
     req.grammar = Some(Grammar::JsonSchema(schema));
     let (text, reason, _) = collect(&ctx, req).unwrap();
     assert_eq!(reason, FinishReason::Stop, "{text}");
-    let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
-    assert!(value["name"].is_string() && value["age"].is_i64(), "{value}");
+    let value: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert!(
+        value["name"].is_string() && value["age"].is_i64(),
+        "{value}"
+    );
 
     let mut bad = request("x", 8);
-    bad.grammar = Some(Grammar::JsonSchema(serde_json::json!({"type": "no-such-type"})));
-    assert!(matches!(collect(&ctx, bad), Err(RuntimeError::InvalidGrammar(_))));
+    bad.grammar = Some(Grammar::JsonSchema(
+        serde_json::json!({"type": "no-such-type"}),
+    ));
+    assert!(matches!(
+        collect(&ctx, bad),
+        Err(RuntimeError::InvalidGrammar(_))
+    ));
 }
 
 #[test]
@@ -159,7 +200,10 @@ fn a_prompt_over_the_context_is_refused() {
     let ctx = context(1, 8);
     let long = "word ".repeat(2000);
     match collect(&ctx, request(&long, 8)) {
-        Err(RuntimeError::PromptTooLong { prompt_tokens, context }) => {
+        Err(RuntimeError::PromptTooLong {
+            prompt_tokens,
+            context,
+        }) => {
             assert!(prompt_tokens > context && context == 512)
         }
         other => panic!("{other:?}"),
@@ -171,9 +215,15 @@ fn a_dropped_stream_frees_its_slot_and_the_queue_is_bounded() {
     let ctx = context(1, 1);
     let prompt = chat_prompt("Tell me everything about the history of Rome.");
     let mut first = ctx.generate(request(&prompt, 400)).unwrap();
-    assert!(matches!(first.blocking_next(), Some(GenerateEvent::Text(_))));
+    assert!(matches!(
+        first.blocking_next(),
+        Some(GenerateEvent::Text(_))
+    ));
     let _waiting = ctx.generate(request(&prompt, 4)).unwrap();
-    assert!(matches!(ctx.generate(request(&prompt, 4)), Err(RuntimeError::QueueFull(_))));
+    assert!(matches!(
+        ctx.generate(request(&prompt, 4)),
+        Err(RuntimeError::QueueFull(_))
+    ));
     drop(_waiting);
     drop(first);
     // The only slot is free again: a new request completes.
@@ -194,7 +244,11 @@ fn two_contexts_share_one_base() {
 #[test]
 fn embeddings_are_normalised_and_meaningful() {
     let e = base()
-        .embed(vec!["The cat sat on the mat.".into(), "A cat is sitting on a mat.".into(), "Stock markets fell sharply today.".into()])
+        .embed(vec![
+            "The cat sat on the mat.".into(),
+            "A cat is sitting on a mat.".into(),
+            "Stock markets fell sharply today.".into(),
+        ])
         .unwrap();
     assert_eq!(e.vectors.len(), 3);
     let dim = base().info().embedding_size as usize;
@@ -205,5 +259,8 @@ fn embeddings_are_normalised_and_meaningful() {
     }
     let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
     assert!(cos(&e.vectors[0], &e.vectors[1]) > cos(&e.vectors[0], &e.vectors[2]));
-    assert!(matches!(base().embed(vec![String::new()]), Err(RuntimeError::EmptyPrompt)));
+    assert!(matches!(
+        base().embed(vec![String::new()]),
+        Err(RuntimeError::EmptyPrompt)
+    ));
 }
