@@ -53,10 +53,19 @@ fn chat_prompt(user: &str) -> String {
     let template =
         ChatTemplate::new(info.chat_template.as_deref().unwrap(), &info.bos, &info.eos).unwrap();
     template
-        .render(&[ChatMessage {
-            role: "user".into(),
-            content: user.into(),
-        }])
+        .render(&[
+            // Without a system message SmolLM2's template inserts its own
+            // default one, under which the 135M model rambles (it answers
+            // "L'Étoile, la Marseillaise, ..." to the capital question).
+            ChatMessage {
+                role: "system".into(),
+                content: "You are a helpful assistant.".into(),
+            },
+            ChatMessage {
+                role: "user".into(),
+                content: user.into(),
+            },
+        ])
         .unwrap()
 }
 
