@@ -224,6 +224,12 @@ enum Command {
 pub struct Runtime;
 
 impl Runtime {
+    /// Whether this build of llama.cpp can offload layers to a GPU (false on
+    /// CPU-only builds, so the daemon keeps every layer on the CPU).
+    pub fn supports_gpu_offload(&self) -> bool {
+        backend().is_ok_and(|b| b.supports_gpu_offload())
+    }
+
     /// Loads the GGUF at `path` (memory-mapped) on a new worker thread.
     pub fn load_base(
         &self,

@@ -53,10 +53,19 @@ fn chat_prompt(user: &str) -> String {
     let template =
         ChatTemplate::new(info.chat_template.as_deref().unwrap(), &info.bos, &info.eos).unwrap();
     template
-        .render(&[ChatMessage {
-            role: "user".into(),
-            content: user.into(),
-        }])
+        .render(&[
+            // Without a system message SmolLM2's template inserts its own
+            // default one, under which the 135M model rambles (it answers
+            // "L'Étoile, la Marseillaise, ..." to the capital question).
+            ChatMessage {
+                role: "system".into(),
+                content: "You are a helpful assistant.".into(),
+            },
+            ChatMessage {
+                role: "user".into(),
+                content: user.into(),
+            },
+        ])
         .unwrap()
 }
 
@@ -99,12 +108,8 @@ fn greedy_chat_answers_and_is_deterministic() {
         a, b,
         "greedy decoding must repeat (the second run reuses the cached prefix)"
     );
-    assert!(!a.trim().is_empty());
+    assert!(a.contains("Paris"), "{a}");
     assert!(n > 0 && n <= 24);
-
-    // A raw completion (BOS added, no template) knows its geography.
-    let (c, _, _) = collect(&ctx, request("The capital of France is", 4)).unwrap();
-    assert!(c.contains("Paris"), "{c}");
     assert!(matches!(reason, FinishReason::Stop | FinishReason::Length));
 }
 

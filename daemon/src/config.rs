@@ -1,0 +1,557 @@
+//! kolmd's configuration, read in two stages (as ripgrep does): raw values
+//! from the TOML file, then `KOLM_*` environment variables, then flags, each
+//! layer overriding the one before; [`RawConfig::resolve`] then checks every
+//! value and gives the validated [`Config`]. `docs/kolmd.md` documents every
+//! key; the comments on [`RawConfig`] say the same.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The default address: loopback only, and a port that collides with
+/// neither Ollama (11434), LM Studio (1234) nor llama.cpp's server (8080).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:11480";
+
+/// Why a configuration was refused. Each message names the key and where
+/// it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key} = `{value}` (from {origin}) is not valid: {reason}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        origin: String,
+        reason: String,
+    },
+    #[error(
+        "kolmd would listen on {addr}, which is not a loopback address, and no API key is \
+         configured: anyone on the network could use it. Set `api_keys` in the config file or \
+         KOLM_API_KEY, or listen on 127.0.0.1"
+    )]
+    OpenWithoutKey { addr: SocketAddr },
+}
+
+/// How long a model stays loaded after its last request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeepAlive {
+    /// Unload this long after the last request ends (`0`: right after it).
+    After(Duration),
+    /// Never unload because of idleness (a negative duration, e.g. `-1`).
+    Forever,
+}
+
+impl KeepAlive {
+    /// Parses `5m`, `30s`, `1h30m`, `500ms`, a number of seconds, or a
+    /// negative value for "forever".
+    pub fn parse(text: &str) -> Result<KeepAlive, String> {
+        let t = text.trim();
+        if let Some(magnitude) = t.strip_prefix('-') {
+            parse_duration(magnitude)?;
+            return Ok(KeepAlive::Forever);
+        }
+        parse_duration(t).map(KeepAlive::After)
+    }
+
+    /// From a JSON number of seconds (negative: forever).
+    pub fn from_seconds(seconds: f64) -> Result<KeepAlive, String> {
+        if !seconds.is_finite() {
+            return Err("must be a finite number of seconds".into());
+        }
+        if seconds < 0.0 {
+            return Ok(KeepAlive::Forever);
+        }
+        Duration::try_from_secs_f64(seconds)
+            .map(KeepAlive::After)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl std::fmt::Display for KeepAlive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeepAlive::Forever => f.write_str("-1"),
+            KeepAlive::After(d) => write!(f, "{}s", d.as_secs_f64()),
+        }
+    }
+}
+
+/// Parses a duration: a number of seconds (`30`, `0.5`) or a sequence of
+/// number-unit pairs with units `ms`, `s`, `m`, `h` (`1h30m`, `250ms`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(secs) = t.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|e| e.to_string());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("`{t}` has a number without a unit (ms, s, m, h)"))?;
+        let (num, tail) = rest.split_at(num_end);
+        let value: f64 = num
+            .parse()
+            .map_err(|_| format!("`{t}` is not a duration like 30s, 5m, 1h30m"))?;
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_end);
+        let scale = match unit {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(format!("`{t}`: unknown unit `{unit}` (use ms, s, m or h)")),
+        };
+        total += Duration::try_from_secs_f64(value * scale).map_err(|e| e.to_string())?;
+        rest = next;
+    }
+    Ok(total)
+}
+
+/// Parses a byte size: a number of bytes or a number with a unit
+/// (`KB`/`MB`/`GB` are powers of 1000, `KiB`/`MiB`/`GiB` and `K`/`M`/`G`
+/// powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("`{t}` is not a size like 4096, 4MiB or 2GB"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        other => return Err(format!("`{t}`: unknown unit `{other}`")),
+    };
+    let bytes = value * scale;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("`{t}` is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+/// How many layers to offload to a GPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GpuLayers {
+    /// All of them when the engine was built with GPU support and a GPU is
+    /// found, else none.
+    Auto,
+    /// Exactly this many (0 keeps everything on the CPU).
+    Fixed(u32),
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// One layer of raw, unchecked settings. Every key is optional; missing keys
+/// fall through to the layer below and finally to the defaults.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `listen`: address and port of the HTTP API (default 127.0.0.1:11480;
+    /// env KOLM_LISTEN; flag --listen). A non-loopback address needs an API key.
+    pub listen: Option<String>,
+    /// `api_keys`: accepted Bearer keys (env KOLM_API_KEY for one key,
+    /// KOLM_API_KEYS for a comma-separated list). Empty: no authentication,
+    /// allowed on loopback only.
+    pub api_keys: Option<Vec<String>>,
+    /// `home`: the kolm home holding the store (default $KOLM_HOME, else the
+    /// platform data directory; env KOLM_HOME).
+    pub home: Option<PathBuf>,
+    /// `slots`: sequences decoded together per loaded artifact (default 4;
+    /// env KOLM_SLOTS).
+    pub slots: Option<u32>,
+    /// `context`: tokens each slot holds, prompt plus output (default 4096;
+    /// env KOLM_CONTEXT).
+    pub context: Option<u32>,
+    /// `batch`: most tokens decoded in one step (default 512; env KOLM_BATCH).
+    pub batch: Option<u32>,
+    /// `threads`: CPU threads per decode (default: the physical cores; env
+    /// KOLM_THREADS).
+    pub threads: Option<u32>,
+    /// `queue`: requests that may wait for a slot per artifact; past it, 503
+    /// at once (default 64; env KOLM_QUEUE).
+    pub queue: Option<u32>,
+    /// `keep_alive`: how long a model stays loaded after its last request
+    /// (`5m`, `30s`, `0` unloads at once, `-1` keeps it; default 5m; env
+    /// KOLM_KEEP_ALIVE). Requests may set their own.
+    pub keep_alive: Option<String>,
+    /// `gpu_layers`: `auto` or a number of layers to offload (default auto;
+    /// env KOLM_GPU_LAYERS).
+    pub gpu_layers: Option<String>,
+    /// `memory_limit`: most bytes all loaded models may take together
+    /// (weights plus KV caches), e.g. `8GiB` (default: no limit beyond free
+    /// RAM; env KOLM_MEMORY_LIMIT).
+    pub memory_limit: Option<String>,
+    /// `memory_reserve`: RAM left free for everything else (default 256MiB;
+    /// env KOLM_MEMORY_RESERVE).
+    pub memory_reserve: Option<String>,
+    /// `max_body`: largest request body, e.g. `4MiB` (default 4MiB; env
+    /// KOLM_MAX_BODY); larger bodies get 413.
+    pub max_body: Option<String>,
+    /// `cors_origins`: origins allowed to call the API from a browser, or
+    /// `["*"]` (default none: CORS off; env KOLM_CORS_ORIGINS, comma-separated).
+    pub cors_origins: Option<Vec<String>>,
+    /// `log_format`: `text` or `json` (default text; env KOLM_LOG_FORMAT).
+    /// The level comes from KOLM_LOG or RUST_LOG (default `info`).
+    pub log_format: Option<String>,
+    /// `shutdown_grace`: how long in-flight requests may run after SIGTERM
+    /// or SIGINT before they are cancelled (default 30s; env
+    /// KOLM_SHUTDOWN_GRACE).
+    pub shutdown_grace: Option<String>,
+}
+
+impl RawConfig {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<RawConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Reads the `KOLM_*` variables from `lookup` (the process environment
+    /// in `kolmd`, a map in tests).
+    pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<RawConfig, ConfigError> {
+        let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
+        let number = |key: &'static str, env: &str| -> Result<Option<u32>, ConfigError> {
+            get(env)
+                .map(|v| {
+                    v.trim().parse().map_err(|_| ConfigError::Invalid {
+                        key,
+                        value: v.clone(),
+                        origin: env.to_owned(),
+                        reason: "not a non-negative whole number".into(),
+                    })
+                })
+                .transpose()
+        };
+        let list = |v: String| -> Vec<String> {
+            v.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        let mut keys = get("KOLM_API_KEYS").map(list);
+        if let Some(k) = get("KOLM_API_KEY") {
+            keys.get_or_insert_with(Vec::new).push(k.trim().to_owned());
+        }
+        Ok(RawConfig {
+            listen: get("KOLM_LISTEN"),
+            api_keys: keys,
+            home: get("KOLM_HOME").map(PathBuf::from),
+            slots: number("slots", "KOLM_SLOTS")?,
+            context: number("context", "KOLM_CONTEXT")?,
+            batch: number("batch", "KOLM_BATCH")?,
+            threads: number("threads", "KOLM_THREADS")?,
+            queue: number("queue", "KOLM_QUEUE")?,
+            keep_alive: get("KOLM_KEEP_ALIVE"),
+            gpu_layers: get("KOLM_GPU_LAYERS"),
+            memory_limit: get("KOLM_MEMORY_LIMIT"),
+            memory_reserve: get("KOLM_MEMORY_RESERVE"),
+            max_body: get("KOLM_MAX_BODY"),
+            cors_origins: get("KOLM_CORS_ORIGINS").map(list),
+            log_format: get("KOLM_LOG_FORMAT"),
+            shutdown_grace: get("KOLM_SHUTDOWN_GRACE"),
+        })
+    }
+
+    /// `self` with every key that `over` sets replaced.
+    pub fn overridden_by(self, over: RawConfig) -> RawConfig {
+        RawConfig {
+            listen: over.listen.or(self.listen),
+            api_keys: over.api_keys.or(self.api_keys),
+            home: over.home.or(self.home),
+            slots: over.slots.or(self.slots),
+            context: over.context.or(self.context),
+            batch: over.batch.or(self.batch),
+            threads: over.threads.or(self.threads),
+            queue: over.queue.or(self.queue),
+            keep_alive: over.keep_alive.or(self.keep_alive),
+            gpu_layers: over.gpu_layers.or(self.gpu_layers),
+            memory_limit: over.memory_limit.or(self.memory_limit),
+            memory_reserve: over.memory_reserve.or(self.memory_reserve),
+            max_body: over.max_body.or(self.max_body),
+            cors_origins: over.cors_origins.or(self.cors_origins),
+            log_format: over.log_format.or(self.log_format),
+            shutdown_grace: over.shutdown_grace.or(self.shutdown_grace),
+        }
+    }
+
+    /// Checks every value and fills in defaults.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let invalid = |key: &'static str, value: &str, reason: String| ConfigError::Invalid {
+            key,
+            value: value.to_owned(),
+            origin: "the configuration".into(),
+            reason,
+        };
+        let listen_text = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            invalid(
+                "listen",
+                &listen_text,
+                "expected ADDRESS:PORT, e.g. 127.0.0.1:11480".into(),
+            )
+        })?;
+        let api_keys = self.api_keys.unwrap_or_default();
+        if api_keys.iter().any(|k| k.trim().is_empty()) {
+            return Err(invalid(
+                "api_keys",
+                "",
+                "an API key may not be empty".into(),
+            ));
+        }
+        if !listen.ip().is_loopback() && api_keys.is_empty() {
+            return Err(ConfigError::OpenWithoutKey { addr: listen });
+        }
+        let positive = |key: &'static str, v: Option<u32>, default: u32, min: u32, max: u32| {
+            let v = v.unwrap_or(default);
+            if v < min || v > max {
+                return Err(invalid(
+                    key,
+                    &v.to_string(),
+                    format!("must be between {min} and {max}"),
+                ));
+            }
+            Ok(v)
+        };
+        let slots = positive("slots", self.slots, 4, 1, 256)?;
+        let context = positive("context", self.context, 4096, 64, 1 << 20)?;
+        let batch = positive("batch", self.batch, 512, 1, 1 << 16)?.max(slots);
+        let threads = positive("threads", self.threads, physical_cores(), 1, 1024)?;
+        let queue = positive("queue", self.queue, 64, 0, 1 << 20)?;
+        let keep_alive = match &self.keep_alive {
+            Some(v) => KeepAlive::parse(v).map_err(|r| invalid("keep_alive", v, r))?,
+            None => KeepAlive::After(Duration::from_secs(300)),
+        };
+        let gpu_layers = match self.gpu_layers.as_deref().map(str::trim) {
+            None | Some("auto") => GpuLayers::Auto,
+            Some(v) => GpuLayers::Fixed(v.parse().map_err(|_| {
+                invalid(
+                    "gpu_layers",
+                    v,
+                    "expected `auto` or a number of layers".into(),
+                )
+            })?),
+        };
+        let size = |key: &'static str, v: &Option<String>| {
+            v.as_deref()
+                .map(|s| parse_size(s).map_err(|r| invalid(key, s, r)))
+                .transpose()
+        };
+        let memory_limit = size("memory_limit", &self.memory_limit)?;
+        let memory_reserve = size("memory_reserve", &self.memory_reserve)?.unwrap_or(256 << 20);
+        let max_body = size("max_body", &self.max_body)?.unwrap_or(4 << 20);
+        if max_body < 1024 {
+            return Err(invalid(
+                "max_body",
+                &max_body.to_string(),
+                "must be at least 1KiB".into(),
+            ));
+        }
+        let cors_origins = self.cors_origins.unwrap_or_default();
+        for origin in &cors_origins {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(invalid(
+                    "cors_origins",
+                    origin,
+                    "an origin is `*` or starts with http:// or https://".into(),
+                ));
+            }
+        }
+        let log_format = match self.log_format.as_deref().map(str::trim) {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(v) => return Err(invalid("log_format", v, "expected `text` or `json`".into())),
+        };
+        let shutdown_grace = match &self.shutdown_grace {
+            Some(v) => parse_duration(v).map_err(|r| invalid("shutdown_grace", v, r))?,
+            None => Duration::from_secs(30),
+        };
+        Ok(Config {
+            listen,
+            api_keys,
+            home: self.home,
+            slots,
+            context,
+            batch,
+            threads,
+            queue,
+            keep_alive,
+            gpu_layers,
+            memory_limit,
+            memory_reserve,
+            max_body: usize::try_from(max_body).unwrap_or(usize::MAX),
+            cors_origins,
+            log_format,
+            shutdown_grace,
+        })
+    }
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub api_keys: Vec<String>,
+    pub home: Option<PathBuf>,
+    pub slots: u32,
+    pub context: u32,
+    pub batch: u32,
+    pub threads: u32,
+    pub queue: u32,
+    pub keep_alive: KeepAlive,
+    pub gpu_layers: GpuLayers,
+    pub memory_limit: Option<u64>,
+    pub memory_reserve: u64,
+    pub max_body: usize,
+    pub cors_origins: Vec<String>,
+    pub log_format: LogFormat,
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Builds the configuration from a file (if any), the environment and
+    /// flags, in increasing precedence.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+        flags: RawConfig,
+    ) -> Result<Config, ConfigError> {
+        let base = match file {
+            Some(path) => RawConfig::from_file(path)?,
+            None => RawConfig::default(),
+        };
+        base.overridden_by(RawConfig::from_env(env)?)
+            .overridden_by(flags)
+            .resolve()
+    }
+}
+
+/// The machine's physical cores (logical ones when that is unknown).
+pub fn physical_cores() -> u32 {
+    sysinfo::System::physical_core_count()
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1)
+        .clamp(1, 1024) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_are_loopback_and_sane() {
+        let c = Config::load(None, env(&[]), RawConfig::default()).unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.keep_alive, KeepAlive::After(Duration::from_secs(300)));
+        assert!(c.threads >= 1);
+        assert_eq!(c.gpu_layers, GpuLayers::Auto);
+    }
+
+    #[test]
+    fn flags_win_over_env_over_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kolmd.toml");
+        std::fs::write(&file, "slots = 2\ncontext = 1024\nqueue = 3\n").unwrap();
+        let flags = RawConfig {
+            slots: Some(7),
+            ..RawConfig::default()
+        };
+        let c = Config::load(
+            Some(&file),
+            env(&[("KOLM_SLOTS", "5"), ("KOLM_CONTEXT", "2048")]),
+            flags,
+        )
+        .unwrap();
+        assert_eq!((c.slots, c.context, c.queue), (7, 2048, 3));
+    }
+
+    #[test]
+    fn non_loopback_without_a_key_is_refused() {
+        let e = Config::load(
+            None,
+            env(&[("KOLM_LISTEN", "0.0.0.0:9")]),
+            RawConfig::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::OpenWithoutKey { .. }), "{e}");
+        let ok = Config::load(
+            None,
+            env(&[("KOLM_LISTEN", "0.0.0.0:9"), ("KOLM_API_KEY", "k")]),
+            RawConfig::default(),
+        );
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = Config::load(None, env(&[("KOLM_SLOTS", "x")]), RawConfig::default()).unwrap_err();
+        assert!(e.to_string().contains("KOLM_SLOTS"), "{e}");
+        let e = Config::load(
+            None,
+            env(&[("KOLM_KEEP_ALIVE", "5 parsecs")]),
+            RawConfig::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("keep_alive"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("k.toml");
+        std::fs::write(&file, "slotz = 2\n").unwrap();
+        let e = Config::load(Some(&file), env(&[]), RawConfig::default()).unwrap_err();
+        assert!(e.to_string().contains("slotz"), "{e}");
+    }
+
+    #[test]
+    fn durations_and_sizes_parse() {
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(KeepAlive::parse("-1").unwrap(), KeepAlive::Forever);
+        assert_eq!(
+            KeepAlive::parse("0").unwrap(),
+            KeepAlive::After(Duration::ZERO)
+        );
+        assert_eq!(parse_size("4MiB").unwrap(), 4 << 20);
+        assert_eq!(parse_size("2GB").unwrap(), 2_000_000_000);
+        assert!(parse_size("4 parsecs").is_err());
+    }
+}
