@@ -7,6 +7,8 @@
 #   3. builds kolmctl in release mode
 #   4. packs the real SmolLM2-135M model into a signed artifact, verifies
 #      it, installs it into the local store and shows it
+#   5. starts kolmd, asks it one chat question over the OpenAI API, prints
+#      the answer and stops it
 #
 # Keys and the store go under $KOLM_HOME when set, else the user's data dir.
 set -euo pipefail
@@ -33,8 +35,8 @@ fi
 scripts/fixtures.sh
 fixtures=$(scripts/fixtures.sh --print-dir)
 
-echo "building kolmctl (release)..."
-cargo build --release --quiet -p kolm-cli
+echo "building kolmctl and kolmd (release; llama.cpp takes several minutes the first time)..."
+cargo build --release --quiet -p kolm-cli -p kolmd
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 kolmctl="$target_dir/release/kolmctl"
 
@@ -47,3 +49,18 @@ set -x
 "$kolmctl" verify "$artifact"
 "$kolmctl" install "$artifact"
 "$kolmctl" inspect "$artifact"
+set +x
+
+port=${KOLM_DEMO_PORT:-11480}
+"$target_dir/release/kolmd" --listen "127.0.0.1:$port" &
+kolmd_pid=$!
+trap 'kill "$kolmd_pid" 2>/dev/null; wait "$kolmd_pid" 2>/dev/null' EXIT
+for _ in $(seq 1 100); do
+    curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+    sleep 0.2
+done
+echo "+ POST http://127.0.0.1:$port/v1/chat/completions"
+curl -fsS "http://127.0.0.1:$port/v1/chat/completions" \
+    -H 'content-type: application/json' \
+    -d '{"model":"smollm2","messages":[{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":32,"temperature":0}' \
+    | python3 -c 'import json,sys; r=json.load(sys.stdin); print("kolmd answered:", r["choices"][0]["message"]["content"].strip()); print("usage:", r["usage"])'
