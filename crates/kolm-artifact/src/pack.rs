@@ -170,11 +170,20 @@ pub fn pack(
         });
     }
 
-    let params = serde_json::json!({
-        "name": spec.name,
-        "version": spec.version,
-        "task": spec.task,
-    });
+    // A struct, not `json!`: a map's key order depends on serde_json's
+    // features, and these bytes are hashed into the receipt.
+    #[derive(serde::Serialize)]
+    struct PackParams<'a> {
+        name: &'a str,
+        task: Option<&'a str>,
+        version: &'a str,
+    }
+    let params = serde_json::to_string(&PackParams {
+        name: &spec.name,
+        task: spec.task.as_deref(),
+        version: &spec.version,
+    })
+    .expect("parameters serialize");
     spec.receipts.append(
         Receipt {
             step: "pack".into(),
@@ -186,7 +195,7 @@ pub fn pack(
                     digest: format!("sha256:{}", e.sha256),
                 })
                 .collect(),
-            params: digest_ref(params.to_string().as_bytes()),
+            params: digest_ref(params.as_bytes()),
             started,
             finished: stamp(&spec, OffsetDateTime::now_utc()),
             prev: None,
