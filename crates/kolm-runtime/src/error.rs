@@ -32,6 +32,9 @@ pub enum RuntimeError {
     QueueFull(usize),
     #[error("the model was unloaded")]
     Unloaded,
+    /// The caller stopped the request (for example a daemon shutting down).
+    #[error("the request was cancelled")]
+    Cancelled,
     #[error("decoding failed: {0}")]
     Decode(String),
     #[error("embedding failed: {0}")]

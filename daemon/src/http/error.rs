@@ -136,6 +136,8 @@ impl From<RuntimeError> for ApiError {
         };
         match e {
             RuntimeError::QueueFull(_) => ApiError::Overloaded(e.to_string()),
+            // The daemon's only cancellation is the end of its shutdown grace.
+            RuntimeError::Cancelled => ApiError::ShuttingDown,
             RuntimeError::Unloaded => ApiError::Overloaded(
                 "the model was unloaded while the request waited; retry".into(),
             ),

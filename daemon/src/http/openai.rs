@@ -332,14 +332,15 @@ enum Kind {
     Text,
 }
 
-/// The next event, or a cancellation when the daemon's grace period ends.
+/// The next event, or a cancellation when the daemon's shutdown grace
+/// period ends.
 async fn next_event(
     stream: &mut GenerationStream,
     cancel: &CancellationToken,
 ) -> Option<GenerateEvent> {
     tokio::select! {
         e = stream.next() => e,
-        () = cancel.cancelled() => Some(GenerateEvent::Failed(RuntimeError::Unloaded)),
+        () = cancel.cancelled() => Some(GenerateEvent::Failed(RuntimeError::Cancelled)),
     }
 }
 
