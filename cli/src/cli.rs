@@ -44,6 +44,20 @@ pub enum Command {
     /// Manage signing keys and trusted public keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Show whether kolmd runs, its version, uptime, hardware and addresses.
+    Status(JsonArgs),
+    /// List the models kolmd has loaded: memory, device, idle time, expiry.
+    Ps(JsonArgs),
+    /// Load an installed artifact in kolmd now, before a request needs it.
+    Load(LoadArgs),
+    /// Unload a model from kolmd (pinned or not); in-flight requests finish.
+    Unload(RefArgs),
+    /// Generate with an artifact through kolmd, streaming tokens.
+    ///
+    /// With a PROMPT, answers it and exits. Without one, reads the prompt
+    /// from stdin when it is not a terminal, else starts an interactive chat
+    /// (`/bye` or Ctrl-D ends it, `/clear` forgets the conversation).
+    Run(RunArgs),
 }
 
 impl Command {
@@ -56,6 +70,10 @@ impl Command {
             Command::Install(a) => a.json,
             Command::List(a) | Command::Gc(a) => a.json,
             Command::Show(a) | Command::Rm(a) => a.json,
+            Command::Status(a) | Command::Ps(a) => a.json,
+            Command::Load(a) => a.json,
+            Command::Unload(a) => a.json,
+            Command::Run(a) => a.json,
             Command::Keys(k) => match k {
                 KeysCommand::Generate { json, .. }
                 | KeysCommand::List { json }
@@ -150,6 +168,58 @@ pub struct RefArgs {
     /// An installed artifact: NAME (latest installed) or NAME:VERSION.
     pub name: String,
     /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The artifact, as NAME (its newest version) or NAME:VERSION.
+    pub name: String,
+    /// Never evict it to make room for another model.
+    #[arg(long)]
+    pub pin: bool,
+    /// How long it stays loaded after its last request: `5m`, `1h30m`,
+    /// `0` (unload after each request), `-1` (until unloaded). Default:
+    /// kolmd's `keep_alive`.
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub keep_alive: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The artifact, as NAME (its newest version) or NAME:VERSION.
+    pub name: String,
+    /// What to ask. Without it: stdin, or an interactive chat on a terminal.
+    pub prompt: Option<String>,
+    /// A system message put before the conversation.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Send the prompt as raw text, without the model's chat template.
+    #[arg(long)]
+    pub raw: bool,
+    /// Sampling temperature (0: greedy). Default: 0.8.
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// The most tokens to generate per answer.
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<u32>,
+    /// A seed, for repeatable sampling.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Stop when the output contains this string (repeatable).
+    #[arg(long = "stop", value_name = "TEXT")]
+    pub stop: Vec<String>,
+    /// How long the model stays loaded afterwards (as for `load`).
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub keep_alive: Option<String>,
+    /// Print token counts and speed after each answer (on stderr).
+    #[arg(long)]
+    pub verbose: bool,
+    /// Print one JSON object with the text, usage and timings instead of
+    /// streaming (needs a prompt).
     #[arg(long)]
     pub json: bool,
 }

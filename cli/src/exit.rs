@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use kolm_artifact::{ArtifactError, ErrorKind};
 use kolm_store::StoreError;
 
+use crate::daemon::DaemonError;
+
 /// The exit code for an error, from the first cause the libraries classify.
 pub fn code_for(err: &anyhow::Error) -> u8 {
     let kind = err.chain().find_map(|cause| {
@@ -14,6 +16,7 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
             .downcast_ref::<ArtifactError>()
             .map(ArtifactError::kind)
             .or_else(|| cause.downcast_ref::<StoreError>().map(StoreError::kind))
+            .or_else(|| cause.downcast_ref::<DaemonError>().and_then(|d| d.kind))
     });
     match kind {
         Some(ErrorKind::Malformed) => 3,

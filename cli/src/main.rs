@@ -1,8 +1,10 @@
-//! kolmctl: the kolm command line. Parses flags (clap), runs one verb, and
-//! maps failures to exit codes scripts can rely on.
+//! kolmctl: the kolm command line. Parses flags (clap), runs one verb
+//! (offline on the store, or through kolmd's gRPC API), and maps failures to
+//! exit codes scripts can rely on.
 
 mod cli;
 mod commands;
+mod daemon;
 mod exit;
 mod output;
 mod progress;

@@ -223,6 +223,15 @@ pub struct RawConfig {
     /// or SIGINT before they are cancelled (default 30s; env
     /// KOLM_SHUTDOWN_GRACE).
     pub shutdown_grace: Option<String>,
+    /// `grpc_socket`: the Unix socket of the gRPC control API, created with
+    /// permissions 0600 (default `run/kolmd.sock` under the home; `off`
+    /// disables it; env KOLM_GRPC_SOCKET). `kolmctl` finds it the same way.
+    pub grpc_socket: Option<String>,
+    /// `grpc_listen`: also serve the gRPC control API on this TCP
+    /// `ADDRESS:PORT` (default off; env KOLM_GRPC_LISTEN). It takes the same
+    /// API keys as HTTP (`authorization: Bearer KEY` metadata); a
+    /// non-loopback address needs one.
+    pub grpc_listen: Option<String>,
 }
 
 impl RawConfig {
@@ -281,6 +290,8 @@ impl RawConfig {
             cors_origins: get("KOLM_CORS_ORIGINS").map(list),
             log_format: get("KOLM_LOG_FORMAT"),
             shutdown_grace: get("KOLM_SHUTDOWN_GRACE"),
+            grpc_socket: get("KOLM_GRPC_SOCKET"),
+            grpc_listen: get("KOLM_GRPC_LISTEN"),
         })
     }
 
@@ -303,6 +314,8 @@ impl RawConfig {
             cors_origins: over.cors_origins.or(self.cors_origins),
             log_format: over.log_format.or(self.log_format),
             shutdown_grace: over.shutdown_grace.or(self.shutdown_grace),
+            grpc_socket: over.grpc_socket.or(self.grpc_socket),
+            grpc_listen: over.grpc_listen.or(self.grpc_listen),
         }
     }
 
@@ -333,6 +346,26 @@ impl RawConfig {
         if !listen.ip().is_loopback() && api_keys.is_empty() {
             return Err(ConfigError::OpenWithoutKey { addr: listen });
         }
+        let grpc_listen = match self.grpc_listen.as_deref().map(str::trim) {
+            None | Some("off") => None,
+            Some(v) => Some(v.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "grpc_listen",
+                    v,
+                    "expected ADDRESS:PORT, e.g. 127.0.0.1:11481".into(),
+                )
+            })?),
+        };
+        if let Some(addr) = grpc_listen {
+            if !addr.ip().is_loopback() && api_keys.is_empty() {
+                return Err(ConfigError::OpenWithoutKey { addr });
+            }
+        }
+        let grpc_socket = match self.grpc_socket.as_deref().map(str::trim) {
+            None => GrpcSocket::Default,
+            Some("off") => GrpcSocket::Off,
+            Some(p) => GrpcSocket::At(PathBuf::from(p)),
+        };
         let positive = |key: &'static str, v: Option<u32>, default: u32, min: u32, max: u32| {
             let v = v.unwrap_or(default);
             if v < min || v > max {
@@ -414,6 +447,8 @@ impl RawConfig {
             cors_origins,
             log_format,
             shutdown_grace,
+            grpc_socket,
+            grpc_listen,
         })
     }
 }
@@ -437,6 +472,19 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     pub log_format: LogFormat,
     pub shutdown_grace: Duration,
+    pub grpc_socket: GrpcSocket,
+    pub grpc_listen: Option<SocketAddr>,
+}
+
+/// Where the gRPC control API's Unix socket goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GrpcSocket {
+    /// `run/kolmd.sock` under the kolm home.
+    Default,
+    /// This path.
+    At(PathBuf),
+    /// No socket.
+    Off,
 }
 
 impl Config {

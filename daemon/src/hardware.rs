@@ -54,6 +54,18 @@ impl Hardware {
         s.available_memory()
     }
 
+    /// The CPU's model name as the OS reports it (empty when unknown).
+    pub fn cpu_model(&self) -> String {
+        use sysinfo::{CpuRefreshKind, RefreshKind};
+        let s = sysinfo::System::new_with_specifics(
+            RefreshKind::nothing().with_cpu(CpuRefreshKind::nothing()),
+        );
+        s.cpus()
+            .first()
+            .map(|c| c.brand().trim().to_owned())
+            .unwrap_or_default()
+    }
+
     /// Total RAM in bytes.
     pub fn total_ram(&self) -> u64 {
         let mut s = self.system.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,11 +1,12 @@
 //! `kolmd [--config FILE] [--listen ADDR:PORT]`: reads the configuration,
-//! sets up logging, binds the listener and serves until SIGTERM or SIGINT.
+//! sets up logging, binds the HTTP listener and the gRPC socket (and TCP
+//! port, if configured) and serves until SIGTERM or SIGINT.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use kolmd::config::{Config, LogFormat, RawConfig};
+use kolmd::config::{Config, GrpcSocket, LogFormat, RawConfig};
 
 /// The kolm daemon: serves installed artifacts over an OpenAI-compatible API.
 #[derive(Debug, Parser)]
@@ -41,6 +42,33 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let grpc_unix = match &config.grpc_socket {
+        GrpcSocket::Off => None,
+        GrpcSocket::Default => Some(state.scheduler.home().socket_path()),
+        GrpcSocket::At(path) => Some(path.clone()),
+    }
+    .map(|path| {
+        kolm_proto::bind_unix(&path)
+            .map(|l| (l, path.clone()))
+            .with_context(|| format!("cannot serve the gRPC API on {}", path.display()))
+    })
+    .transpose()?;
+    let grpc_tcp = match config.grpc_listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen for gRPC on {a}"))?,
+        ),
+        None => None,
+    };
+    let listeners = kolmd::Listeners {
+        http: listener,
+        grpc_unix,
+        grpc_tcp,
+    };
+    for grpc in listeners.describe().grpc {
+        tracing::info!("gRPC control API on {grpc}");
+    }
     tracing::info!(
         home = %state.scheduler.home().root().display(),
         slots = config.slots,
@@ -50,7 +78,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "kolmd {} listening on http://{addr}",
         env!("CARGO_PKG_VERSION")
     );
-    kolmd::run(listener, shutdown_signal(), state)
+    kolmd::serve(listeners, shutdown_signal(), state)
         .await
         .context("the server failed")
 }

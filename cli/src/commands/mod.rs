@@ -2,6 +2,7 @@
 //! prints the result for people or, with `--json`, for scripts.
 
 mod artifact;
+mod daemon;
 mod keys;
 mod store;
 
@@ -26,6 +27,11 @@ pub fn run(args: Cli) -> anyhow::Result<()> {
         Command::Rm(a) => store::remove(&home, a),
         Command::Gc(a) => store::gc(&home, a.json),
         Command::Keys(k) => keys::run(&home, k),
+        Command::Status(a) => daemon::status(&home, a),
+        Command::Ps(a) => daemon::ps(&home, a),
+        Command::Load(a) => daemon::load(&home, a),
+        Command::Unload(a) => daemon::unload(&home, a),
+        Command::Run(a) => daemon::run(&home, a),
     }
 }
 

@@ -63,6 +63,13 @@ impl Home {
         Keyring::new(&self.root)
     }
 
+    /// The default path of kolmd's gRPC socket: `run/kolmd.sock` under the
+    /// home (kolmd's `grpc_socket` and the `KOLM_GRPC_SOCKET` variable
+    /// override it, for both kolmd and kolmctl).
+    pub fn socket_path(&self) -> PathBuf {
+        self.root.join("run").join("kolmd.sock")
+    }
+
     /// The store under `store/`, creating its directories.
     pub fn store(&self) -> Result<Store> {
         Store::open(self.root.join("store"))

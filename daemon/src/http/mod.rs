@@ -52,6 +52,30 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Whether a request with this `Authorization` value may be served:
+    /// always when no key is configured, else when it is `Bearer KEY` with
+    /// a configured key. Every key is compared in constant time, so the
+    /// time taken does not say which one matched or how much of it.
+    pub fn accepts(&self, authorization: Option<&str>) -> bool {
+        if self.key_digests.is_empty() {
+            return true;
+        }
+        let presented = authorization
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(|k| -> [u8; 32] { Sha256::digest(k.trim().as_bytes()).into() });
+        let Some(presented) = presented else {
+            return false;
+        };
+        let mut ok = subtle::Choice::from(0u8);
+        for key in self.key_digests.iter() {
+            ok |= key.ct_eq(&presented);
+        }
+        bool::from(ok)
+    }
+
     pub fn new(scheduler: Scheduler, options: HttpOptions) -> AppState {
         let key_digests = options
             .api_keys
@@ -171,27 +195,11 @@ pub async fn run(
 }
 
 async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if state.key_digests.is_empty() {
-        return next.run(request).await;
-    }
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(|k| -> [u8; 32] { Sha256::digest(k.trim().as_bytes()).into() });
-    let Some(presented) = presented else {
-        return ApiError::Unauthorized.into_response();
-    };
-    // Every key is compared, so the time does not say which one matched.
-    let mut ok = subtle::Choice::from(0u8);
-    for key in state.key_digests.iter() {
-        ok |= key.ct_eq(&presented);
-    }
-    if bool::from(ok) {
+        .and_then(|v| v.to_str().ok());
+    if state.accepts(presented) {
         next.run(request).await
     } else {
         ApiError::Unauthorized.into_response()

@@ -59,6 +59,8 @@ pub fn home() -> &'static Path {
 pub struct Daemon {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The gRPC control API's Unix socket.
+    pub socket: PathBuf,
     pub log: Arc<Mutex<String>>,
     _dir: tempfile::TempDir,
 }
@@ -72,9 +74,12 @@ impl Daemon {
     pub fn start_with(extra: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("kolmd.toml");
+        // Each daemon gets its own socket: tests share a home.
+        let socket = dir.path().join("kolmd.sock");
         let base = format!(
-            "home = {:?}\nslots = 2\ncontext = 512\nbatch = 256\nthreads = 2\nqueue = 8\nkeep_alive = \"-1\"\nshutdown_grace = \"20s\"\n",
-            home()
+            "home = {:?}\ngrpc_socket = {:?}\nslots = 2\ncontext = 512\nbatch = 256\nthreads = 2\nqueue = 8\nkeep_alive = \"-1\"\nshutdown_grace = \"20s\"\n",
+            home(),
+            socket
         );
         // Later keys in `extra` replace the defaults above.
         let mut table: toml_lines::Table = toml_lines::parse(&base);
@@ -90,6 +95,8 @@ impl Daemon {
         .env_remove("KOLM_API_KEY")
         .env_remove("KOLM_API_KEYS")
         .env_remove("KOLM_LISTEN")
+        .env_remove("KOLM_GRPC_SOCKET")
+        .env_remove("KOLM_GRPC_LISTEN")
         .env("KOLM_LOG", "info,kolmd=debug")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -133,6 +140,7 @@ impl Daemon {
         Daemon {
             child,
             addr,
+            socket,
             log,
             _dir: dir,
         }

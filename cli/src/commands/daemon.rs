@@ -1,0 +1,383 @@
+//! The verbs that need a running kolmd: `status`, `ps`, `load`, `unload`
+//! and `run`. Each is one or a few gRPC calls; `run` streams tokens to
+//! stdout as they come and, with no prompt on a terminal, holds a chat.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::Context;
+use kolm_proto::daemon::v1 as pb;
+use kolm_store::Home;
+use serde_json::json;
+use tokio_stream::StreamExt;
+
+use crate::cli::{JsonArgs, LoadArgs, RefArgs, RunArgs};
+use crate::daemon::{connect_required, Daemon};
+use crate::output;
+
+pub fn status(home: &Home, args: JsonArgs) -> anyhow::Result<()> {
+    let d = connect_required(home)?;
+    let s = d.call(d.client.clone().status(pb::StatusRequest {}))?;
+    let s = s.into_inner();
+    let hw = s.hardware.unwrap_or_default();
+    let listen = s.listen.unwrap_or_default();
+    if args.json {
+        return output::json(&json!({
+            "running": true,
+            "version": s.version,
+            "uptime_seconds": s.uptime_seconds,
+            "loaded_models": s.loaded_models,
+            "hardware": {
+                "cpu_model": hw.cpu_model,
+                "physical_cores": hw.physical_cores,
+                "total_memory_bytes": hw.total_memory_bytes,
+                "available_memory_bytes": hw.available_memory_bytes,
+                "gpus": hw.gpus.iter().map(|g| json!({
+                    "index": g.index, "name": g.name,
+                    "total_vram_bytes": g.total_vram_bytes, "free_vram_bytes": g.free_vram_bytes,
+                })).collect::<Vec<_>>(),
+            },
+            "listen": { "http": listen.http, "grpc": listen.grpc },
+        }));
+    }
+    println!("kolmd {} is running", s.version);
+    let gpus = if hw.gpus.is_empty() {
+        "none".to_owned()
+    } else {
+        hw.gpus
+            .iter()
+            .map(|g| {
+                format!(
+                    "{} ({} free of {})",
+                    g.name,
+                    output::size(g.free_vram_bytes),
+                    output::size(g.total_vram_bytes)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    output::fields(&[
+        ("uptime", duration(s.uptime_seconds)),
+        ("http", listen.http.join(", ")),
+        ("grpc", listen.grpc.join(", ")),
+        (
+            "cpu",
+            format!("{} ({} cores)", hw.cpu_model, hw.physical_cores),
+        ),
+        (
+            "memory",
+            format!(
+                "{} free of {}",
+                output::size(hw.available_memory_bytes),
+                output::size(hw.total_memory_bytes)
+            ),
+        ),
+        ("gpus", gpus),
+        ("loaded", s.loaded_models.to_string()),
+    ]);
+    Ok(())
+}
+
+pub fn ps(home: &Home, args: JsonArgs) -> anyhow::Result<()> {
+    let d = connect_required(home)?;
+    let models = d
+        .call(d.client.clone().list_loaded(pb::ListLoadedRequest {}))?
+        .into_inner()
+        .models;
+    if args.json {
+        let list: Vec<_> = models
+            .iter()
+            .map(|m| {
+                json!({
+                    "reference": m.reference, "base_digest": m.base_digest,
+                    "memory_bytes": m.memory_bytes, "device": m.device,
+                    "idle_seconds": m.idle_seconds, "requests_served": m.requests_served,
+                    "pinned": m.pinned, "keep_alive": m.keep_alive,
+                    "expires_in_seconds": m.expires_in_seconds,
+                    "slots": m.slots, "context_length": m.context_length,
+                })
+            })
+            .collect();
+        return output::json(&list);
+    }
+    if models.is_empty() {
+        println!("no models loaded (a request loads one, or `kolmctl load NAME`)");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = models
+        .iter()
+        .map(|m| {
+            let until = match (m.pinned, m.expires_in_seconds) {
+                (true, _) => "pinned".to_owned(),
+                (false, Some(s)) => format!("in {}", duration(s)),
+                (false, None) if m.keep_alive == "-1" => "forever".to_owned(),
+                (false, None) => "in use".to_owned(),
+            };
+            vec![
+                m.reference.clone(),
+                output::short(&m.base_digest).to_owned(),
+                output::size(m.memory_bytes),
+                m.device.clone(),
+                format!("{}x{}", m.slots, m.context_length),
+                duration(m.idle_seconds),
+                m.requests_served.to_string(),
+                until,
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "NAME", "BASE", "MEMORY", "DEVICE", "SLOTS", "IDLE", "SERVED", "UNLOADS",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+pub fn load(home: &Home, args: LoadArgs) -> anyhow::Result<()> {
+    if let Some(k) = &args.keep_alive {
+        kolm_proto::parse_keep_alive(k).with_context(|| format!("--keep-alive `{k}`"))?;
+    }
+    let d = connect_required(home)?;
+    let r = d
+        .call(d.client.clone().load(pb::LoadRequest {
+            reference: args.name.clone(),
+            keep_alive: args.keep_alive.clone(),
+            pin: args.pin,
+        }))?
+        .into_inner();
+    if args.json {
+        return output::json(&json!({
+            "ok": true, "reference": r.reference, "memory_bytes": r.memory_bytes,
+            "device": r.device, "load_ms": r.load_ms, "already_loaded": r.already_loaded,
+            "pinned": args.pin,
+        }));
+    }
+    let how = if r.already_loaded {
+        "already loaded".to_owned()
+    } else {
+        format!("loaded in {:.1} s", r.load_ms as f64 / 1000.0)
+    };
+    let pin = if args.pin { ", pinned" } else { "" };
+    println!(
+        "{} {how} ({} on {}{pin})",
+        r.reference,
+        output::size(r.memory_bytes),
+        r.device
+    );
+    Ok(())
+}
+
+pub fn unload(home: &Home, args: RefArgs) -> anyhow::Result<()> {
+    let d = connect_required(home)?;
+    let r = d
+        .call(d.client.clone().unload(pb::UnloadRequest {
+            reference: args.name.clone(),
+        }))?
+        .into_inner();
+    if args.json {
+        return output::json(&json!({
+            "ok": true, "unloaded": r.unloaded, "freed_bytes": r.freed_bytes,
+        }));
+    }
+    if r.unloaded.is_empty() {
+        println!("{} was not loaded", args.name);
+    } else {
+        println!(
+            "unloaded {} (freed {})",
+            r.unloaded.join(", "),
+            output::size(r.freed_bytes)
+        );
+    }
+    Ok(())
+}
+
+/// One answer: its text, and the last message's counts and timings.
+struct Answer {
+    text: String,
+    last: pb::GenerateResponse,
+}
+
+pub fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
+    if let Some(k) = &args.keep_alive {
+        kolm_proto::parse_keep_alive(k).with_context(|| format!("--keep-alive `{k}`"))?;
+    }
+    if args.max_tokens == Some(0) {
+        anyhow::bail!("--max-tokens must be at least 1");
+    }
+    let stdin = std::io::stdin();
+    let prompt = match &args.prompt {
+        Some(p) => Some(p.clone()),
+        None if !stdin.is_terminal() => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut stdin.lock(), &mut text)
+                .context("cannot read the prompt from stdin")?;
+            Some(text)
+        }
+        None => None,
+    };
+    let d = connect_required(home)?;
+    match prompt {
+        Some(p) => {
+            if p.trim().is_empty() {
+                anyhow::bail!("the prompt is empty");
+            }
+            let mut messages = Vec::new();
+            if let Some(s) = &args.system {
+                messages.push(message("system", s));
+            }
+            messages.push(message("user", &p));
+            let answer = generate(&d, &args, messages, &p, !args.json)?;
+            if args.json {
+                let usage = answer.last.usage.unwrap_or_default();
+                let timings = answer.last.timings.unwrap_or_default();
+                return output::json(&json!({
+                    "ok": true,
+                    "model": args.name,
+                    "text": answer.text,
+                    "finish_reason": finish(answer.last.finish_reason()),
+                    "usage": {
+                        "prompt_tokens": usage.prompt_tokens,
+                        "completion_tokens": usage.completion_tokens,
+                    },
+                    "timings": {
+                        "ttft_ms": timings.ttft_ms,
+                        "tokens_per_second": timings.tokens_per_second,
+                        "total_ms": timings.total_ms,
+                    },
+                }));
+            }
+            Ok(())
+        }
+        None if args.json => anyhow::bail!("--json needs a prompt"),
+        None => chat(&d, &args),
+    }
+}
+
+/// The interactive loop: each answer joins the conversation.
+fn chat(d: &Daemon, args: &RunArgs) -> anyhow::Result<()> {
+    eprintln!(
+        "chatting with {} (/bye or Ctrl-D to end, /clear to start over)",
+        args.name
+    );
+    let mut history: Vec<pb::ChatMessage> = Vec::new();
+    if let Some(s) = &args.system {
+        history.push(message("system", s));
+    }
+    let system_len = history.len();
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    loop {
+        eprint!(">>> ");
+        std::io::stderr().flush().ok();
+        line.clear();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            eprintln!();
+            return Ok(());
+        }
+        let input = line.trim();
+        match input {
+            "" => continue,
+            "/bye" | "/exit" | "/quit" => return Ok(()),
+            "/clear" => {
+                history.truncate(system_len);
+                eprintln!("(conversation cleared)");
+                continue;
+            }
+            _ => {}
+        }
+        history.push(message("user", input));
+        match generate(d, args, history.clone(), input, true) {
+            Ok(answer) => history.push(message("assistant", &answer.text)),
+            Err(e) => {
+                history.pop();
+                eprintln!("error: {e:#}");
+            }
+        }
+    }
+}
+
+fn message(role: &str, content: &str) -> pb::ChatMessage {
+    pb::ChatMessage {
+        role: role.into(),
+        content: content.into(),
+    }
+}
+
+/// One Generate call; prints the text as it streams when `print`.
+fn generate(
+    d: &Daemon,
+    args: &RunArgs,
+    messages: Vec<pb::ChatMessage>,
+    raw: &str,
+    print: bool,
+) -> anyhow::Result<Answer> {
+    let prompt = if args.raw {
+        pb::generate_request::Prompt::Text(raw.to_owned())
+    } else {
+        pb::generate_request::Prompt::Messages(pb::ChatMessages { messages })
+    };
+    let request = pb::GenerateRequest {
+        model: args.name.clone(),
+        prompt: Some(prompt),
+        temperature: args.temperature,
+        seed: args.seed,
+        max_tokens: args.max_tokens,
+        stop: args.stop.clone(),
+        keep_alive: args.keep_alive.clone(),
+        ..Default::default()
+    };
+    let mut client = d.client.clone();
+    let answer = d.call(async move {
+        let mut stream = client.generate(request).await?.into_inner();
+        let mut text = String::new();
+        let mut stdout = std::io::stdout();
+        while let Some(msg) = stream.next().await {
+            let msg = msg?;
+            if print && !msg.text.is_empty() {
+                let _ = stdout.write_all(msg.text.as_bytes());
+                let _ = stdout.flush();
+            }
+            text.push_str(&msg.text);
+            if msg.finish_reason() != pb::FinishReason::Unspecified {
+                return Ok(Answer { text, last: msg });
+            }
+        }
+        Err(tonic::Status::unavailable(
+            "kolmd ended the stream before the answer was complete",
+        ))
+    })?;
+    if print {
+        println!();
+        if args.verbose {
+            let usage = answer.last.usage.unwrap_or_default();
+            let t = answer.last.timings.unwrap_or_default();
+            eprintln!(
+                "{} prompt tokens, {} generated ({}), first token after {:.0} ms, {:.1} tokens/s",
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                finish(answer.last.finish_reason()),
+                t.ttft_ms,
+                t.tokens_per_second
+            );
+        }
+    }
+    Ok(answer)
+}
+
+fn finish(reason: pb::FinishReason) -> &'static str {
+    match reason {
+        pb::FinishReason::Stop => "stop",
+        pb::FinishReason::Length => "length",
+        pb::FinishReason::Unspecified => "unfinished",
+    }
+}
+
+/// `1h02m`, `5m30s`, `42s`.
+fn duration(seconds: u64) -> String {
+    match seconds {
+        s if s >= 3600 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        s if s >= 60 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{s}s"),
+    }
+}
