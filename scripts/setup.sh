@@ -7,8 +7,8 @@
 #   3. builds kolmctl in release mode
 #   4. packs the real SmolLM2-135M model into a signed artifact, verifies
 #      it, installs it into the local store and shows it
-#   5. starts kolmd, asks it one chat question over the OpenAI API, prints
-#      the answer and stops it
+#   5. starts kolmd, asks it one chat question over the OpenAI API and one
+#      through `kolmctl run` (gRPC), shows `kolmctl ps`, and stops it
 #
 # Keys and the store go under $KOLM_HOME when set, else the user's data dir.
 set -euo pipefail
@@ -64,3 +64,7 @@ curl -fsS "http://127.0.0.1:$port/v1/chat/completions" \
     -H 'content-type: application/json' \
     -d '{"model":"smollm2","messages":[{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":32,"temperature":0}' \
     | python3 -c 'import json,sys; r=json.load(sys.stdin); print("kolmd answered:", r["choices"][0]["message"]["content"].strip()); print("usage:", r["usage"])'
+echo "+ kolmctl run smollm2 \"What is the capital of France?\""
+"$kolmctl" run smollm2 "What is the capital of France?" --max-tokens 32 --temperature 0 --verbose
+echo "+ kolmctl ps"
+"$kolmctl" ps

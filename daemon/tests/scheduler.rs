@@ -119,3 +119,40 @@ fn a_model_that_cannot_fit_is_refused_clearly() {
     );
     assert_eq!(d.get("/health").status, 200);
 }
+
+/// The daemon's resident memory in bytes (file-backed weight pages
+/// included), from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+#[test]
+fn a_second_artifact_on_the_same_base_adds_no_second_copy_of_the_weights() {
+    let d = Daemon::start("slots = 1");
+    let pid = d.child.id();
+    let idle = rss_bytes(pid);
+    d.chat("alpha", json!({}));
+    let one = rss_bytes(pid);
+    d.chat("beta", json!({}));
+    let two = rss_bytes(pid);
+    let l = d.loaded();
+    let base_bytes = l["models"][0]["base_bytes"].as_u64().unwrap();
+    let first = one.saturating_sub(idle);
+    let second = two.saturating_sub(one);
+    eprintln!(
+        "RSS idle {idle}, +alpha {first}, +beta (same base) {second}, weights {base_bytes}"
+    );
+    // The first artifact brings the weights and a context; the second only
+    // a context. What the first adds beyond the second is the weights.
+    assert!(
+        first > second + base_bytes * 7 / 10,
+        "alpha added {first} bytes, beta {second}; the weights are {base_bytes}"
+    );
+    assert!(second < base_bytes, "beta added {second} bytes");
+}
