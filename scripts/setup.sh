@@ -52,13 +52,21 @@ set -x
 set +x
 
 port=${KOLM_DEMO_PORT:-11480}
-"$target_dir/release/kolmd" --listen "127.0.0.1:$port" &
+kolmd_log="$target_dir/demo/kolmd.log"
+echo "+ kolmd --listen 127.0.0.1:$port   (log: $kolmd_log)"
+"$target_dir/release/kolmd" --listen "127.0.0.1:$port" 2>"$kolmd_log" &
 kolmd_pid=$!
 trap 'kill "$kolmd_pid" 2>/dev/null; wait "$kolmd_pid" 2>/dev/null' EXIT
 for _ in $(seq 1 100); do
     curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+    if ! kill -0 "$kolmd_pid" 2>/dev/null; then
+        echo "error: kolmd exited at start; its log:" >&2
+        cat "$kolmd_log" >&2
+        exit 1
+    fi
     sleep 0.2
 done
+"$kolmctl" status
 echo "+ POST http://127.0.0.1:$port/v1/chat/completions"
 curl -fsS "http://127.0.0.1:$port/v1/chat/completions" \
     -H 'content-type: application/json' \

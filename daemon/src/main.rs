@@ -104,11 +104,16 @@ async fn shutdown_signal() {
     }
 }
 
+/// kolmd's own events at `info`; llama.cpp's load-time chatter (hundreds of
+/// lines per model) only from `warn`. `KOLM_LOG=info,llama-cpp-2=info`
+/// brings it back.
+const DEFAULT_LOG_FILTER: &str = "info,llama-cpp-2=warn,llama_cpp_2=error";
+
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("KOLM_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
