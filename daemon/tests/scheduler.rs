@@ -145,9 +145,7 @@ fn a_second_artifact_on_the_same_base_adds_no_second_copy_of_the_weights() {
     let base_bytes = l["models"][0]["base_bytes"].as_u64().unwrap();
     let first = one.saturating_sub(idle);
     let second = two.saturating_sub(one);
-    eprintln!(
-        "RSS idle {idle}, +alpha {first}, +beta (same base) {second}, weights {base_bytes}"
-    );
+    eprintln!("RSS idle {idle}, +alpha {first}, +beta (same base) {second}, weights {base_bytes}");
     // The first artifact brings the weights and a context; the second only
     // a context. What the first adds beyond the second is the weights.
     assert!(
