@@ -66,7 +66,7 @@ pub enum OutputKind {
     /// A JSON object or array conforming to a schema.
     Json {
         /// The inferred schema.
-        schema: Schema,
+        schema: Box<Schema>,
     },
     /// One of a closed set of labels (compared after trimming).
     Label {
@@ -296,7 +296,7 @@ impl Verifier {
             }
             (
                 OutputKind::Json {
-                    schema: shape.schema(),
+                    schema: Box::new(shape.schema()),
                 },
                 false,
             )
