@@ -8,7 +8,7 @@
 //! (see [`crate::verifier::Assertion`]) and then need no `output`.
 //! `docs/compile.md` is the reference for these shapes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -430,12 +430,16 @@ pub struct Task {
     pub split: Option<Split>,
     /// Exact duplicates (same input and output) dropped from the examples.
     pub duplicates_dropped: usize,
+    /// Examples dropped from training because a test has the same input.
+    pub leaked_dropped: usize,
 }
 
 impl Task {
     /// Checks and assembles a task. Exact duplicate examples are dropped
     /// (counted); the same input with different outputs anywhere in the
-    /// examples or tests is [`TaskError::Contradictions`], listing every pair.
+    /// examples or tests is [`TaskError::Contradictions`], listing every pair;
+    /// an example whose input is also a test's is dropped from training
+    /// (counted), so held-out tests stay unseen.
     /// With no tests, a seeded share of the examples is held out.
     pub fn assemble(
         description: impl Into<String>,
@@ -483,8 +487,19 @@ impl Task {
         if !contradictions.is_empty() {
             return Err(TaskError::Contradictions(contradictions));
         }
+        let mut leaked_dropped = 0;
         let (train, tests, split) = match tests {
-            Some(t) => (train, t, None),
+            Some(t) => {
+                // Held out means unseen: a test's input never trains.
+                let test_inputs: BTreeSet<String> = t.iter().map(|e| e.input.digest()).collect();
+                let before = train.len();
+                let train: Vec<Example> = train
+                    .into_iter()
+                    .filter(|e| !test_inputs.contains(&e.input.digest()))
+                    .collect();
+                leaked_dropped = before - train.len();
+                (train, t, None)
+            }
             None => {
                 let (train, held, record) = split_examples(train, split)?;
                 (train, held, Some(record))
@@ -496,6 +511,7 @@ impl Task {
             tests,
             split,
             duplicates_dropped,
+            leaked_dropped,
         })
     }
 }
@@ -864,6 +880,18 @@ mod tests {
         assert!(
             e.to_string().contains("t.jsonl:1 contradicts ex.jsonl:3"),
             "{e}"
+        );
+        let same = parse_jsonl(
+            r#"{"input":"b","output":"2"}"#,
+            Path::new("t.jsonl"),
+            Role::Tests,
+        )
+        .unwrap();
+        let task = Task::assemble("t", ex.clone(), Some(same), SplitParams::default()).unwrap();
+        assert_eq!(
+            (task.train.len(), task.leaked_dropped),
+            (1, 1),
+            "the test's input left training"
         );
         let task = Task::assemble("t", ex, None, SplitParams::default()).unwrap();
         assert_eq!(task.duplicates_dropped, 1);

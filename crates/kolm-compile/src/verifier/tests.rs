@@ -299,3 +299,46 @@ proptest! {
         prop_assert_eq!(v.pick(&e, &cands), p1);
     }
 }
+
+#[test]
+fn explain_reads_as_rules() {
+    let examples: Vec<Example> = [
+        r#"{"item":"apple","qty":2,"unit":"kg"}"#,
+        r#"{"item":"pear","qty":1,"unit":"kg"}"#,
+        r#"{"item":"fig","qty":5,"unit":"box"}"#,
+        r#"{"item":"kiwi","qty":3,"unit":"box","note":"ripe"}"#,
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, o)| ex(&format!("order {i}"), o))
+    .collect();
+    let test = Example {
+        input: Input::Text("ten figs".into()),
+        output: None,
+        assertions: vec![serde_json::from_value(json!({"type":"contains","value":"fig"})).unwrap()],
+        origin: None,
+    };
+    let v = Verifier::infer(&examples, std::slice::from_ref(&test)).unwrap();
+    let text = v.explain();
+    println!("{text}");
+    let want = format!(
+        "verifier v1 (inferred from 4 output(s))
+Hard gates (every answer must pass all):
+  - the output is JSON that conforms to:
+      $: is object; has keys item, qty, unit; has no other keys
+        $.item: is string
+        $.note: is string
+        $.qty: is integer
+        $.unit: is string; is one of \"box\", \"kg\"
+  - 1 test(s) carry their own assertions:
+    test {}:
+      the output must contain \"fig\"
+Ranking among answers that pass:
+  1. exact match with the reference
+  2. match after normalization (same JSON value whatever the key order, or same text ignoring case and whitespace)
+  3. higher similarity to the reference (ROUGE-L F1 over words and symbols); with no reference, to the other answers
+  4. shorter, then smaller SHA-256",
+        &test.input.digest()[..12]
+    );
+    assert_eq!(text, want);
+}
