@@ -1,0 +1,201 @@
+//! Wire shapes of the two teacher APIs: OpenAI chat completions
+//! (`POST {base}/chat/completions`) and Anthropic Messages
+//! (`POST {base}/v1/messages`). Only the fields kolm sends or reads.
+
+use serde::{Deserialize, Serialize};
+
+use super::ChatRequest;
+
+/// The `anthropic-version` header kolm sends.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+#[derive(Serialize)]
+pub(crate) struct OpenAiRequest<'a> {
+    pub model: &'a str,
+    pub messages: Vec<WireMessage<'a>>,
+    pub temperature: f32,
+    pub max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct WireMessage<'a> {
+    pub role: &'a str,
+    pub content: &'a str,
+}
+
+impl<'a> OpenAiRequest<'a> {
+    pub fn new(model: &'a str, req: &'a ChatRequest) -> Self {
+        Self {
+            model,
+            messages: req
+                .messages
+                .iter()
+                .map(|m| WireMessage {
+                    role: &m.role,
+                    content: &m.content,
+                })
+                .collect(),
+            temperature: req.temperature,
+            max_tokens: req.max_tokens,
+            seed: req.seed,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct OpenAiResponse {
+    pub choices: Vec<OpenAiChoice>,
+    pub usage: Option<OpenAiUsage>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct OpenAiChoice {
+    pub message: OpenAiMessage,
+    pub finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct OpenAiMessage {
+    pub content: Option<String>,
+    pub refusal: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct OpenAiUsage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+#[derive(Serialize)]
+pub(crate) struct AnthropicRequest<'a> {
+    pub model: &'a str,
+    pub max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    pub messages: Vec<WireMessage<'a>>,
+    pub temperature: f32,
+}
+
+impl<'a> AnthropicRequest<'a> {
+    /// System messages go to the top-level `system` field (joined by blank
+    /// lines), as the Messages API requires.
+    pub fn new(model: &'a str, req: &'a ChatRequest) -> Self {
+        let system: Vec<&str> = req
+            .messages
+            .iter()
+            .filter(|m| m.role == "system")
+            .map(|m| m.content.as_str())
+            .collect();
+        Self {
+            model,
+            max_tokens: req.max_tokens,
+            system: (!system.is_empty()).then(|| system.join("\n\n")),
+            messages: req
+                .messages
+                .iter()
+                .filter(|m| m.role != "system")
+                .map(|m| WireMessage {
+                    role: &m.role,
+                    content: &m.content,
+                })
+                .collect(),
+            // The Messages API accepts temperature in [0, 1].
+            temperature: req.temperature.clamp(0.0, 1.0),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct AnthropicResponse {
+    pub content: Vec<AnthropicBlock>,
+    pub stop_reason: Option<String>,
+    pub usage: AnthropicUsage,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct AnthropicBlock {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct AnthropicUsage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// Either API's error body: `{"error": {"message": ...}}` (OpenAI) or
+/// `{"type": "error", "error": {"type": ..., "message": ...}}` (Anthropic).
+#[derive(Deserialize)]
+pub(crate) struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ErrorDetail {
+    pub message: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+}
+
+/// The text, finish reason and token counts of a response.
+pub(crate) struct Parsed {
+    pub text: String,
+    pub finish_reason: Option<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+pub(crate) fn parse_openai(body: &[u8]) -> Result<Parsed, String> {
+    let r: OpenAiResponse = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let choice = r
+        .choices
+        .into_iter()
+        .next()
+        .ok_or("the response has no choices")?;
+    let text = match (choice.message.content, choice.message.refusal) {
+        (Some(t), _) => t,
+        (None, Some(refusal)) => return Err(format!("the model refused: {refusal}")),
+        (None, None) => return Err("the first choice has no message content".into()),
+    };
+    let usage = r.usage.ok_or("the response has no usage")?;
+    Ok(Parsed {
+        text,
+        finish_reason: choice.finish_reason,
+        input_tokens: usage.prompt_tokens,
+        output_tokens: usage.completion_tokens,
+    })
+}
+
+pub(crate) fn parse_anthropic(body: &[u8]) -> Result<Parsed, String> {
+    let r: AnthropicResponse = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let texts: Vec<String> = r
+        .content
+        .into_iter()
+        .filter(|b| b.kind == "text")
+        .filter_map(|b| b.text)
+        .collect();
+    if texts.is_empty() {
+        return Err("the response has no text content block".into());
+    }
+    Ok(Parsed {
+        text: texts.concat(),
+        finish_reason: r.stop_reason,
+        input_tokens: r.usage.input_tokens,
+        output_tokens: r.usage.output_tokens,
+    })
+}
+
+/// The message of an API error body, if the body is one.
+pub(crate) fn error_message(body: &[u8]) -> Option<String> {
+    let e: ErrorBody = serde_json::from_slice(body).ok()?;
+    match (e.error.kind, e.error.message) {
+        (Some(k), Some(m)) => Some(format!("{k}: {m}")),
+        (None, Some(m)) => Some(m),
+        (Some(k), None) => Some(k),
+        (None, None) => None,
+    }
+}

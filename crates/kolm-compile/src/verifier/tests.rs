@@ -1,0 +1,344 @@
+use super::*;
+use crate::task::Input;
+use proptest::prelude::*;
+use serde_json::json;
+
+fn ex(input: &str, output: &str) -> Example {
+    Example {
+        input: Input::Text(input.into()),
+        output: Some(output.into()),
+        assertions: vec![],
+        origin: None,
+    }
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+#[test]
+fn infers_json_kind_and_gates_on_schema() {
+    let examples: Vec<Example> = [
+        r#"{"item":"apple","qty":2,"status":"open"}"#,
+        r#"{"item":"pear","qty":1,"status":"open"}"#,
+        r#"{"item":"fig","qty":5,"status":"closed"}"#,
+        r#"{"item":"kiwi","qty":3,"status":"closed"}"#,
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, o)| ex(&format!("order {i}"), o))
+    .collect();
+    let v = Verifier::infer(&examples, &[]).unwrap();
+    assert!(matches!(v.output, OutputKind::Json { .. }));
+    assert_eq!(v.length, None);
+    let ok = v.judge(None, &[], r#"{"item":"plum","qty":9,"status":"open"}"#);
+    assert!(ok.passed, "{:?}", ok.failures);
+    let bad = v.judge(None, &[], r#"{"item":"plum","qty":"9","status":"lost"}"#);
+    assert!(!bad.passed);
+    assert_eq!(bad.failures.len(), 2, "{:?}", bad.failures);
+    let fenced = v.judge(None, &[], "```json\n{}\n```");
+    assert!(
+        fenced.failures[0].starts_with("not JSON"),
+        "{:?}",
+        fenced.failures
+    );
+    // Key order does not matter for the normalized tier.
+    let r = v.judge(
+        Some(examples[0].output.as_deref().unwrap()),
+        &[],
+        r#"{"status":"open","qty":2,"item":"apple"}"#,
+    );
+    assert_eq!((r.tier, r.similarity), (MatchTier::Normalized, 1.0));
+    let text = v.explain();
+    assert!(
+        text.contains("$.status: is string; is one of \"closed\", \"open\""),
+        "{text}"
+    );
+    assert!(text.contains("has keys item, qty, status"), "{text}");
+}
+
+#[test]
+fn infers_labels_formats_and_text() {
+    let labels: Vec<Example> = ["pos", "neg", "pos", "neg", "neutral", "pos"]
+        .iter()
+        .enumerate()
+        .map(|(i, o)| ex(&i.to_string(), o))
+        .collect();
+    let v = Verifier::infer(&labels, &[]).unwrap();
+    assert_eq!(
+        v.output,
+        OutputKind::Label {
+            labels: s(&["neg", "neutral", "pos"])
+        }
+    );
+    assert!(v.judge(None, &[], " pos\n").passed);
+    assert!(!v.judge(None, &[], "positive").passed);
+
+    let dates: Vec<Example> = ["2024-01-01", "2023-05-06", "1999-12-31"]
+        .iter()
+        .enumerate()
+        .map(|(i, o)| ex(&i.to_string(), o))
+        .collect();
+    let v = Verifier::infer(&dates, &[]).unwrap();
+    assert_eq!(
+        v.output,
+        OutputKind::Format {
+            format: ValueFormat::String(Format::Date)
+        }
+    );
+    assert!(v.judge(None, &[], "2020-02-02").passed);
+    assert!(!v.judge(None, &[], "Feb 2").passed);
+
+    let ids: Vec<Example> = ["INV-001", "INV-77", "PO_3"]
+        .iter()
+        .enumerate()
+        .map(|(i, o)| ex(&i.to_string(), o))
+        .collect();
+    assert_eq!(
+        Verifier::infer(&ids, &[]).unwrap().output,
+        OutputKind::Format {
+            format: ValueFormat::Id
+        }
+    );
+    let nums: Vec<Example> = ["1.5", "-2", "30"]
+        .iter()
+        .enumerate()
+        .map(|(i, o)| ex(&i.to_string(), o))
+        .collect();
+    assert_eq!(
+        Verifier::infer(&nums, &[]).unwrap().output,
+        OutputKind::Format {
+            format: ValueFormat::Number
+        }
+    );
+
+    let text: Vec<Example> = ["The cat sat.", "A dog ran far away.", "Birds fly."]
+        .iter()
+        .enumerate()
+        .map(|(i, o)| ex(&i.to_string(), o))
+        .collect();
+    let v = Verifier::infer(&text, &[]).unwrap();
+    assert_eq!(v.output, OutputKind::Text);
+    assert_eq!(
+        v.length,
+        Some(LengthBounds {
+            min: 5,
+            max: 19 * 2 + 16
+        })
+    );
+    let long = "x".repeat(60);
+    assert!(v.judge(None, &[], &long).failures[0].contains("outside [5, 54]"));
+}
+
+#[test]
+fn test_assertions_are_kept_per_input_and_applied() {
+    let a: Assertion = serde_json::from_value(json!({"type":"icontains","value":"Paris"})).unwrap();
+    let test = Example {
+        input: Input::Text("capital of France?".into()),
+        output: None,
+        assertions: vec![a.clone()],
+        origin: None,
+    };
+    let v = Verifier::infer(
+        &[ex("q", "The answer is Rome.")],
+        std::slice::from_ref(&test),
+    )
+    .unwrap();
+    assert_eq!(v.cases[&test.input.digest()], vec![a]);
+    // The assertion applies to that test's input only.
+    let bare = Example {
+        assertions: vec![],
+        ..test.clone()
+    };
+    assert!(!v.judge_example(&bare, "It is Lyon.").passed);
+    assert!(v.judge_example(&bare, "It is paris.").passed);
+    assert!(v.judge_example(&ex("other", "x"), "It is Lyon.").passed);
+    assert!(v
+        .explain()
+        .contains("the output must contain \"Paris\" (ignoring case)"));
+    // Round trip through verifier.json.
+    let back = Verifier::from_json(&v.to_json()).unwrap();
+    assert_eq!(back, v);
+}
+
+#[test]
+fn verifier_json_versions_are_checked() {
+    let v = Verifier::infer(&[ex("a", "b")], &[]).unwrap();
+    let mut j: Value = serde_json::from_slice(&v.to_json()).unwrap();
+    j["version"] = json!(2);
+    let e = Verifier::from_json(j.to_string().as_bytes()).unwrap_err();
+    assert!(matches!(e, VerifierError::Version { found: 2 }), "{e}");
+    assert!(Verifier::from_json(b"{").is_err());
+    assert!(matches!(
+        Verifier::infer(&[], &[]),
+        Err(VerifierError::NoEvidence)
+    ));
+}
+
+#[test]
+fn pick_orders_gates_exact_normalized_similar_length_hash() {
+    let examples = vec![
+        ex("a", "the quick brown fox"),
+        ex("b", "a lazy dog sleeps"),
+        ex("c", "x y z"),
+    ];
+    let v = Verifier::infer(&examples, &[]).unwrap();
+    let e = &examples[0];
+    let cands = s(&[
+        "q",                    // fails the length gate (min 2)? no: "q" is 1 char < 2
+        "The  Quick brown fox", // normalized
+        "the quick brown fox",  // exact
+        "the quick red fox",    // similar
+    ]);
+    let p = v.pick(e, &cands);
+    assert_eq!(p.winner, Some(2));
+    assert!(
+        p.reason.contains("matches the reference exactly"),
+        "{}",
+        p.reason
+    );
+    assert_eq!(
+        p.ranked.iter().map(|r| r.index).collect::<Vec<_>>(),
+        [2, 1, 3, 0]
+    );
+    assert!(!p.ranked[3].verdict.passed);
+
+    let p = v.pick(e, &s(&["the quick red fox", "the slow brown fox jumps"]));
+    assert_eq!(p.winner, Some(0));
+    assert!(
+        p.reason.contains("most similar to the reference"),
+        "{}",
+        p.reason
+    );
+
+    // Equal similarity: shorter wins; equal length: smaller hash wins.
+    let p = v.pick(e, &s(&["quick fox brown the", "brown fox"]));
+    assert_eq!(
+        p.ranked[0].verdict.similarity,
+        p.ranked[1]
+            .verdict
+            .similarity
+            .max(p.ranked[0].verdict.similarity)
+    );
+    let p2 = v.pick(e, &s(&["aaaa", "bbbb"]));
+    let want = if sha256_hex(b"aaaa") < sha256_hex(b"bbbb") {
+        0
+    } else {
+        1
+    };
+    assert_eq!(p2.winner, Some(want));
+    assert!(p2.reason.contains("smaller SHA-256"), "{}", p2.reason);
+    let p3 = v.pick(e, &s(&["zzzzzz", "zzz"]));
+    assert_eq!(p3.winner, Some(1));
+    assert!(p3.reason.contains("shorter"), "{}", p3.reason);
+
+    let none = v.pick(e, &s(&["q"]));
+    assert_eq!(none.winner, None);
+    assert!(
+        none.reason.contains("none of 1 candidates passed"),
+        "{}",
+        none.reason
+    );
+}
+
+#[test]
+fn pick_without_reference_uses_consensus() {
+    let v = Verifier {
+        length: None,
+        ..Verifier::infer(&[ex("a", "abc")], &[]).unwrap()
+    };
+    let q = Example {
+        output: None,
+        ..ex("q", "")
+    };
+    let p = v.pick(
+        &q,
+        &s(&[
+            "rome maybe",
+            "the capital is paris",
+            "the capital is paris, i think",
+            "paris",
+        ]),
+    );
+    // "the capital is paris" shares the most with the others.
+    assert_eq!(p.winner, Some(1), "{p:?}");
+    assert!(p.reason.contains("consensus"), "{}", p.reason);
+    assert_eq!(p.ranked[3].index, 0);
+}
+
+fn arb_output() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-z ]{1,30}",
+        (any::<u8>(), "[a-c]{1,3}").prop_map(|(n, s)| format!(r#"{{"n":{n},"s":"{s}"}}"#)),
+        prop::sample::select(vec!["yes".to_string(), "no".to_string()]),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn inferred_verifier_accepts_its_own_outputs(outs in prop::collection::vec(arb_output(), 1..12)) {
+        let examples: Vec<Example> = outs.iter().enumerate().map(|(i, o)| ex(&i.to_string(), o)).collect();
+        let v = Verifier::infer(&examples, &[]).unwrap();
+        for e in &examples {
+            let verdict = v.judge_example(e, e.output.as_deref().unwrap());
+            prop_assert!(verdict.passed, "{:?} on {:?}", verdict.failures, e.output);
+            prop_assert_eq!(verdict.tier, MatchTier::Exact);
+        }
+        prop_assert_eq!(Verifier::from_json(&v.to_json()).unwrap(), v);
+    }
+
+    #[test]
+    fn pick_is_independent_of_candidate_order(cands in prop::collection::vec("[a-d ]{0,8}", 1..6), rot in 0usize..6) {
+        let v = Verifier::infer(&[ex("a", "ab cd"), ex("b", "dd a")], &[]).unwrap();
+        let e = ex("a", "ab cd");
+        let p1 = v.pick(&e, &cands);
+        let mut rotated = cands.clone();
+        rotated.rotate_left(rot % cands.len());
+        let p2 = v.pick(&e, &rotated);
+        prop_assert_eq!(p1.winner.map(|i| &cands[i]), p2.winner.map(|i| &rotated[i]));
+        prop_assert_eq!(v.pick(&e, &cands), p1);
+    }
+}
+
+#[test]
+fn explain_reads_as_rules() {
+    let examples: Vec<Example> = [
+        r#"{"item":"apple","qty":2,"unit":"kg"}"#,
+        r#"{"item":"pear","qty":1,"unit":"kg"}"#,
+        r#"{"item":"fig","qty":5,"unit":"box"}"#,
+        r#"{"item":"kiwi","qty":3,"unit":"box","note":"ripe"}"#,
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, o)| ex(&format!("order {i}"), o))
+    .collect();
+    let test = Example {
+        input: Input::Text("ten figs".into()),
+        output: None,
+        assertions: vec![serde_json::from_value(json!({"type":"contains","value":"fig"})).unwrap()],
+        origin: None,
+    };
+    let v = Verifier::infer(&examples, std::slice::from_ref(&test)).unwrap();
+    let text = v.explain();
+    println!("{text}");
+    let want = format!(
+        "verifier v1 (inferred from 4 output(s))
+Hard gates (every answer must pass all):
+  - the output is JSON that conforms to:
+      $: is object; has keys item, qty, unit; has no other keys
+        $.item: is string
+        $.note: is string
+        $.qty: is integer
+        $.unit: is string; is one of \"box\", \"kg\"
+  - 1 test(s) carry their own assertions:
+    test {}:
+      the output must contain \"fig\"
+Ranking among answers that pass:
+  1. exact match with the reference
+  2. match after normalization (same JSON value whatever the key order, or same text ignoring case and whitespace)
+  3. higher similarity to the reference (ROUGE-L F1 over words and symbols); with no reference, to the other answers
+  4. shorter, then smaller SHA-256",
+        &test.input.digest()[..12]
+    );
+    assert_eq!(text, want);
+}
