@@ -517,6 +517,21 @@ async fn the_cache_answers_repeats_without_http() {
     assert_eq!(script2.requests(), 1);
 }
 
+#[tokio::test]
+async fn an_unwritable_cache_does_not_lose_a_paid_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let (base, script) = serve(vec![], Some(Reply::ok("openai_chat_completion.json"))).await;
+    let mut s = openai(&base);
+    s.settings.cache_dir = Some(file);
+    let t = s.build();
+    let c = t.complete(&request(1)).await.unwrap();
+    assert_eq!(c.text, r#"{"item":"apple","qty":2}"#);
+    assert_eq!(t.accounting().cache_write_errors, 1);
+    assert_eq!(script.requests(), 1);
+}
+
 fn walk(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {

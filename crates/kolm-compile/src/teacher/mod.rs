@@ -413,6 +413,8 @@ pub struct Accounting {
     pub output_tokens: u64,
     /// USD spent.
     pub cost_usd: f64,
+    /// Answers that could not be written to the cache.
+    pub cache_write_errors: u64,
 }
 
 impl fmt::Display for Accounting {
@@ -584,16 +586,22 @@ impl Teacher {
         acct.cost_usd += cost;
         drop(acct);
         if let Some(c) = cache {
-            c.put(
-                &digest,
-                &CacheEntry {
-                    v: cache::CACHE_VERSION,
-                    text: parsed.text.clone(),
-                    finish_reason: parsed.finish_reason.clone(),
-                    input_tokens: parsed.input_tokens,
-                    output_tokens: parsed.output_tokens,
-                },
-            )?;
+            let entry = CacheEntry {
+                v: cache::CACHE_VERSION,
+                text: parsed.text.clone(),
+                finish_reason: parsed.finish_reason.clone(),
+                input_tokens: parsed.input_tokens,
+                output_tokens: parsed.output_tokens,
+            };
+            // The answer is paid for: a cache that cannot be written costs a
+            // repeat call later, not this answer.
+            if let Err(e) = c.put(&digest, &entry) {
+                tracing::warn!(error = %e, "cannot write the teacher cache; continuing without it");
+                self.accounting
+                    .lock()
+                    .expect("accounting lock")
+                    .cache_write_errors += 1;
+            }
         }
         Ok(Completion {
             text: parsed.text,
