@@ -518,6 +518,50 @@ async fn the_cache_answers_repeats_without_http() {
 }
 
 #[tokio::test]
+async fn a_local_kolmd_needs_no_key_and_may_be_unpriced() {
+    let (base, script) = serve(
+        vec![
+            Reply::ok("kolmd_chat_completion.json"),
+            Reply::ok("openai_compatible_no_usage.json"),
+        ],
+        None,
+    )
+    .await;
+    let config = TeacherConfig::resolve(
+        "openai:orders",
+        Some(&TeacherSettings {
+            base_url: Some(format!("{base}/v1")),
+            api_key_env: Some(String::new()),
+            ..Default::default()
+        }),
+        &BTreeMap::new(),
+        None,
+        |_| None,
+    )
+    .unwrap();
+    // No variable is read: the environment has none.
+    let t = Teacher::with_env(config, |_| None).unwrap();
+    let c = t.complete(&request(1)).await.unwrap();
+    assert_eq!((c.input_tokens, c.output_tokens, c.cost_usd), (41, 9, 0.0));
+    assert!(script.seen.lock().unwrap()[0]
+        .headers
+        .get("authorization")
+        .is_none());
+    // A server that omits usage is accepted when the model has no price...
+    let c = t.complete(&request(2)).await.unwrap();
+    assert_eq!((c.input_tokens, c.output_tokens), (0, 0));
+
+    // ...and refused when it has one: the budget could not be kept.
+    let (base, _) = serve(vec![], Some(Reply::ok("openai_compatible_no_usage.json"))).await;
+    let e = openai(&base)
+        .build()
+        .complete(&request(1))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("has no usage"), "{e}");
+}
+
+#[tokio::test]
 async fn an_unwritable_cache_does_not_lose_a_paid_answer() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("not-a-dir");

@@ -716,6 +716,16 @@ impl Teacher {
                 Provider::Anthropic => wire::parse_anthropic(&bytes),
             };
             return match parsed {
+                // Some compatible servers omit usage; that is fine for a
+                // free local teacher but would make a priced one unmetered.
+                Ok(p) if !p.metered && self.config.price.is_some() => Attempt::Fail(TeacherError::Malformed {
+                    url: url.to_owned(),
+                    message: format!(
+                        "the response has no usage, so its cost cannot be accounted (model {:?} has a price)",
+                        self.config.model
+                    ),
+                    excerpt: excerpt(&bytes),
+                }),
                 Ok(p) => Attempt::Done(p),
                 Err(message) => Attempt::Fail(TeacherError::Malformed {
                     url: url.to_owned(),
