@@ -622,6 +622,31 @@ async fn max_cost_stops_cleanly_with_the_accounting() {
 }
 
 #[tokio::test]
+async fn sample_k_draws_k_seeded_samples_and_replays_them_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, script) = serve(vec![], Some(Reply::ok("openai_chat_completion.json"))).await;
+    let mut s = openai(&base);
+    s.settings.cache_dir = Some(dir.path().to_owned());
+    let t = Arc::new(s.build());
+    let msgs = request(0).messages;
+    let out = t.sample_k(&msgs, 4, 0.8, 64).await;
+    assert_eq!(out.len(), 4);
+    assert!(out.iter().all(|r| r.as_ref().is_ok_and(|c| !c.cached)));
+    let mut seeds: Vec<u64> = script
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.body["seed"].as_u64().unwrap())
+        .collect();
+    seeds.sort_unstable();
+    assert_eq!(seeds, [0, 1, 2, 3]);
+    let again = Arc::new(s.build()).sample_k(&msgs, 4, 0.8, 64).await;
+    assert!(again.iter().all(|r| r.as_ref().is_ok_and(|c| c.cached)));
+    assert_eq!(script.requests(), 4, "a recompile makes zero teacher calls");
+}
+
+#[tokio::test]
 async fn concurrency_is_bounded() {
     let (base, script) = serve(
         vec![],

@@ -614,6 +614,41 @@ impl Teacher {
         })
     }
 
+    /// Draws `k` samples of one conversation concurrently (within the
+    /// concurrency limit): request `i` carries `seed = i`, so each sample is
+    /// cached on its own and a recompile replays all k. Results come back in
+    /// seed order; a sample stopped by the budget is its
+    /// [`TeacherError::BudgetExhausted`], the others are kept.
+    pub async fn sample_k(
+        self: &Arc<Self>,
+        messages: &[Message],
+        k: u32,
+        temperature: f32,
+        max_tokens: u32,
+    ) -> Vec<Result<Completion, TeacherError>> {
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..k {
+            let me = Arc::clone(self);
+            let req = ChatRequest {
+                messages: messages.to_vec(),
+                temperature,
+                max_tokens,
+                seed: Some(u64::from(i)),
+            };
+            set.spawn(async move { (i, me.complete(&req).await) });
+        }
+        let mut out: Vec<Option<Result<Completion, TeacherError>>> = (0..k).map(|_| None).collect();
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok((i, r)) => out[i as usize] = Some(r),
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
+        out.into_iter()
+            .map(|r| r.expect("every sample task reports"))
+            .collect()
+    }
+
     async fn call(&self, req: &ChatRequest) -> Result<(wire::Parsed, u32), (TeacherError, u32)> {
         let url = self.config.endpoint();
         let body = match self.config.provider {
