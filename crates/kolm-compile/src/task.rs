@@ -909,6 +909,26 @@ mod tests {
             .collect()
     }
 
+    proptest::proptest! {
+        /// Arbitrary lines never panic the parser; every error names the file
+        /// and a line that exists.
+        #[test]
+        fn arbitrary_lines_never_panic(lines in proptest::collection::vec("[ -~]{0,40}", 1..6)) {
+            let text = lines.join("\n");
+            for role in [Role::Examples, Role::Tests] {
+                if let Err(e) = parse_jsonl(&text, &p(), role) {
+                    match e {
+                        TaskError::Json { line, .. } | TaskError::Field { line, .. } => {
+                            proptest::prop_assert!(line >= 1 && line <= lines.len());
+                        }
+                        TaskError::Empty { .. } => {}
+                        other => proptest::prop_assert!(false, "unexpected {other}"),
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn split_is_seeded_recorded_and_stable() {
         let params = SplitParams {

@@ -517,6 +517,65 @@ async fn the_cache_answers_repeats_without_http() {
     assert_eq!(script2.requests(), 1);
 }
 
+#[tokio::test]
+async fn a_local_kolmd_needs_no_key_and_may_be_unpriced() {
+    let (base, script) = serve(
+        vec![
+            Reply::ok("kolmd_chat_completion.json"),
+            Reply::ok("openai_compatible_no_usage.json"),
+        ],
+        None,
+    )
+    .await;
+    let config = TeacherConfig::resolve(
+        "openai:orders",
+        Some(&TeacherSettings {
+            base_url: Some(format!("{base}/v1")),
+            api_key_env: Some(String::new()),
+            ..Default::default()
+        }),
+        &BTreeMap::new(),
+        None,
+        |_| None,
+    )
+    .unwrap();
+    // No variable is read: the environment has none.
+    let t = Teacher::with_env(config, |_| None).unwrap();
+    let c = t.complete(&request(1)).await.unwrap();
+    assert_eq!((c.input_tokens, c.output_tokens, c.cost_usd), (41, 9, 0.0));
+    assert!(script.seen.lock().unwrap()[0]
+        .headers
+        .get("authorization")
+        .is_none());
+    // A server that omits usage is accepted when the model has no price...
+    let c = t.complete(&request(2)).await.unwrap();
+    assert_eq!((c.input_tokens, c.output_tokens), (0, 0));
+
+    // ...and refused when it has one: the budget could not be kept.
+    let (base, _) = serve(vec![], Some(Reply::ok("openai_compatible_no_usage.json"))).await;
+    let e = openai(&base)
+        .build()
+        .complete(&request(1))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("has no usage"), "{e}");
+}
+
+#[tokio::test]
+async fn an_unwritable_cache_does_not_lose_a_paid_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let (base, script) = serve(vec![], Some(Reply::ok("openai_chat_completion.json"))).await;
+    let mut s = openai(&base);
+    s.settings.cache_dir = Some(file);
+    let t = s.build();
+    let c = t.complete(&request(1)).await.unwrap();
+    assert_eq!(c.text, r#"{"item":"apple","qty":2}"#);
+    assert_eq!(t.accounting().cache_write_errors, 1);
+    assert_eq!(script.requests(), 1);
+}
+
 fn walk(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
@@ -560,6 +619,31 @@ async fn max_cost_stops_cleanly_with_the_accounting() {
         Err(TeacherError::BudgetExhausted { .. })
     ));
     assert_eq!(script.requests(), 2);
+}
+
+#[tokio::test]
+async fn sample_k_draws_k_seeded_samples_and_replays_them_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, script) = serve(vec![], Some(Reply::ok("openai_chat_completion.json"))).await;
+    let mut s = openai(&base);
+    s.settings.cache_dir = Some(dir.path().to_owned());
+    let t = Arc::new(s.build());
+    let msgs = request(0).messages;
+    let out = t.sample_k(&msgs, 4, 0.8, 64).await;
+    assert_eq!(out.len(), 4);
+    assert!(out.iter().all(|r| r.as_ref().is_ok_and(|c| !c.cached)));
+    let mut seeds: Vec<u64> = script
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.body["seed"].as_u64().unwrap())
+        .collect();
+    seeds.sort_unstable();
+    assert_eq!(seeds, [0, 1, 2, 3]);
+    let again = Arc::new(s.build()).sample_k(&msgs, 4, 0.8, 64).await;
+    assert!(again.iter().all(|r| r.as_ref().is_ok_and(|c| c.cached)));
+    assert_eq!(script.requests(), 4, "a recompile makes zero teacher calls");
 }
 
 #[tokio::test]

@@ -413,6 +413,8 @@ pub struct Accounting {
     pub output_tokens: u64,
     /// USD spent.
     pub cost_usd: f64,
+    /// Answers that could not be written to the cache.
+    pub cache_write_errors: u64,
 }
 
 impl fmt::Display for Accounting {
@@ -584,16 +586,22 @@ impl Teacher {
         acct.cost_usd += cost;
         drop(acct);
         if let Some(c) = cache {
-            c.put(
-                &digest,
-                &CacheEntry {
-                    v: cache::CACHE_VERSION,
-                    text: parsed.text.clone(),
-                    finish_reason: parsed.finish_reason.clone(),
-                    input_tokens: parsed.input_tokens,
-                    output_tokens: parsed.output_tokens,
-                },
-            )?;
+            let entry = CacheEntry {
+                v: cache::CACHE_VERSION,
+                text: parsed.text.clone(),
+                finish_reason: parsed.finish_reason.clone(),
+                input_tokens: parsed.input_tokens,
+                output_tokens: parsed.output_tokens,
+            };
+            // The answer is paid for: a cache that cannot be written costs a
+            // repeat call later, not this answer.
+            if let Err(e) = c.put(&digest, &entry) {
+                tracing::warn!(error = %e, "cannot write the teacher cache; continuing without it");
+                self.accounting
+                    .lock()
+                    .expect("accounting lock")
+                    .cache_write_errors += 1;
+            }
         }
         Ok(Completion {
             text: parsed.text,
@@ -604,6 +612,41 @@ impl Teacher {
             cached: false,
             attempts,
         })
+    }
+
+    /// Draws `k` samples of one conversation concurrently (within the
+    /// concurrency limit): request `i` carries `seed = i`, so each sample is
+    /// cached on its own and a recompile replays all k. Results come back in
+    /// seed order; a sample stopped by the budget is its
+    /// [`TeacherError::BudgetExhausted`], the others are kept.
+    pub async fn sample_k(
+        self: &Arc<Self>,
+        messages: &[Message],
+        k: u32,
+        temperature: f32,
+        max_tokens: u32,
+    ) -> Vec<Result<Completion, TeacherError>> {
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..k {
+            let me = Arc::clone(self);
+            let req = ChatRequest {
+                messages: messages.to_vec(),
+                temperature,
+                max_tokens,
+                seed: Some(u64::from(i)),
+            };
+            set.spawn(async move { (i, me.complete(&req).await) });
+        }
+        let mut out: Vec<Option<Result<Completion, TeacherError>>> = (0..k).map(|_| None).collect();
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok((i, r)) => out[i as usize] = Some(r),
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
+        out.into_iter()
+            .map(|r| r.expect("every sample task reports"))
+            .collect()
     }
 
     async fn call(&self, req: &ChatRequest) -> Result<(wire::Parsed, u32), (TeacherError, u32)> {
@@ -708,6 +751,16 @@ impl Teacher {
                 Provider::Anthropic => wire::parse_anthropic(&bytes),
             };
             return match parsed {
+                // Some compatible servers omit usage; that is fine for a
+                // free local teacher but would make a priced one unmetered.
+                Ok(p) if !p.metered && self.config.price.is_some() => Attempt::Fail(TeacherError::Malformed {
+                    url: url.to_owned(),
+                    message: format!(
+                        "the response has no usage, so its cost cannot be accounted (model {:?} has a price)",
+                        self.config.model
+                    ),
+                    excerpt: excerpt(&bytes),
+                }),
                 Ok(p) => Attempt::Done(p),
                 Err(message) => Attempt::Fail(TeacherError::Malformed {
                     url: url.to_owned(),

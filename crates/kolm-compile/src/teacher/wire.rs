@@ -147,6 +147,8 @@ pub(crate) struct Parsed {
     pub finish_reason: Option<String>,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// The response reported its token usage.
+    pub metered: bool,
 }
 
 pub(crate) fn parse_openai(body: &[u8]) -> Result<Parsed, String> {
@@ -161,12 +163,12 @@ pub(crate) fn parse_openai(body: &[u8]) -> Result<Parsed, String> {
         (None, Some(refusal)) => return Err(format!("the model refused: {refusal}")),
         (None, None) => return Err("the first choice has no message content".into()),
     };
-    let usage = r.usage.ok_or("the response has no usage")?;
     Ok(Parsed {
         text,
         finish_reason: choice.finish_reason,
-        input_tokens: usage.prompt_tokens,
-        output_tokens: usage.completion_tokens,
+        input_tokens: r.usage.as_ref().map_or(0, |u| u.prompt_tokens),
+        output_tokens: r.usage.as_ref().map_or(0, |u| u.completion_tokens),
+        metered: r.usage.is_some(),
     })
 }
 
@@ -186,6 +188,7 @@ pub(crate) fn parse_anthropic(body: &[u8]) -> Result<Parsed, String> {
         finish_reason: r.stop_reason,
         input_tokens: r.usage.input_tokens,
         output_tokens: r.usage.output_tokens,
+        metered: true,
     })
 }
 

@@ -87,6 +87,10 @@ fn infers_labels_formats_and_text() {
         }
     );
     assert!(v.judge(None, &[], "2020-02-02").passed);
+    assert_eq!(Verifier::from_json(&v.to_json()).unwrap(), v);
+    assert!(String::from_utf8(v.to_json())
+        .unwrap()
+        .contains(r#""format": "date""#));
     assert!(!v.judge(None, &[], "Feb 2").passed);
 
     let ids: Vec<Example> = ["INV-001", "INV-77", "PO_3"]
@@ -341,4 +345,20 @@ Ranking among answers that pass:
         &test.input.digest()[..12]
     );
     assert_eq!(text, want);
+}
+
+proptest! {
+    #[test]
+    fn not_is_the_exact_complement(kind in prop::sample::select(vec![
+        "equals", "contains", "icontains", "starts-with", "regex", "min-length", "max-length",
+    ]), value in "[a-cA-C]{0,3}", n in 0u64..6, output in "[a-cA-C{}\"]{0,6}") {
+        let v = match kind {
+            "min-length" | "max-length" => json!(n),
+            "regex" => json!(regex::escape(&value)),
+            _ => json!(value),
+        };
+        let pos: Assertion = serde_json::from_value(json!({"type": kind, "value": v})).unwrap();
+        let neg: Assertion = serde_json::from_value(json!({"type": format!("not-{kind}"), "value": v})).unwrap();
+        prop_assert_ne!(pos.check(&output).is_ok(), neg.check(&output).is_ok());
+    }
 }
