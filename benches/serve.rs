@@ -551,7 +551,8 @@ struct Figures {
     prompt_tokens: Option<u64>,
     /// Requests that generated fewer tokens than asked.
     short: usize,
-    system_info: Option<String>,
+    /// How its llama.cpp was built.
+    llama_build: Option<String>,
 }
 
 impl Figures {
@@ -580,12 +581,60 @@ impl Figures {
     }
 }
 
-/// The line of a server's log that names the CPU features ggml was built
-/// with, if it logged one.
-fn system_info(log: &str) -> Option<String> {
-    log.lines()
-        .find(|l| l.contains("system_info") || (l.contains("CPU :") && l.contains("AVX")))
-        .map(|l| l.trim().to_owned())
+/// How a llama.cpp build was configured, from its `CMakeCache.txt`: the
+/// build type and the ggml CPU options that are on.
+fn ggml_build(cache: &Path) -> Option<String> {
+    let text = fs::read_to_string(cache).ok()?;
+    let value = |key: &str| {
+        text.lines().find_map(|l| {
+            l.strip_prefix(key)?
+                .split_once('=')
+                .map(|(_, v)| v.to_owned())
+        })
+    };
+    let mut on = Vec::new();
+    for opt in [
+        "NATIVE",
+        "SSE42",
+        "AVX",
+        "AVX2",
+        "FMA",
+        "F16C",
+        "BMI2",
+        "AVX_VNNI",
+        "AVX512",
+        "AVX512_VNNI",
+        "AVX512_BF16",
+        "AMX_INT8",
+        "OPENMP",
+    ] {
+        if value(&format!("GGML_{opt}:")).as_deref() == Some("ON") {
+            on.push(opt);
+        }
+    }
+    Some(format!(
+        "{} ({}), ggml: {}",
+        value("CMAKE_BUILD_TYPE:").unwrap_or_default(),
+        cache.display(),
+        on.join(" ")
+    ))
+}
+
+/// The `CMakeCache.txt` of the llama.cpp that `kolmd` links: the newest
+/// llama-cpp-sys-2 build beside the binary.
+fn kolmd_cmake_cache(kolmd: &Path) -> Option<PathBuf> {
+    let build = kolmd.parent()?.join("build");
+    fs::read_dir(build)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("llama-cpp-sys-2-")
+        })
+        .map(|e| e.path().join("out/build/CMakeCache.txt"))
+        .filter(|p| p.is_file())
+        .max_by_key(|p| fs::metadata(p).and_then(|m| m.modified()).ok())
 }
 
 fn unload(kolmd: &Server) -> Result<()> {
@@ -689,6 +738,12 @@ fn run() -> Result<()> {
     let mut k = Figures::default();
     let mut l = Figures::default();
     let mut prompts = Prompts(0);
+    k.llama_build = kolmd_cmake_cache(&cfg.kolmd).and_then(|c| ggml_build(&c));
+    l.llama_build = cfg
+        .llama_server
+        .parent()
+        .and_then(Path::parent)
+        .and_then(|d| ggml_build(&d.join("build/CMakeCache.txt")));
     let first_slots = cfg.streams[0];
 
     // Idle RSS and cold starts. kolmd runs with nothing loaded; each of its
@@ -736,7 +791,6 @@ fn run() -> Result<()> {
     }
 
     let mut llama = start_llama(&cfg, first_slots)?;
-    l.system_info = system_info(&llama.log());
     for (i, &streams) in cfg.streams.iter().enumerate() {
         if i > 0 {
             drop(kolmd);
@@ -786,7 +840,6 @@ fn run() -> Result<()> {
         if i == 0 {
             k.loaded_rss_kib = kolmd.rss_kib();
             l.loaded_rss_kib = llama.rss_kib();
-            k.system_info = system_info(&kolmd.log());
         }
     }
     drop(kolmd);
@@ -937,9 +990,9 @@ fn report(cfg: &Config, k: &Figures, l: &Figures, bench: &Value) -> Value {
         bench["tg_tps"].as_f64().unwrap_or(f64::NAN)
     );
     println!(
-        "ggml CPU features: kolmd: {}\n                   llama-server: {}",
-        k.system_info.as_deref().unwrap_or("not logged"),
-        l.system_info.as_deref().unwrap_or("not logged")
+        "llama.cpp builds: kolmd: {}\n                  llama-server: {}",
+        k.llama_build.as_deref().unwrap_or("unknown"),
+        l.llama_build.as_deref().unwrap_or("unknown")
     );
     let all = goals.iter().all(|(_, _, ok)| *ok);
     println!("overall: {}", verdict(all));
@@ -953,7 +1006,7 @@ fn report(cfg: &Config, k: &Figures, l: &Figures, bench: &Value) -> Value {
             "start_ready_s": f.start_ready, "start_ready_median_s": median(&f.start_ready),
             "idle_rss_kib": f.idle_rss_kib, "loaded_rss_kib": f.loaded_rss_kib,
             "prompt_tokens": f.prompt_tokens, "short_requests": f.short,
-            "system_info": f.system_info,
+            "llama_build": f.llama_build,
         })
     };
     json!({

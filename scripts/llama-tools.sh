@@ -15,8 +15,12 @@
 # ggml, llama and common, the engine that runs the model, are the crate's.
 #
 # Release build, CPU only, no curl, no OpenSSL, no web UI (neither npm nor a
-# prebuilt download), static libraries. ggml is built with GGML_NATIVE=ON,
-# llama.cpp's default for a local build.
+# prebuilt download), static libraries. ggml gets the CPU flags kolmd's build
+# gives it: llama-cpp-sys-2 configures GGML_NATIVE=OFF (unless Rust builds
+# with target-cpu=native), which leaves ggml's x86 defaults (SSE4.2, AVX, AVX2,
+# FMA, F16C, BMI2; no AVX-512, no AMX), so the comparison is of the servers,
+# not of compiler flags. (GGML_NATIVE=ON here also turns on AMX on CPUs that
+# have it, and ggml's AMX path crashes in this VM.)
 #
 # Usage: scripts/llama-tools.sh [--print-dir] [-h]
 # Output: $KOLM_LLAMA_TOOLS, else ${XDG_CACHE_HOME:-$HOME/.cache}/kolm/llama-tools/<crate version>,
@@ -157,7 +161,7 @@ cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release \
     -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_APP=OFF \
     -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
     -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
-    -DGGML_NATIVE=ON -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF \
+    -DGGML_NATIVE=OFF -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF \
     >"$out/cmake-configure.log" 2>&1 ||
     die "cmake configure failed; see $out/cmake-configure.log"
 say "building llama-bench and llama-server with -j$jobs (several minutes)"
