@@ -6,7 +6,7 @@
 //!
 //! What lives here:
 //!
-//! - [`kolmctl_path`]: where the release `kolmctl` binary is.
+//! - [`kolmctl_path`], [`kolmd_path`]: where the release binaries are.
 //! - [`measure`]: run a [`Command`] and record its wall time and the child's
 //!   peak resident set size (through GNU `time`, so no unsafe code is needed
 //!   to call `wait4`).
@@ -15,6 +15,7 @@
 //! - [`Table`]: a plain-text table printer.
 //! - [`gguf`]: a synthetic GGUF v3 file generator, so a benchmark can make a
 //!   valid model file of any size without downloading one.
+//! - [`http`]: a small blocking HTTP/1.1 client that times server-sent events.
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 pub mod gguf;
+pub mod http;
 
 /// Environment variable that overrides where `kolmctl` is found.
 pub const KOLMCTL_ENV: &str = "KOLMCTL";
@@ -49,23 +51,36 @@ pub fn workspace_root() -> PathBuf {
 /// `$CARGO_TARGET_DIR/release/kolmctl`, then `<workspace>/target/release/kolmctl`.
 /// The binary is not built here: run `cargo build --release -p kolm-cli` first.
 pub fn kolmctl_path() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os(KOLMCTL_ENV) {
+    release_binary("kolmctl", KOLMCTL_ENV, "kolm-cli")
+}
+
+/// Environment variable that overrides where `kolmd` is found.
+pub const KOLMD_ENV: &str = "KOLMD";
+
+/// Locates the release `kolmd` binary: `$KOLMD`, then
+/// `$CARGO_TARGET_DIR/release/kolmd`, then `<workspace>/target/release/kolmd`.
+pub fn kolmd_path() -> Result<PathBuf> {
+    release_binary("kolmd", KOLMD_ENV, "kolmd")
+}
+
+/// Locates the release binary `name` of the workspace package `package`.
+///
+/// Order: the environment variable `env` (taken as is), then
+/// `$CARGO_TARGET_DIR/release/NAME`, then `<workspace>/target/release/NAME`.
+/// Nothing is built here.
+pub fn release_binary(name: &str, env: &str, package: &str) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
         let p = PathBuf::from(p);
         if !p.is_file() {
-            bail!("{KOLMCTL_ENV}={} is not a file", p.display());
+            bail!("{env}={} is not a file", p.display());
         }
         return Ok(p);
     }
     let mut tried = Vec::new();
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        tried.push(PathBuf::from(dir).join("release").join("kolmctl"));
+        tried.push(PathBuf::from(dir).join("release").join(name));
     }
-    tried.push(
-        workspace_root()
-            .join("target")
-            .join("release")
-            .join("kolmctl"),
-    );
+    tried.push(workspace_root().join("target").join("release").join(name));
     for p in &tried {
         if p.is_file() {
             return Ok(p.clone());
@@ -73,8 +88,8 @@ pub fn kolmctl_path() -> Result<PathBuf> {
     }
     let list: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
     bail!(
-        "kolmctl not found (tried {}); build it with `cargo build --release -p kolm-cli` \
-         or point {KOLMCTL_ENV} at it",
+        "{name} not found (tried {}); build it with `cargo build --release -p {package}` \
+         or point {env} at it",
         list.join(", ")
     )
 }

@@ -550,9 +550,15 @@ impl Worker {
                         events,
                     } => match contexts.iter_mut().find(|c| c.id == context) {
                         Some(c) => {
-                            let env = self
-                                .tok_env
-                                .get_or_insert_with(|| LlamaSampler::llguidance_tok_env(model));
+                            // llguidance's token table takes a pass over the
+                            // whole vocabulary: build it on the first request
+                            // that needs a grammar, not on a base's first
+                            // request (it delayed every cold first token).
+                            let env = request.grammar.is_some().then(|| {
+                                &*self
+                                    .tok_env
+                                    .get_or_insert_with(|| LlamaSampler::llguidance_tok_env(model))
+                            });
                             c.enqueue(model, env, request, events);
                         }
                         None => {
@@ -736,7 +742,7 @@ impl<'m> Slots<'m> {
     fn enqueue(
         &mut self,
         model: &LlamaModel,
-        env: &TokEnv,
+        env: Option<&TokEnv>,
         request: GenerateRequest,
         events: UnboundedSender<GenerateEvent>,
     ) {
@@ -757,7 +763,7 @@ impl<'m> Slots<'m> {
     fn prepare(
         &self,
         model: &LlamaModel,
-        env: &TokEnv,
+        env: Option<&TokEnv>,
         request: &GenerateRequest,
     ) -> Result<(Vec<LlamaToken>, LlamaSampler), RuntimeError> {
         request.params.validate(model.n_vocab())?;
@@ -785,7 +791,12 @@ impl<'m> Slots<'m> {
         let grammar = request
             .grammar
             .as_ref()
-            .map(|g| compile_grammar(env, g))
+            .map(|g| {
+                let env = env.ok_or_else(|| {
+                    RuntimeError::InvalidGrammar("no token table for the grammar".into())
+                })?;
+                compile_grammar(env, g)
+            })
             .transpose()?;
         let seed = request.params.seed.unwrap_or_else(fresh_seed);
         Ok((tokens, build_chain(model, &request.params, grammar, seed)))
