@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+scripts/system-packages.sh
 scripts/fixtures.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

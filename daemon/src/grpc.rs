@@ -463,6 +463,22 @@ impl Daemon for ControlService {
         Ok(Response::new(Box::pin(out)))
     }
 
+    type CompileStream = BoxStream<pb::CompileEvent>;
+
+    async fn compile(
+        &self,
+        request: Request<pb::CompileRequest>,
+    ) -> Result<Response<Self::CompileStream>, Status> {
+        let req = request.into_inner();
+        crate::compile::validate(&req)?;
+        let (tx, rx) = mpsc::channel(256);
+        let home = self.state.scheduler.home().clone();
+        tokio::spawn(crate::compile::run(req, home, tx));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn embed(
         &self,
         request: Request<pb::EmbedRequest>,

@@ -11,6 +11,7 @@
 //! - [`serve`] — runs both until shutdown, then stops them together.
 //! - [`metrics`] — Prometheus counters and histograms.
 
+pub mod compile;
 pub mod config;
 pub mod grpc;
 pub mod hardware;

@@ -12,12 +12,15 @@
 //!   reads and writes its binary format.
 //! - [`kscore`] computes the K-score from measured numbers.
 //!
-//! The orchestration (distill, train, eval, seal) sits on top of this crate.
+//! - [`pipeline`] runs the stages (distill, train, decompose, evaluate,
+//!   K-score) over a student engine and a trainer the caller plugs in, and
+//!   seals the signed artifact.
 //! `docs/compile.md`, `docs/recipes.md` and `docs/k-score.md` describe the
 //! formats and formulas implemented here.
 
 pub mod digest;
 pub mod kscore;
+pub mod pipeline;
 pub mod recipes;
 pub mod task;
 pub mod teacher;

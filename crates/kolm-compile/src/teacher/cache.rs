@@ -50,6 +50,9 @@ pub struct CacheEntry {
     pub input_tokens: u64,
     /// Output tokens the original call used.
     pub output_tokens: u64,
+    /// Seconds the original call took (absent in older entries: 0).
+    #[serde(default)]
+    pub latency_s: f64,
 }
 
 /// A directory of cached responses.

@@ -388,6 +388,11 @@ pub struct Completion {
     pub output_tokens: u64,
     /// USD this call cost now (0 for a cache hit).
     pub cost_usd: f64,
+    /// Wall time of the original call, from the request sent to the whole
+    /// answer read, retries included (kept in the cache, so a replayed
+    /// answer reports the latency it was paid with; 0 for entries cached
+    /// before latencies were recorded).
+    pub latency: Duration,
     /// Served from the cache.
     pub cached: bool,
     /// HTTP requests sent for it (0 for a cache hit).
@@ -552,6 +557,7 @@ impl Teacher {
                 input_tokens: hit.input_tokens,
                 output_tokens: hit.output_tokens,
                 cost_usd: 0.0,
+                latency: Duration::from_secs_f64(hit.latency_s.max(0.0)),
                 cached: true,
                 attempts: 0,
             });
@@ -563,7 +569,9 @@ impl Teacher {
             .await
             .expect("the semaphore is never closed");
         self.check_budget()?;
+        let started = std::time::Instant::now();
         let result = self.call(req).await;
+        let latency = started.elapsed();
         let mut acct = self.accounting.lock().expect("accounting lock");
         let (parsed, attempts) = match result {
             Ok(ok) => ok,
@@ -592,6 +600,7 @@ impl Teacher {
                 finish_reason: parsed.finish_reason.clone(),
                 input_tokens: parsed.input_tokens,
                 output_tokens: parsed.output_tokens,
+                latency_s: latency.as_secs_f64(),
             };
             // The answer is paid for: a cache that cannot be written costs a
             // repeat call later, not this answer.
@@ -609,6 +618,7 @@ impl Teacher {
             input_tokens: parsed.input_tokens,
             output_tokens: parsed.output_tokens,
             cost_usd: cost,
+            latency,
             cached: false,
             attempts,
         })

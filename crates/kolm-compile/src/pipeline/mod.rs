@@ -1,0 +1,840 @@
+//! The compile pipeline: distill → train → decompose → evaluate → K-score,
+//! then [`seal`] writes the signed artifact.
+//!
+//! This module owns the order of the stages, what each one records (a
+//! receipt per stage) and the report. The two heavy parts are traits the
+//! caller plugs in, so this crate stays free of llama.cpp and candle:
+//! [`StudentEngine`] (the base model through llama.cpp: tokenize, answer
+//! greedily with or without an adapter) and [`AdapterTrainer`] (LoRA
+//! training). `kolmctl compile` implements them with `kolm-runtime` and
+//! `kolm-train`.
+//!
+//! Prompts ([`prompts`]): the teacher sees the task description and a few
+//! solved examples; the student is trained and evaluated on the input
+//! alone, as users will send it; the base alone is evaluated zero-shot with
+//! the task description.
+
+pub mod eval;
+pub mod prompts;
+mod seal;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kolm_artifact::receipts::{digest_ref, DigestRef, Receipt, ReceiptChain, ReceiptKey};
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::kscore::{KScore, KScoreError, KScoreInputs};
+use crate::recipes::{Coverage, MineParams, PackStats, RecipeError, RecipePack};
+use crate::task::{Example, Message, Task};
+use crate::teacher::{Accounting, ChatRequest, Teacher, TeacherError};
+use crate::verifier::{Verifier, VerifierError};
+
+pub use eval::{Answer, EvalPack, EvalPackError, Measures, TestRecord};
+pub use seal::{seal, SealError, SealInputs};
+
+/// The stages, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// k teacher samples per example, the verifier picks the winner.
+    Distill,
+    /// LoRA training on the winners.
+    Train,
+    /// Mining the recipe pack from the winners.
+    Decompose,
+    /// Student, base and teacher on the held-out tests.
+    Evaluate,
+    /// Writing and signing the artifact.
+    Seal,
+}
+
+impl Stage {
+    /// The stage's name in reports and receipts.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Distill => "distill",
+            Stage::Train => "train",
+            Stage::Decompose => "decompose",
+            Stage::Evaluate => "evaluate",
+            Stage::Seal => "seal",
+        }
+    }
+}
+
+/// Where a compile reports progress. Every method has a default that does
+/// nothing.
+pub trait CompileProgress: Send + Sync {
+    /// A stage starts with `total` units of work (0 when unknown).
+    fn stage_started(&self, _stage: Stage, _total: u64) {}
+    /// `n` more units of the current stage are done.
+    fn advance(&self, _n: u64) {}
+    /// A line of information (the trainer's loss, a dropped example).
+    fn note(&self, _message: &str) {}
+    /// A stage ended after `elapsed`.
+    fn stage_finished(&self, _stage: Stage, _elapsed: Duration) {}
+}
+
+/// A progress sink that reports nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Silent;
+
+impl CompileProgress for Silent {}
+
+/// A greedy answer and how long it took.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StudentAnswer {
+    /// The text.
+    pub text: String,
+    /// From the request to the whole answer.
+    pub latency: Duration,
+}
+
+/// The base model as the compiler needs it. Implemented over llama.cpp by
+/// `kolmctl`; called from blocking threads.
+pub trait StudentEngine: Send + Sync {
+    /// The base's token ids of `text` (no BOS/EOS): mines the recipe pack
+    /// and sizes answers.
+    fn tokenize(&self, text: &str) -> Result<Vec<u32>, String>;
+    /// Greedy answers to each conversation, rendered with the base's chat
+    /// template, by the base alone (`adapter` `None`) or with the adapter;
+    /// `on_answer` is called after each.
+    fn answer_all(
+        &self,
+        adapter: Option<&Path>,
+        conversations: &[Vec<Message>],
+        max_tokens: u32,
+        on_answer: &(dyn Fn() + Sync),
+    ) -> Result<Vec<StudentAnswer>, String>;
+}
+
+/// What a training run reports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainSummary {
+    /// Loss at the first step.
+    pub first_loss: f64,
+    /// Loss at the last step.
+    pub last_loss: f64,
+    /// Optimizer steps.
+    pub steps: u64,
+    /// Training tokens per second.
+    pub tokens_per_second: f64,
+    /// The hyper-parameters, recorded in the manifest and the receipt.
+    pub params: serde_json::Value,
+}
+
+/// LoRA training. Implemented over `kolm-train` by `kolmctl`; called from a
+/// blocking thread.
+pub trait AdapterTrainer: Send + Sync {
+    /// Trains an adapter on `conversations` (each ends with the assistant's
+    /// answer; the loss covers that answer only) and writes it to `out`.
+    fn train(
+        &self,
+        conversations: &[Vec<Message>],
+        out: &Path,
+        progress: &dyn CompileProgress,
+    ) -> Result<TrainSummary, String>;
+}
+
+/// How to compile, beyond the task.
+#[derive(Clone, Debug)]
+pub struct CompileOptions {
+    /// The base GGUF.
+    pub base: PathBuf,
+    /// Teacher samples per training example.
+    pub k: u32,
+    /// Sampling temperature of the k samples.
+    pub temperature: f32,
+    /// Solved examples in the teacher's prompt.
+    pub shots: usize,
+    /// The K-score gate.
+    pub gate: f64,
+    /// Where intermediate files go (adapter, pack, eval); the caller owns it.
+    pub work_dir: PathBuf,
+    /// Recipe mining parameters.
+    pub mine: MineParams,
+    /// The teacher's size in bytes when known (a local teacher).
+    pub teacher_bytes: Option<u64>,
+}
+
+impl CompileOptions {
+    /// Defaults for `base`, writing into `work_dir`.
+    pub fn new(base: impl Into<PathBuf>, work_dir: impl Into<PathBuf>) -> Self {
+        CompileOptions {
+            base: base.into(),
+            k: crate::task::DEFAULT_K,
+            temperature: 0.8,
+            shots: prompts::DEFAULT_SHOTS,
+            gate: crate::task::DEFAULT_GATE,
+            work_dir: work_dir.into(),
+            mine: MineParams::default(),
+            teacher_bytes: None,
+        }
+    }
+}
+
+/// Why a compile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// The teacher failed for good (down, refused, malformed answers).
+    #[error("the teacher failed: {0}")]
+    Teacher(TeacherError),
+    /// The budget ran out; `done` says how far the compile got.
+    #[error("{source}; {done}. Nothing was written: raise --max-cost (cached answers are free on the next run)")]
+    Budget {
+        /// The teacher's error (carries the accounting).
+        source: TeacherError,
+        /// What was done, in words.
+        done: String,
+    },
+    /// No training example survived distillation.
+    #[error("no training example survived distillation: {0}")]
+    NothingToTrain(String),
+    /// The verifier could not be inferred.
+    #[error(transparent)]
+    Verifier(#[from] VerifierError),
+    /// The student engine failed.
+    #[error("the student model failed: {0}")]
+    Student(String),
+    /// Training failed.
+    #[error("training failed: {0}")]
+    Train(String),
+    /// Recipe mining failed.
+    #[error(transparent)]
+    Recipes(#[from] RecipeError),
+    /// The K-score could not be computed.
+    #[error(transparent)]
+    KScore(#[from] KScoreError),
+    /// A work file could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A blocking stage panicked or was cancelled.
+    #[error("stage {0} did not finish")]
+    Join(&'static str),
+}
+
+/// What became of one training example.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DistillSource {
+    /// A teacher sample passed the verifier and won.
+    Teacher,
+    /// No sample passed; the reference output was kept.
+    Reference,
+}
+
+/// A dropped example, with the reason.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Dropped {
+    /// Where it came from (`file:line`), when known.
+    pub origin: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The distill stage's outcome.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DistillReport {
+    /// Examples distilled.
+    pub examples: usize,
+    /// Winners that came from the teacher.
+    pub from_teacher: usize,
+    /// Examples where no sample passed and the reference was kept.
+    pub from_reference: usize,
+    /// Examples dropped (no sample passed, no reference).
+    pub dropped: Vec<Dropped>,
+    /// Samples that failed (errors) without failing the stage.
+    pub failed_samples: usize,
+    /// Share of all samples that passed the verifier.
+    pub sample_pass_rate: f64,
+}
+
+/// Seconds a stage took.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StageTime {
+    /// The stage.
+    pub stage: Stage,
+    /// Wall seconds.
+    pub seconds: f64,
+}
+
+/// Everything a compile measured, before sealing.
+#[derive(Debug)]
+pub struct Compiled {
+    /// The verifier (written into the artifact).
+    pub verifier: Verifier,
+    /// The adapter file in the work dir.
+    pub adapter: PathBuf,
+    /// The recipe pack file in the work dir.
+    pub recipes: PathBuf,
+    /// The verifier file in the work dir.
+    pub verifier_file: PathBuf,
+    /// The eval pack file in the work dir.
+    pub eval_file: PathBuf,
+    /// The eval pack.
+    pub eval: EvalPack,
+    /// The K-score and its parts.
+    pub kscore: KScore,
+    /// The inputs it was computed from.
+    pub kscore_inputs: KScoreInputs,
+    /// Whether K reached the gate.
+    pub passed_gate: bool,
+    /// Distillation.
+    pub distill: DistillReport,
+    /// Training.
+    pub train: TrainSummary,
+    /// Recipe pack statistics.
+    pub recipes_stats: PackStats,
+    /// Coverage of the held-out references.
+    pub coverage: Coverage,
+    /// The teacher's accounting at the end.
+    pub teacher: Accounting,
+    /// Per stage.
+    pub times: Vec<StageTime>,
+    /// One receipt per stage.
+    pub receipts: ReceiptChain,
+    /// Compile parameters for the manifest.
+    pub params: BTreeMap<String, serde_json::Value>,
+}
+
+struct Clock<'a> {
+    progress: &'a dyn CompileProgress,
+    times: Vec<StageTime>,
+}
+
+impl Clock<'_> {
+    fn run_start(&self, stage: Stage, total: u64) -> (Instant, String) {
+        self.progress.stage_started(stage, total);
+        (Instant::now(), now_rfc3339())
+    }
+
+    fn finish(&mut self, stage: Stage, started: Instant) -> String {
+        let elapsed = started.elapsed();
+        self.progress.stage_finished(stage, elapsed);
+        self.times.push(StageTime {
+            stage,
+            seconds: elapsed.as_secs_f64(),
+        });
+        now_rfc3339()
+    }
+}
+
+fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .expect("RFC 3339 formats any UTC time")
+}
+
+fn dref(name: &str, bytes: &[u8]) -> DigestRef {
+    DigestRef {
+        name: name.to_owned(),
+        digest: digest_ref(bytes),
+    }
+}
+
+fn file_ref(name: &str, path: &Path) -> Result<DigestRef, CompileError> {
+    let digest = crate::digest::sha256_file(path).map_err(|source| CompileError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(DigestRef {
+        name: name.to_owned(),
+        digest: format!("sha256:{digest}"),
+    })
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), CompileError> {
+    std::fs::write(path, bytes).map_err(|source| CompileError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn origin_of(e: &Example) -> String {
+    e.origin
+        .as_ref()
+        .map(|o| format!("{}:{}", o.path.display(), o.line))
+        .unwrap_or_else(|| format!("example {}", &e.digest()[..12]))
+}
+
+/// Most tokens an answer may take: twice the longest reference, plus room.
+fn answer_budget(engine: &dyn StudentEngine, task: &Task) -> Result<u32, CompileError> {
+    let mut longest = 0usize;
+    for e in task.train.iter().chain(&task.tests) {
+        if let Some(o) = &e.output {
+            longest = longest.max(engine.tokenize(o).map_err(CompileError::Student)?.len());
+        }
+    }
+    Ok(((longest * 2 + 16) as u32).clamp(32, 1024))
+}
+
+async fn blocking<T: Send + 'static>(
+    stage: &'static str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, CompileError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| CompileError::Join(stage))
+}
+
+/// Runs distill, train, decompose and evaluate, and computes K. Nothing is
+/// written outside `options.work_dir`; [`seal`] writes the artifact.
+pub async fn compile(
+    task: &Task,
+    teacher: Arc<Teacher>,
+    engine: Arc<dyn StudentEngine>,
+    trainer: Arc<dyn AdapterTrainer>,
+    options: &CompileOptions,
+    receipt_key: &ReceiptKey,
+    progress: Arc<dyn CompileProgress>,
+) -> Result<Compiled, CompileError> {
+    let verifier = Verifier::infer(&task.train, &task.tests)?;
+    let max_tokens = answer_budget(engine.as_ref(), task)?;
+    let mut clock = Clock {
+        progress: progress.as_ref(),
+        times: Vec::new(),
+    };
+    let mut receipts = ReceiptChain::new();
+    let teacher_id = format!("{}:{}", teacher.config().provider, teacher.config().model);
+    let examples_json: Vec<u8> = task
+        .train
+        .iter()
+        .flat_map(|e| {
+            let mut l = serde_json::to_vec(e).expect("examples serialize");
+            l.push(b'\n');
+            l
+        })
+        .collect();
+
+    // Distill.
+    let (t0, started) = clock.run_start(Stage::Distill, task.train.len() as u64);
+    let (winners, distill) = distill(
+        task,
+        &teacher,
+        &verifier,
+        options,
+        max_tokens,
+        progress.as_ref(),
+    )
+    .await?;
+    let winners_json: Vec<u8> = winners
+        .iter()
+        .flat_map(|m| {
+            let mut l = serde_json::to_vec(m).expect("messages serialize");
+            l.push(b'\n');
+            l
+        })
+        .collect();
+    let finished = clock.finish(Stage::Distill, t0);
+    receipts.append(
+        Receipt {
+            step: "distill".into(),
+            inputs: vec![dref("examples.jsonl", &examples_json)],
+            outputs: vec![dref("winners.jsonl", &winners_json)],
+            params: digest_ref(
+                crate::digest::canonical_json(&serde_json::json!({
+                    "teacher": teacher_id, "k": options.k, "temperature": options.temperature,
+                    "shots": options.shots, "max_tokens": max_tokens,
+                }))
+                .as_bytes(),
+            ),
+            started,
+            finished,
+            prev: None,
+        },
+        receipt_key,
+    );
+
+    // Train.
+    let adapter = options.work_dir.join("adapter.gguf");
+    let (t0, started) = clock.run_start(Stage::Train, 0);
+    let train = {
+        let trainer = Arc::clone(&trainer);
+        let winners = winners.clone();
+        let out = adapter.clone();
+        let progress = Arc::clone(&progress);
+        blocking("train", move || {
+            trainer.train(&winners, &out, progress.as_ref())
+        })
+        .await?
+        .map_err(CompileError::Train)?
+    };
+    let finished = clock.finish(Stage::Train, t0);
+    receipts.append(
+        Receipt {
+            step: "train".into(),
+            inputs: vec![
+                file_ref("model/base.gguf", &options.base)?,
+                dref("winners.jsonl", &winners_json),
+            ],
+            outputs: vec![file_ref("adapter/lora.gguf", &adapter)?],
+            params: digest_ref(crate::digest::canonical_json(&train.params).as_bytes()),
+            started,
+            finished,
+            prev: None,
+        },
+        receipt_key,
+    );
+
+    // Decompose.
+    let (t0, started) = clock.run_start(Stage::Decompose, winners.len() as u64);
+    let mut winner_tokens = Vec::with_capacity(winners.len());
+    for conv in &winners {
+        let answer = conv.last().map(|m| m.content.as_str()).unwrap_or_default();
+        winner_tokens.push(engine.tokenize(answer).map_err(CompileError::Student)?);
+    }
+    let pack = RecipePack::mine_tokens(&winner_tokens, options.mine)?;
+    let mut reference_tokens = Vec::new();
+    for t in &task.tests {
+        if let Some(o) = &t.output {
+            reference_tokens.push(engine.tokenize(o).map_err(CompileError::Student)?);
+        }
+    }
+    let coverage = pack.coverage(&reference_tokens);
+    let recipes = options.work_dir.join("recipes.bin");
+    write_file(&recipes, &pack.to_bytes())?;
+    let verifier_file = options.work_dir.join("verifier.json");
+    write_file(&verifier_file, &verifier.to_json())?;
+    let finished = clock.finish(Stage::Decompose, t0);
+    receipts.append(
+        Receipt {
+            step: "decompose".into(),
+            inputs: vec![dref("winners.jsonl", &winners_json)],
+            outputs: vec![
+                file_ref("recipes/pack.bin", &recipes)?,
+                file_ref("verifier/verifier.json", &verifier_file)?,
+            ],
+            params: digest_ref(
+                serde_json::to_string(&options.mine)
+                    .expect("params serialize")
+                    .as_bytes(),
+            ),
+            started,
+            finished,
+            prev: None,
+        },
+        receipt_key,
+    );
+
+    // Evaluate.
+    let (t0, started) = clock.run_start(Stage::Evaluate, 3 * task.tests.len() as u64);
+    let eval = evaluate(
+        task,
+        &teacher,
+        Arc::clone(&engine),
+        &verifier,
+        options,
+        &adapter,
+        max_tokens,
+        Measures {
+            version: eval::EVAL_PACK_VERSION,
+            student_bytes: [&options.base, &adapter, &recipes, &verifier_file]
+                .iter()
+                .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+                .sum(),
+            teacher_bytes: options.teacher_bytes,
+            coverage: coverage.share,
+        },
+        Arc::clone(&progress),
+    )
+    .await?;
+    let eval_file = options.work_dir.join("heldout.jsonl");
+    write_file(&eval_file, &eval.to_jsonl())?;
+    let finished = clock.finish(Stage::Evaluate, t0);
+    receipts.append(
+        Receipt {
+            step: "evaluate".into(),
+            inputs: vec![
+                file_ref("adapter/lora.gguf", &adapter)?,
+                file_ref("verifier/verifier.json", &verifier_file)?,
+            ],
+            outputs: vec![file_ref("eval/heldout.jsonl", &eval_file)?],
+            params: digest_ref(format!("max_tokens={max_tokens}").as_bytes()),
+            started,
+            finished,
+            prev: None,
+        },
+        receipt_key,
+    );
+
+    let kscore_inputs = eval.kscore_inputs();
+    let kscore = KScore::compute(&kscore_inputs)?;
+    let passed_gate = kscore.k >= options.gate;
+    let mut params = BTreeMap::new();
+    params.insert("k".into(), serde_json::json!(options.k));
+    params.insert("temperature".into(), serde_json::json!(options.temperature));
+    params.insert("shots".into(), serde_json::json!(options.shots));
+    params.insert("gate".into(), serde_json::json!(options.gate));
+    params.insert("max_tokens".into(), serde_json::json!(max_tokens));
+    params.insert("train_examples".into(), serde_json::json!(task.train.len()));
+    params.insert("tests".into(), serde_json::json!(task.tests.len()));
+    params.insert("split".into(), serde_json::json!(task.split));
+    params.insert("train".into(), train.params.clone());
+    params.insert("mine".into(), serde_json::json!(options.mine));
+    params.insert("recipes".into(), serde_json::json!(pack.stats()));
+    params.insert("coverage".into(), serde_json::json!(coverage));
+    Ok(Compiled {
+        verifier,
+        adapter,
+        recipes,
+        verifier_file,
+        eval_file,
+        eval,
+        kscore,
+        kscore_inputs,
+        passed_gate,
+        distill,
+        train,
+        recipes_stats: pack.stats(),
+        coverage,
+        teacher: teacher.accounting(),
+        times: clock.times,
+        receipts,
+        params,
+    })
+}
+
+/// k samples per training example; the verifier's pick wins, else the
+/// reference. Returns the training conversations (student prompt + winner).
+async fn distill(
+    task: &Task,
+    teacher: &Arc<Teacher>,
+    verifier: &Verifier,
+    options: &CompileOptions,
+    max_tokens: u32,
+    progress: &dyn CompileProgress,
+) -> Result<(Vec<Vec<Message>>, DistillReport), CompileError> {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, example) in task.train.iter().enumerate() {
+        let shots = prompts::pick_shots(&task.train, example, options.shots);
+        let messages = prompts::teacher_messages(&task.description, &shots, &example.input);
+        let teacher = Arc::clone(teacher);
+        let k = options.k;
+        let temperature = options.temperature;
+        set.spawn(async move {
+            (
+                i,
+                teacher
+                    .sample_k(&messages, k, temperature, max_tokens)
+                    .await,
+            )
+        });
+    }
+    let mut samples: Vec<Vec<Result<crate::teacher::Completion, TeacherError>>> =
+        (0..task.train.len()).map(|_| Vec::new()).collect();
+    let mut budget: Option<TeacherError> = None;
+    while let Some(joined) = set.join_next().await {
+        let (i, results) = joined.map_err(|_| CompileError::Join("distill"))?;
+        progress.advance(1);
+        if budget.is_none() {
+            budget = results.iter().find_map(|r| match r {
+                Err(e @ TeacherError::BudgetExhausted { .. }) => Some(clone_budget(e)),
+                _ => None,
+            });
+        }
+        samples[i] = results;
+    }
+    if let Some(source) = budget {
+        let answered = samples
+            .iter()
+            .filter(|s| s.iter().all(|r| r.is_ok()))
+            .count();
+        return Err(CompileError::Budget {
+            source,
+            done: format!(
+                "{answered} of {} training examples got all {} samples before it",
+                task.train.len(),
+                options.k
+            ),
+        });
+    }
+    let mut report = DistillReport {
+        examples: task.train.len(),
+        ..DistillReport::default()
+    };
+    let mut winners = Vec::new();
+    let (mut passed, mut judged) = (0usize, 0usize);
+    for (example, results) in task.train.iter().zip(samples) {
+        let mut texts = Vec::new();
+        let mut first_error = None;
+        for r in results {
+            match r {
+                Ok(c) => texts.push(c.text.trim().to_owned()),
+                Err(e) => {
+                    report.failed_samples += 1;
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if texts.is_empty() {
+            // Every sample failed: the teacher is down or refuses; going on
+            // would train on references alone without saying so.
+            return Err(CompileError::Teacher(
+                first_error.expect("k >= 1, so an empty list means an error"),
+            ));
+        }
+        let pick = verifier.pick(example, &texts);
+        judged += texts.len();
+        passed += pick.ranked.iter().filter(|r| r.verdict.passed).count();
+        let answer = match (pick.winner, &example.output) {
+            (Some(w), _) => {
+                report.from_teacher += 1;
+                texts[w].clone()
+            }
+            (None, Some(reference)) => {
+                report.from_reference += 1;
+                reference.clone()
+            }
+            (None, None) => {
+                let d = Dropped {
+                    origin: origin_of(example),
+                    reason: pick.reason.clone(),
+                };
+                progress.note(&format!("dropped {}: {}", d.origin, d.reason));
+                report.dropped.push(d);
+                continue;
+            }
+        };
+        let mut conv = prompts::student_messages(&example.input);
+        conv.push(Message::new("assistant", answer));
+        winners.push(conv);
+    }
+    report.sample_pass_rate = if judged == 0 {
+        0.0
+    } else {
+        passed as f64 / judged as f64
+    };
+    if winners.is_empty() {
+        return Err(CompileError::NothingToTrain(format!(
+            "{} example(s) dropped",
+            report.dropped.len()
+        )));
+    }
+    Ok((winners, report))
+}
+
+fn clone_budget(e: &TeacherError) -> TeacherError {
+    match e {
+        TeacherError::BudgetExhausted { max_cost, spent } => TeacherError::BudgetExhausted {
+            max_cost: *max_cost,
+            spent: spent.clone(),
+        },
+        _ => unreachable!("only called on BudgetExhausted"),
+    }
+}
+
+/// Student (base + adapter), base alone and teacher on every test.
+#[allow(clippy::too_many_arguments)]
+async fn evaluate(
+    task: &Task,
+    teacher: &Arc<Teacher>,
+    engine: Arc<dyn StudentEngine>,
+    verifier: &Verifier,
+    options: &CompileOptions,
+    adapter: &Path,
+    max_tokens: u32,
+    measures: Measures,
+    progress: Arc<dyn CompileProgress>,
+) -> Result<EvalPack, CompileError> {
+    let student_prompts: Vec<Vec<Message>> = task
+        .tests
+        .iter()
+        .map(|t| prompts::student_messages(&t.input))
+        .collect();
+    let base_prompts: Vec<Vec<Message>> = task
+        .tests
+        .iter()
+        .map(|t| prompts::base_messages(&task.description, &t.input))
+        .collect();
+    let run = |adapter: Option<PathBuf>, prompts: Vec<Vec<Message>>| {
+        let engine = Arc::clone(&engine);
+        let progress = Arc::clone(&progress);
+        blocking("evaluate", move || {
+            engine.answer_all(adapter.as_deref(), &prompts, max_tokens, &|| {
+                progress.advance(1)
+            })
+        })
+    };
+    let student = run(Some(adapter.to_owned()), student_prompts)
+        .await?
+        .map_err(CompileError::Student)?;
+    let base = run(None, base_prompts)
+        .await?
+        .map_err(CompileError::Student)?;
+
+    let price = teacher.config().price;
+    let mut set = tokio::task::JoinSet::new();
+    for (i, test) in task.tests.iter().enumerate() {
+        let shots = prompts::pick_shots(&task.train, test, options.shots);
+        let req = ChatRequest {
+            messages: prompts::teacher_messages(&task.description, &shots, &test.input),
+            temperature: 0.0,
+            max_tokens,
+            seed: Some(0),
+        };
+        let teacher = Arc::clone(teacher);
+        set.spawn(async move { (i, teacher.complete(&req).await) });
+    }
+    let mut teacher_answers: Vec<Option<Answer>> = vec![None; task.tests.len()];
+    while let Some(joined) = set.join_next().await {
+        let (i, result) = joined.map_err(|_| CompileError::Join("evaluate"))?;
+        let c = match result {
+            Ok(c) => c,
+            Err(e @ TeacherError::BudgetExhausted { .. }) => {
+                return Err(CompileError::Budget {
+                    source: e,
+                    done: "distillation and training finished; the teacher's evaluation did not"
+                        .into(),
+                })
+            }
+            Err(e) => return Err(CompileError::Teacher(e)),
+        };
+        progress.advance(1);
+        let text = c.text.trim().to_owned();
+        let verdict = verifier.judge_example(&task.tests[i], &text);
+        teacher_answers[i] = Some(Answer {
+            output: text,
+            passed: verdict.passed,
+            failures: verdict.failures,
+            latency_s: c.latency.as_secs_f64(),
+            // What the answer cost when it was paid for, cached or not, so a
+            // recompile measures the same teacher.
+            cost_usd: price.map_or(0.0, |p| p.cost(c.input_tokens, c.output_tokens)),
+        });
+    }
+    let judge = |test: &Example, a: &StudentAnswer| {
+        let text = a.text.trim().to_owned();
+        let verdict = verifier.judge_example(test, &text);
+        Answer {
+            output: text,
+            passed: verdict.passed,
+            failures: verdict.failures,
+            latency_s: a.latency.as_secs_f64(),
+            cost_usd: 0.0,
+        }
+    };
+    let tests = task
+        .tests
+        .iter()
+        .zip(student.iter().zip(&base))
+        .zip(teacher_answers)
+        .map(|((test, (s, b)), t)| {
+            TestRecord::new(
+                test,
+                judge(test, s),
+                judge(test, b),
+                t.expect("every teacher task reports"),
+            )
+        })
+        .collect();
+    Ok(EvalPack { tests, measures })
+}
