@@ -15,6 +15,7 @@
 //! - [`pipeline`] runs the stages (distill, train, decompose, evaluate,
 //!   K-score) over a student engine and a trainer the caller plugs in, and
 //!   seals the signed artifact.
+//!
 //! `docs/compile.md`, `docs/recipes.md` and `docs/k-score.md` describe the
 //! formats and formulas implemented here.
 
