@@ -120,6 +120,15 @@ impl Daemon for Fixture {
     async fn embed(&self, _: Request<EmbedRequest>) -> Result<Response<EmbedResponse>, Status> {
         Err(Status::unimplemented("fixture"))
     }
+
+    type CompileStream = ResponseStream<kolm_proto::daemon::v1::CompileEvent>;
+
+    async fn compile(
+        &self,
+        _: Request<kolm_proto::daemon::v1::CompileRequest>,
+    ) -> Result<Response<Self::CompileStream>, Status> {
+        Err(Status::unimplemented("fixture"))
+    }
 }
 
 #[tokio::test]
