@@ -58,6 +58,13 @@ pub enum Command {
     /// from stdin when it is not a terminal, else starts an interactive chat
     /// (`/bye` or Ctrl-D ends it, `/clear` forgets the conversation).
     Run(RunArgs),
+    /// Train a LoRA adapter on a GGUF base from chat examples (JSONL).
+    ///
+    /// Each line is `{"messages":[{"role":..,"content":..},..]}` or
+    /// `{"prompt":..,"completion":..}`. Prompts are rendered with the base's
+    /// own chat template; the loss covers the assistant's tokens only. The
+    /// adapter is a GGUF file llama.cpp (and `kolmctl pack --adapter`) loads.
+    Train(TrainArgs),
 }
 
 impl Command {
@@ -74,6 +81,7 @@ impl Command {
             Command::Load(a) => a.json,
             Command::Unload(a) => a.json,
             Command::Run(a) => a.json,
+            Command::Train(a) => a.json,
             Command::Keys(k) => match k {
                 KeysCommand::Generate { json, .. }
                 | KeysCommand::List { json }
@@ -262,4 +270,62 @@ mod tests {
     fn the_grammar_is_consistent() {
         super::Cli::command().debug_assert();
     }
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The base model, a GGUF file (llama or qwen2 architecture).
+    #[arg(long, value_name = "MODEL.gguf")]
+    pub base: PathBuf,
+    /// Training examples, one JSON object per line.
+    #[arg(long, value_name = "TRAIN.jsonl")]
+    pub data: PathBuf,
+    /// Where to write the adapter.
+    #[arg(long, short, value_name = "ADAPTER.gguf")]
+    pub out: PathBuf,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 8)]
+    pub rank: usize,
+    /// LoRA alpha (the update is scaled by alpha / rank).
+    #[arg(long, default_value_t = 16.0)]
+    pub alpha: f32,
+    /// LoRA dropout.
+    #[arg(long, default_value_t = 0.05)]
+    pub dropout: f32,
+    /// Passes over the data.
+    #[arg(long, default_value_t = 3)]
+    pub epochs: usize,
+    /// Stop after this many optimizer steps (overrides --epochs).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Peak learning rate (linear warm-up over a tenth of the run, then linear decay).
+    #[arg(long, default_value_t = 2e-4)]
+    pub lr: f64,
+    /// Modules to adapt, from q, k, v, o, gate, up, down.
+    #[arg(long, default_value = "q,k,v,o")]
+    pub targets: String,
+    /// Longest example in tokens; longer ones are refused unless --truncate.
+    #[arg(long, default_value_t = 512)]
+    pub max_seq_len: usize,
+    /// Cut examples longer than --max-seq-len instead of refusing them.
+    #[arg(long)]
+    pub truncate: bool,
+    /// Examples per micro-batch.
+    #[arg(long, default_value_t = 4)]
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    /// Seed for initialisation, shuffling and dropout.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Write checkpoints here (and resume from one found here).
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Steps between checkpoints.
+    #[arg(long, default_value_t = 50)]
+    pub checkpoint_every: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

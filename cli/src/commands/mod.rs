@@ -5,6 +5,7 @@ mod artifact;
 mod daemon;
 mod keys;
 mod store;
+mod train;
 
 use anyhow::Context;
 use kolm_artifact::TrustPolicy;
@@ -32,6 +33,7 @@ pub fn run(args: Cli) -> anyhow::Result<()> {
         Command::Load(a) => daemon::load(&home, a),
         Command::Unload(a) => daemon::unload(&home, a),
         Command::Run(a) => daemon::run(&home, a),
+        Command::Train(a) => train::train(a, args.quiet),
     }
 }
 

@@ -70,6 +70,8 @@ pub struct BaseInfo {
     pub chat_template: Option<String>,
     pub bos: String,
     pub eos: String,
+    /// Whether the vocabulary asks for a BOS token before a prompt.
+    pub add_bos: bool,
 }
 
 impl BaseInfo {
@@ -275,6 +277,7 @@ fn base_info(model: &LlamaModel, path: &Path) -> BaseInfo {
         chat_template: model.meta_val_str("tokenizer.chat_template").ok(),
         bos: special(vocab.bos()),
         eos: special(vocab.eos()),
+        add_bos: vocab.should_add_bos(),
     }
 }
 

@@ -47,11 +47,22 @@ impl ChatTemplate {
 
     /// Renders `messages` followed by the assistant's turn opening.
     pub fn render(&self, messages: &[ChatMessage]) -> Result<String, RuntimeError> {
+        self.render_with(messages, true)
+    }
+
+    /// Renders `messages`, with the assistant's turn opening after them when
+    /// `add_generation_prompt` (without it: a finished conversation, as the
+    /// trainer needs to find where each assistant turn ends).
+    pub fn render_with(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, RuntimeError> {
         let template = self.env.get_template("chat").expect("added in new");
         template
             .render(context! {
                 messages => messages,
-                add_generation_prompt => true,
+                add_generation_prompt => add_generation_prompt,
                 bos_token => self.bos,
                 eos_token => self.eos,
             })

@@ -1,0 +1,174 @@
+//! `kolmctl train`: flags → `TrainConfig`, the base's chat template and
+//! tokenizer from llama.cpp (kolm-runtime, exactly what serving uses), an
+//! indicatif bar with loss, tokens/s and time left, and the report.
+
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use kolm_runtime::{BaseHandle, BaseOptions, ChatMessage, ChatTemplate, Runtime};
+use kolm_train::{ChatTokenizer, Message, Progress, StepStats, TrainConfig};
+use serde_json::json;
+
+use crate::cli::TrainArgs;
+use crate::output;
+
+/// The base's chat template and llama.cpp tokenizer, as kolmd serves chats.
+pub struct RuntimeTokenizer {
+    base: BaseHandle,
+    template: ChatTemplate,
+}
+
+impl std::fmt::Debug for RuntimeTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeTokenizer").finish_non_exhaustive()
+    }
+}
+
+impl RuntimeTokenizer {
+    pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+        let base = Runtime
+            .load_base(path, &BaseOptions { gpu_layers: 0 })
+            .with_context(|| format!("cannot load {} with llama.cpp", path.display()))?;
+        let info = base.info();
+        let source = info.chat_template.clone().with_context(|| {
+            format!(
+                "{} has no chat template (tokenizer.chat_template)",
+                path.display()
+            )
+        })?;
+        let template = ChatTemplate::new(&source, &info.bos, &info.eos)?;
+        Ok(RuntimeTokenizer { base, template })
+    }
+}
+
+impl ChatTokenizer for RuntimeTokenizer {
+    fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, String> {
+        let messages: Vec<ChatMessage> = messages
+            .iter()
+            .map(|m| ChatMessage {
+                role: m.role.clone(),
+                content: m.content.clone(),
+            })
+            .collect();
+        self.template
+            .render_with(&messages, add_generation_prompt)
+            .map_err(|e| e.to_string())
+    }
+
+    fn tokenize(&self, text: &str) -> Result<Vec<u32>, String> {
+        // As the engine does for a chat prompt: a BOS the template wrote is
+        // kept as text, otherwise one is added if the vocabulary wants it.
+        let info = self.base.info();
+        let (text, bos) = match text.strip_prefix(info.bos.as_str()) {
+            Some(rest) if !info.bos.is_empty() && info.add_bos => (rest, true),
+            _ => (text, info.add_bos),
+        };
+        let mut ids: Vec<u32> = Vec::new();
+        if bos {
+            let b = self.base.tokenize(&info.bos).map_err(|e| e.to_string())?;
+            ids.extend(b.iter().map(|&t| t as u32));
+        }
+        let t = self.base.tokenize(text).map_err(|e| e.to_string())?;
+        ids.extend(t.iter().map(|&t| t as u32));
+        Ok(ids)
+    }
+}
+
+struct TrainBar {
+    bar: ProgressBar,
+}
+
+impl Progress for TrainBar {
+    fn start(&mut self, total_steps: usize, start_step: usize) {
+        self.bar.set_length(total_steps as u64);
+        self.bar.set_position(start_step as u64);
+        self.bar.set_message("training");
+    }
+
+    fn step(&mut self, s: &StepStats) -> ControlFlow<()> {
+        self.bar.set_position(s.step as u64);
+        self.bar.set_message(format!(
+            "loss {:.4}  {:.0} tok/s  eta {}",
+            s.loss,
+            s.tokens_per_second,
+            eta(s.eta)
+        ));
+        ControlFlow::Continue(())
+    }
+
+    fn warn(&mut self, message: &str) {
+        self.bar.suspend(|| eprintln!("warning: {message}"));
+    }
+}
+
+fn eta(d: Duration) -> String {
+    let s = d.as_secs();
+    format!("{}:{:02}", s / 60, s % 60)
+}
+
+pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<()> {
+    let mut config = TrainConfig::new(&args.base, &args.out);
+    config.rank = args.rank;
+    config.alpha = args.alpha;
+    config.dropout = args.dropout;
+    config.epochs = args.epochs;
+    config.max_steps = args.max_steps;
+    config.learning_rate = args.lr;
+    config.targets = kolm_train::parse_targets(&args.targets).map_err(anyhow::Error::msg)?;
+    config.max_seq_len = args.max_seq_len;
+    config.truncate = args.truncate;
+    config.batch_size = args.batch_size;
+    config.grad_accum = args.grad_accum;
+    config.seed = args.seed;
+    config.checkpoint_every = args.checkpoint_every;
+    config.resume = args.checkpoint_dir.is_some();
+    config.checkpoint_dir = args.checkpoint_dir;
+    config.validate()?;
+    // Refuse an unsupported base before llama.cpp loads it.
+    kolm_train::model::read_config(&args.base)?;
+    let examples = kolm_train::load_jsonl(&args.data)?;
+    let tokenizer = RuntimeTokenizer::load(&args.base)?;
+
+    let bar = ProgressBar::hidden();
+    if !quiet {
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+    }
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps  {msg}")
+            .expect("the template is valid")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix("train");
+    let mut progress = TrainBar { bar };
+    let report = kolm_train::train(&config, &examples, &tokenizer, &mut progress)
+        .with_context(|| format!("training on {} failed", args.data.display()))?;
+    progress.bar.finish_and_clear();
+    if args.json {
+        return output::json(&json!({
+            "ok": true,
+            "adapter": report.adapter,
+            "first_loss": report.first_loss,
+            "last_loss": report.last_loss,
+            "steps": report.steps,
+            "tokens_per_second": report.tokens_per_second,
+            "tokens": report.tokens,
+            "seconds": report.seconds,
+            "examples_used": report.examples_used,
+            "examples_truncated": report.examples_truncated,
+            "trainable_parameters": report.trainable_parameters,
+            "resumed_from": report.resumed_from,
+        }));
+    }
+    println!(
+        "trained {} steps in {:.1}s ({:.0} tokens/s): loss {:.4} -> {:.4}; adapter written to {}",
+        report.steps,
+        report.seconds,
+        report.tokens_per_second,
+        report.first_loss,
+        report.last_loss,
+        report.adapter.display()
+    );
+    Ok(())
+}

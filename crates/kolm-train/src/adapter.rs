@@ -1,0 +1,86 @@
+//! The LoRA adapter as GGUF in llama.cpp's format: `general.type=adapter`,
+//! `adapter.type=lora`, `adapter.lora.alpha`, the base's
+//! `general.architecture`, and per module `blk.N.<module>.weight.lora_a`
+//! (ggml `ne = [in, rank]`, candle shape `[rank, in]`) and `.lora_b`
+//! (`ne = [rank, out]`, shape `[out, rank]`) in f32. llama.cpp checks
+//! `a.ne[0] == W.ne[0]`, `b.ne[1] == W.ne[1]` and `a.ne[1] == b.ne[0]`, and
+//! scales `B·A` by `alpha / rank`.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::{self, Content, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::Device;
+
+use crate::error::TrainError;
+use crate::lora::Lora;
+
+/// Writes `lora` as a llama.cpp LoRA adapter for a base of `arch` (via a
+/// temporary file renamed into place).
+pub fn write_adapter(path: &Path, lora: &Lora, arch: &str) -> Result<(), TrainError> {
+    let names = lora.names();
+    let tensors: Vec<QTensor> = lora
+        .vars()
+        .iter()
+        .map(|v| QTensor::quantize(v.as_tensor(), GgmlDType::F32))
+        .collect::<Result<_, _>>()?;
+    let arch = Value::String(arch.to_owned());
+    let general_type = Value::String("adapter".into());
+    let adapter_type = Value::String("lora".into());
+    let alpha = Value::F32(lora.alpha);
+    let name = Value::String("kolm-train LoRA".into());
+    let metadata: Vec<(&str, &Value)> = vec![
+        ("general.architecture", &arch),
+        ("general.type", &general_type),
+        ("general.name", &name),
+        ("adapter.type", &adapter_type),
+        ("adapter.lora.alpha", &alpha),
+    ];
+    let named: Vec<(&str, &QTensor)> = names
+        .iter()
+        .map(|s| s.as_str())
+        .zip(tensors.iter())
+        .collect();
+    let tmp = path.with_extension("gguf.tmp");
+    let mut file = File::create(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+    gguf_file::write(&mut file, &metadata, &named)?;
+    file.sync_all().map_err(|e| TrainError::io(&tmp, e))?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))?;
+    Ok(())
+}
+
+/// Reads an adapter written by [`write_adapter`] (or any f32/f16 llama.cpp
+/// LoRA adapter): its architecture and its LoRA.
+pub fn read_adapter(path: &Path, device: &Device) -> Result<(String, Lora), TrainError> {
+    let err = |detail: String| TrainError::Base {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let file = File::open(path).map_err(|e| TrainError::io(path, e))?;
+    let mut reader = BufReader::new(file);
+    let content = Content::read(&mut reader).map_err(|e| err(e.to_string()))?;
+    let s = |k: &str| match content.metadata.get(k) {
+        Some(Value::String(v)) => Ok(v.clone()),
+        _ => Err(err(format!("{k} is missing"))),
+    };
+    if s("general.type")? != "adapter" || s("adapter.type")? != "lora" {
+        return Err(err("not a LoRA adapter".into()));
+    }
+    let arch = s("general.architecture")?;
+    let alpha = match content.metadata.get("adapter.lora.alpha") {
+        Some(Value::F32(a)) => *a,
+        _ => return Err(err("adapter.lora.alpha is missing".into())),
+    };
+    let mut tensors = HashMap::new();
+    let names: Vec<String> = content.tensor_infos.keys().cloned().collect();
+    for name in names {
+        let q = content.tensor(&mut reader, &name, device)?;
+        tensors.insert(name, q.dequantize(device)?);
+    }
+    let lora = Lora::from_named(&tensors, alpha).map_err(err)?;
+    Ok((arch, lora))
+}

@@ -1,0 +1,36 @@
+//! kolm-train: LoRA fine-tuning of GGUF bases on candle, writing adapters
+//! that llama.cpp loads on the quantized base.
+//!
+//! The compiler calls [`train`] with a [`TrainConfig`], its examples and a
+//! [`ChatTokenizer`] (the base's own chat template and tokenizer, provided
+//! by the caller so this crate stays free of llama.cpp); `kolmctl train` is
+//! the same call behind flags. `docs/train.md` describes the choices.
+//!
+//! - [`data`]: examples and the JSONL reader.
+//! - [`tokenize`]: the tokenizer trait and assistant-only loss masks.
+//! - [`model`]: the GGUF header, the dequantized frozen base and its
+//!   differentiable forward pass (llama, qwen2).
+//! - [`lora`], [`optim`], [`rng`]: parameters, AdamW and schedule, seeds.
+//! - [`adapter`]: the llama.cpp GGUF adapter writer and reader.
+//! - [`train`](mod@train): the run itself, checkpoints and resume.
+
+pub mod adapter;
+pub mod data;
+pub mod error;
+pub mod lora;
+pub mod model;
+pub mod optim;
+pub mod rng;
+pub mod tokenize;
+pub mod train;
+
+pub use adapter::{read_adapter, write_adapter};
+pub use data::{load_jsonl, Message, TrainExample};
+pub use error::TrainError;
+pub use lora::{parse_targets, Lora, Target};
+pub use model::{Model, ModelConfig, SUPPORTED_ARCHITECTURES};
+pub use tokenize::{encode, ChatTokenizer, Encoded};
+pub use train::{
+    available_memory, default_device, train, NoProgress, Progress, StepStats, TrainConfig,
+    TrainReport,
+};

@@ -1,0 +1,502 @@
+//! The frozen base: its GGUF header (architecture, shapes) read before any
+//! weight, its weights dequantized to f32, and a forward pass written only
+//! with differentiable candle primitives (candle's fused `rms_norm`,
+//! `softmax_last_dim` and `rope` have no backward pass).
+//!
+//! Weights stay in the GGUF's own layout, so the rotary embedding follows
+//! llama.cpp's convention per architecture (adjacent pairs for `llama`,
+//! halves for `qwen2`) and the adapter's tensors need no permutation.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Storage, Tensor, D};
+
+use crate::error::TrainError;
+use crate::lora::{Lora, Target};
+use crate::rng::Rng;
+
+/// Architectures the trainer implements (`general.architecture`).
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2"];
+
+/// Shapes and constants of a base, from its GGUF metadata.
+#[derive(Clone, Debug)]
+pub struct ModelConfig {
+    pub arch: String,
+    pub layers: usize,
+    pub embedding: usize,
+    pub feed_forward: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub vocab: usize,
+    pub rope_base: f32,
+    pub rms_eps: f64,
+    /// Rotate halves (NeoX, Qwen2) rather than adjacent pairs (Llama).
+    pub rope_neox: bool,
+    pub context_train: usize,
+    /// Bytes of the dequantized f32 weights.
+    pub f32_bytes: u64,
+}
+
+fn meta_int(c: &Content, key: &str) -> Option<u64> {
+    match c.metadata.get(key)? {
+        Value::U8(v) => Some(u64::from(*v)),
+        Value::U16(v) => Some(u64::from(*v)),
+        Value::U32(v) => Some(u64::from(*v)),
+        Value::U64(v) => Some(*v),
+        Value::I8(v) => u64::try_from(*v).ok(),
+        Value::I16(v) => u64::try_from(*v).ok(),
+        Value::I32(v) => u64::try_from(*v).ok(),
+        Value::I64(v) => u64::try_from(*v).ok(),
+        _ => None,
+    }
+}
+
+fn meta_f32(c: &Content, key: &str) -> Option<f32> {
+    match c.metadata.get(key)? {
+        Value::F32(v) => Some(*v),
+        Value::F64(v) => Some(*v as f32),
+        _ => None,
+    }
+}
+
+/// Reads the GGUF header of `path` (no tensor data) and refuses an
+/// unsupported architecture by name.
+pub fn read_config(path: &Path) -> Result<(ModelConfig, Content), TrainError> {
+    let base_err = |detail: String| TrainError::Base {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let file = File::open(path).map_err(|e| TrainError::io(path, e))?;
+    let content = Content::read(&mut BufReader::new(file))
+        .map_err(|e| base_err(format!("not a readable GGUF file: {e}")))?;
+    let arch = match content.metadata.get("general.architecture") {
+        Some(Value::String(s)) => s.clone(),
+        _ => return Err(base_err("general.architecture is missing".into())),
+    };
+    if !SUPPORTED_ARCHITECTURES.contains(&arch.as_str()) {
+        return Err(TrainError::UnsupportedArchitecture {
+            arch,
+            supported: SUPPORTED_ARCHITECTURES.join(", "),
+        });
+    }
+    let int = |k: &str| {
+        meta_int(&content, &format!("{arch}.{k}"))
+            .map(|v| v as usize)
+            .ok_or_else(|| base_err(format!("{arch}.{k} is missing")))
+    };
+    let layers = int("block_count")?;
+    let embedding = int("embedding_length")?;
+    let feed_forward = int("feed_forward_length")?;
+    let heads = int("attention.head_count")?;
+    let kv_heads = meta_int(&content, &format!("{arch}.attention.head_count_kv"))
+        .map_or(heads, |v| v as usize);
+    if heads == 0 || kv_heads == 0 || embedding % heads != 0 || heads % kv_heads != 0 {
+        return Err(base_err("inconsistent head counts".into()));
+    }
+    let head_dim = embedding / heads;
+    if let Some(rot) = meta_int(&content, &format!("{arch}.rope.dimension_count")) {
+        if rot as usize != head_dim {
+            return Err(base_err(format!(
+                "partial rotary embeddings ({rot} of {head_dim}) are not implemented"
+            )));
+        }
+    }
+    let vocab = content
+        .tensor_infos
+        .get("token_embd.weight")
+        .map(|t| t.shape.dims()[0])
+        .ok_or_else(|| base_err("token_embd.weight is missing".into()))?;
+    let f32_bytes = content
+        .tensor_infos
+        .values()
+        .map(|t| t.shape.elem_count() as u64 * 4)
+        .sum();
+    let config = ModelConfig {
+        rope_base: meta_f32(&content, &format!("{arch}.rope.freq_base")).unwrap_or(10_000.0),
+        rms_eps: f64::from(
+            meta_f32(
+                &content,
+                &format!("{arch}.attention.layer_norm_rms_epsilon"),
+            )
+            .unwrap_or(1e-5),
+        ),
+        rope_neox: arch == "qwen2",
+        context_train: meta_int(&content, &format!("{arch}.context_length"))
+            .map_or(usize::MAX, |v| v as usize),
+        arch,
+        layers,
+        embedding,
+        feed_forward,
+        heads,
+        kv_heads,
+        head_dim,
+        vocab,
+        f32_bytes,
+    };
+    Ok((config, content))
+}
+
+/// `x · Wᵀ` for a frozen `W`: its backward pass gives the gradient of `x`
+/// only. candle's matmul backward always computes the weight's gradient
+/// too, which for a frozen base is a third of the work and a copy of every
+/// weight.
+struct FrozenLinear {
+    w: Tensor,
+}
+
+impl CustomOp1 for FrozenLinear {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let data = storage.as_slice::<f32>()?;
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("frozen-linear needs a contiguous input")
+        };
+        let x = Tensor::from_slice(&data[start..end], layout.shape().clone(), &Device::Cpu)?;
+        let y = x.matmul(&self.w.t()?)?;
+        let shape = y.shape().clone();
+        let (s, l) = y.storage_and_layout();
+        match &*s {
+            Storage::Cpu(c) if l.is_contiguous() && l.start_offset() == 0 => Ok((c.clone(), shape)),
+            _ => candle_core::bail!("frozen-linear produced an unexpected layout"),
+        }
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad.matmul(&self.w)?))
+    }
+}
+
+/// `x [N, in] · Wᵀ` with `W [out, in]` frozen.
+fn frozen_linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        x.contiguous()?.apply_op1(FrozenLinear { w: w.clone() })
+    } else {
+        x.matmul(&w.t()?)
+    }
+}
+
+struct Layer {
+    attn_norm: Tensor,
+    ffn_norm: Tensor,
+    /// Indexed by `Target as usize`.
+    weights: [Tensor; 7],
+    /// q, k, v biases (Qwen2).
+    biases: [Option<Tensor>; 3],
+}
+
+/// The dequantized, frozen base.
+pub struct Model {
+    pub config: ModelConfig,
+    pub path: PathBuf,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    out_norm: Tensor,
+    output: Tensor,
+    cos: Tensor,
+    sin: Tensor,
+    device: Device,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("config", &self.config)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Per-step randomness: LoRA dropout masks.
+pub(crate) struct Dropout<'a> {
+    pub p: f32,
+    pub rng: &'a mut Rng,
+}
+
+impl Model {
+    /// Loads and dequantizes the base at `path` for sequences up to `max_seq_len`.
+    pub fn load(path: &Path, max_seq_len: usize, device: &Device) -> Result<Model, TrainError> {
+        let (config, content) = read_config(path)?;
+        let base_err = |detail: String| TrainError::Base {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let file = File::open(path).map_err(|e| TrainError::io(path, e))?;
+        let mut reader = BufReader::new(file);
+        let mut load = |name: &str| -> Result<Tensor, TrainError> {
+            if !content.tensor_infos.contains_key(name) {
+                return Err(base_err(format!("tensor {name} is missing")));
+            }
+            let q = content
+                .tensor(&mut reader, name, device)
+                .map_err(|e| base_err(format!("{name}: {e}")))?;
+            Ok(q.dequantize(device)?.to_dtype(DType::F32)?)
+        };
+        let embed = load("token_embd.weight")?;
+        let mut layers = Vec::with_capacity(config.layers);
+        for i in 0..config.layers {
+            let mut w = |t: Target| load(&format!("blk.{i}.{}.weight", t.gguf_name()));
+            let weights = [
+                w(Target::Q)?,
+                w(Target::K)?,
+                w(Target::V)?,
+                w(Target::O)?,
+                w(Target::Gate)?,
+                w(Target::Up)?,
+                w(Target::Down)?,
+            ];
+            let mut bias = |n: &str| -> Result<Option<Tensor>, TrainError> {
+                let name = format!("blk.{i}.{n}.bias");
+                if content.tensor_infos.contains_key(&name) {
+                    load(&name).map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
+            let biases = [bias("attn_q")?, bias("attn_k")?, bias("attn_v")?];
+            layers.push(Layer {
+                attn_norm: load(&format!("blk.{i}.attn_norm.weight"))?,
+                ffn_norm: load(&format!("blk.{i}.ffn_norm.weight"))?,
+                weights,
+                biases,
+            });
+        }
+        let out_norm = load("output_norm.weight")?;
+        let output = if content.tensor_infos.contains_key("output.weight") {
+            load("output.weight")?
+        } else {
+            embed.clone()
+        };
+        // Rotary tables, with llama 3's per-frequency factors when present.
+        let half = config.head_dim / 2;
+        let factors = if content.tensor_infos.contains_key("rope_freqs.weight") {
+            Some(load("rope_freqs.weight")?.to_vec1::<f32>()?)
+        } else {
+            None
+        };
+        let inv: Vec<f32> = (0..half)
+            .map(|i| {
+                let f = 1.0
+                    / config
+                        .rope_base
+                        .powf(2.0 * i as f32 / config.head_dim as f32);
+                f / factors
+                    .as_ref()
+                    .and_then(|v| v.get(i))
+                    .copied()
+                    .unwrap_or(1.0)
+            })
+            .collect();
+        let n = max_seq_len.max(1);
+        let mut angles = Vec::with_capacity(n * half);
+        for p in 0..n {
+            angles.extend(inv.iter().map(|f| p as f32 * f));
+        }
+        let angles = Tensor::from_vec(angles, (n, half), device)?;
+        Ok(Model {
+            cos: angles.cos()?,
+            sin: angles.sin()?,
+            config,
+            path: path.to_path_buf(),
+            embed,
+            layers,
+            out_norm,
+            output,
+            device: device.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Longest sequence the rotary tables cover.
+    pub fn max_seq_len(&self) -> usize {
+        self.cos.dims()[0]
+    }
+
+    fn rms_norm(&self, x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+        let r = (ms + self.config.rms_eps)?.sqrt()?.recip()?;
+        x.broadcast_mul(&r)?.broadcast_mul(w)
+    }
+
+    fn rope(&self, x: &Tensor, t: usize) -> candle_core::Result<Tensor> {
+        // x: [B, H, T, D]
+        let (b, h, _, d) = x.dims4()?;
+        let half = d / 2;
+        let cos = self.cos.narrow(0, 0, t)?;
+        let sin = self.sin.narrow(0, 0, t)?;
+        if self.config.rope_neox {
+            let x1 = x.narrow(3, 0, half)?;
+            let x2 = x.narrow(3, half, half)?;
+            let a = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
+            let c = (x1.broadcast_mul(&sin)? + x2.broadcast_mul(&cos)?)?;
+            Tensor::cat(&[a, c], 3)
+        } else {
+            let xr = x.reshape((b, h, t, half, 2))?;
+            let x0 = xr.narrow(4, 0, 1)?;
+            let x1 = xr.narrow(4, 1, 1)?;
+            let cos = cos.reshape((t, half, 1))?;
+            let sin = sin.reshape((t, half, 1))?;
+            let a = (x0.broadcast_mul(&cos)? - x1.broadcast_mul(&sin)?)?;
+            let c = (x0.broadcast_mul(&sin)? + x1.broadcast_mul(&cos)?)?;
+            Tensor::cat(&[a, c], 4)?.reshape((b, h, t, d))
+        }
+    }
+
+    /// A linear layer of the base plus its LoRA delta, if any.
+    fn linear(
+        &self,
+        x: &Tensor,
+        layer: usize,
+        target: Target,
+        lora: Option<&Lora>,
+        dropout: &mut Option<Dropout<'_>>,
+    ) -> candle_core::Result<Tensor> {
+        let w = &self.layers[layer].weights[target as usize];
+        let mut y = frozen_linear(x, w)?;
+        if let Some(pair) = lora.and_then(|l| l.get(layer, target)) {
+            let xd = match dropout {
+                Some(d) if d.p > 0.0 => {
+                    let keep = 1.0 - d.p;
+                    let n = x.elem_count();
+                    let mask: Vec<f32> = (0..n)
+                        .map(|_| {
+                            if d.rng.next_f32() < keep {
+                                1.0 / keep
+                            } else {
+                                0.0
+                            }
+                        })
+                        .collect();
+                    let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
+                    x.mul(&mask)?
+                }
+                _ => x.clone(),
+            };
+            let delta = xd
+                .matmul(&pair.a.as_tensor().t()?)?
+                .matmul(&pair.b.as_tensor().t()?)?;
+            y = (y + (delta * pair.scale)?)?;
+        }
+        Ok(y)
+    }
+
+    /// Final hidden states `[B*T, E]` (before the output norm) of `tokens [B, T]`.
+    pub(crate) fn hidden(
+        &self,
+        tokens: &Tensor,
+        lora: Option<&Lora>,
+        mut dropout: Option<Dropout<'_>>,
+    ) -> candle_core::Result<Tensor> {
+        let (b, t) = tokens.dims2()?;
+        let c = &self.config;
+        let (h, kvh, hd) = (c.heads, c.kv_heads, c.head_dim);
+        let rep = h / kvh;
+        let mut x = self.embed.index_select(&tokens.flatten_all()?, 0)?; // [B*T, E]
+        let mask: Vec<f32> = (0..t)
+            .flat_map(|i| (0..t).map(move |j| if j > i { -1e9 } else { 0.0 }))
+            .collect();
+        let mask = Tensor::from_vec(mask, (t, t), &self.device)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        for (li, layer) in self.layers.iter().enumerate() {
+            let xn = self.rms_norm(&x, &layer.attn_norm)?;
+            let mut q = self.linear(&xn, li, Target::Q, lora, &mut dropout)?;
+            let mut k = self.linear(&xn, li, Target::K, lora, &mut dropout)?;
+            let mut v = self.linear(&xn, li, Target::V, lora, &mut dropout)?;
+            if let Some(bq) = &layer.biases[0] {
+                q = q.broadcast_add(bq)?;
+            }
+            if let Some(bk) = &layer.biases[1] {
+                k = k.broadcast_add(bk)?;
+            }
+            if let Some(bv) = &layer.biases[2] {
+                v = v.broadcast_add(bv)?;
+            }
+            let q = q.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()?;
+            let k = k.reshape((b, t, kvh, hd))?.transpose(1, 2)?.contiguous()?;
+            let v = v.reshape((b, t, kvh, hd))?.transpose(1, 2)?.contiguous()?;
+            let q = self.rope(&q, t)?.reshape((b, kvh, rep * t, hd))?;
+            let k = self.rope(&k, t)?;
+            let scores = (q.matmul(&k.t()?)? * scale)?
+                .reshape((b, kvh, rep, t, t))?
+                .broadcast_add(&mask)?;
+            let max = scores.max_keepdim(D::Minus1)?.detach();
+            let e = scores.broadcast_sub(&max)?.exp()?;
+            let p = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
+            let att = p
+                .reshape((b, kvh, rep * t, t))?
+                .matmul(&v)?
+                .reshape((b, h, t, hd))?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((b * t, h * hd))?;
+            let o = self.linear(&att, li, Target::O, lora, &mut dropout)?;
+            x = (x + o)?;
+            let xn = self.rms_norm(&x, &layer.ffn_norm)?;
+            let g = self.linear(&xn, li, Target::Gate, lora, &mut dropout)?;
+            let u = self.linear(&xn, li, Target::Up, lora, &mut dropout)?;
+            let m = (g.silu()? * u)?;
+            let d = self.linear(&m, li, Target::Down, lora, &mut dropout)?;
+            x = (x + d)?;
+        }
+        Ok(x)
+    }
+
+    /// Log-probabilities `[M, V]` of the rows `rows` of `hidden [N, E]`.
+    pub(crate) fn log_probs(&self, hidden: &Tensor, rows: &Tensor) -> candle_core::Result<Tensor> {
+        let hs = hidden.index_select(rows, 0)?;
+        let hs = self.rms_norm(&hs, &self.out_norm)?;
+        let logits = frozen_linear(&hs, &self.output)?;
+        let max = logits.max_keepdim(D::Minus1)?.detach();
+        let shifted = logits.broadcast_sub(&max)?;
+        let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+        shifted.broadcast_sub(&lse)
+    }
+
+    /// Logits `[T, V]` of one sequence, with an optional LoRA (no dropout).
+    pub fn logits(&self, tokens: &[u32], lora: Option<&Lora>) -> Result<Vec<Vec<f32>>, TrainError> {
+        let t = tokens.len();
+        let ids = Tensor::from_vec(tokens.to_vec(), (1, t), &self.device)?;
+        let hidden = self.hidden(&ids, lora, None)?;
+        let hs = self.rms_norm(&hidden, &self.out_norm)?;
+        let logits = hs.matmul(&self.output.t()?)?;
+        Ok(logits.to_vec2::<f32>()?)
+    }
+
+    /// Input and output sizes of `target`'s weight.
+    pub fn shape_of(&self, target: Target) -> (usize, usize) {
+        let d = self.layers[0].weights[target as usize].dims();
+        (d[1], d[0])
+    }
+
+    /// Weights of every layer's `target`, for tests.
+    pub fn weight(&self, layer: usize, target: Target) -> &Tensor {
+        &self.layers[layer].weights[target as usize]
+    }
+}
+
+/// Rough bytes of one micro-batch's activations and gradients.
+pub fn activation_bytes(c: &ModelConfig, batch: usize, seq: usize, targets: usize) -> u64 {
+    let tokens = (batch * seq) as u64;
+    let per_layer = tokens * (24 * c.embedding as u64 + 8 * c.feed_forward as u64)
+        + 6 * (batch * c.heads * seq * seq) as u64;
+    let head = 6 * (batch * targets) as u64 * c.vocab as u64;
+    4 * (c.layers as u64 * per_layer + head)
+}
