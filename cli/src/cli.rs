@@ -65,6 +65,17 @@ pub enum Command {
     /// own chat template; the loss covers the assistant's tokens only. The
     /// adapter is a GGUF file llama.cpp (and `kolmctl pack --adapter`) loads.
     Train(TrainArgs),
+    /// Compile a task and a teacher into a signed artifact.
+    ///
+    /// Distills the teacher's verified answers into a LoRA adapter on the
+    /// base, mines the recipe pack, evaluates student, base and teacher on
+    /// held-out tests, computes the K-score and seals the artifact. Below
+    /// the gate it exits 7 with its report and writes nothing (unless
+    /// `--force`). Every flag can also come from a `kolm.toml` (`--file`).
+    Compile(Box<CompileArgs>),
+    /// Work with an artifact's verifier.
+    #[command(subcommand)]
+    Verifier(VerifierCommand),
 }
 
 impl Command {
@@ -82,6 +93,8 @@ impl Command {
             Command::Unload(a) => a.json,
             Command::Run(a) => a.json,
             Command::Train(a) => a.json,
+            Command::Compile(a) => a.json,
+            Command::Verifier(VerifierCommand::Explain { json, .. }) => *json,
             Command::Keys(k) => match k {
                 KeysCommand::Generate { json, .. }
                 | KeysCommand::List { json }
@@ -90,6 +103,92 @@ impl Command {
             },
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    /// What the artifact should do, in words (the teacher's instruction).
+    #[arg(value_name = "TASK")]
+    pub task: Option<String>,
+    /// A `kolm.toml` task file; flags override its fields.
+    #[arg(long, short = 'f', value_name = "kolm.toml")]
+    pub file: Option<PathBuf>,
+    /// Training examples: a JSONL file or a directory of *.jsonl.
+    #[arg(long, value_name = "DIR|FILE.jsonl")]
+    pub examples: Option<PathBuf>,
+    /// Held-out tests (JSONL, may carry assertions) [default: a seeded 20% of the examples].
+    #[arg(long, value_name = "HELDOUT.jsonl")]
+    pub tests: Option<PathBuf>,
+    /// A document corpus to ground answers in (needs recall).
+    #[arg(long, value_name = "DIR")]
+    pub corpus: Option<PathBuf>,
+    /// The base model: a GGUF file, a .kolm artifact, or an installed artifact's name.
+    #[arg(long, value_name = "MODEL.gguf|ARTIFACT|NAME")]
+    pub base: Option<String>,
+    /// The teacher: openai:MODEL or anthropic:MODEL.
+    #[arg(long, value_name = "PROVIDER:MODEL")]
+    pub teacher: Option<String>,
+    /// Teacher samples per training example [default: 8].
+    #[arg(long)]
+    pub k: Option<u32>,
+    /// K-score gate in [0, 1] [default: 0.70].
+    #[arg(long)]
+    pub gate: Option<f64>,
+    /// Teacher budget in USD (needs a price for the model in the task file).
+    #[arg(long, value_name = "USD")]
+    pub max_cost: Option<f64>,
+    /// Name of the signing key [default: `default`].
+    #[arg(long, value_name = "NAME")]
+    pub key: Option<String>,
+    /// Where to write the artifact.
+    #[arg(long, short, value_name = "X.kolm")]
+    pub out: Option<PathBuf>,
+    /// Artifact name [default: the output file's stem].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Artifact version.
+    #[arg(long, default_value = "0.1.0")]
+    pub version: String,
+    /// Write the artifact even when K is below the gate.
+    #[arg(long)]
+    pub force: bool,
+    /// Neither read nor write the teacher response cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Training epochs over the distilled examples.
+    #[arg(long, default_value_t = 3)]
+    pub epochs: u32,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 8)]
+    pub rank: u32,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Threads for the student model and training [default: physical cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Run the compile in kolmd (which installs the artifact when it passes).
+    #[arg(long)]
+    pub via_daemon: bool,
+    /// Progress as JSON lines on stderr (for kolmd and scripts).
+    #[arg(long, hide = true)]
+    pub progress_json: bool,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VerifierCommand {
+    /// Print an artifact's verifier rules in words.
+    Explain {
+        /// The artifact file (or a verifier.json).
+        #[arg(value_name = "X.kolm|verifier.json")]
+        artifact: PathBuf,
+        /// Print the verifier itself as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 //! Exit codes and error reporting. `verify`'s codes are a contract:
 //! 3 malformed archive, 4 bad signature, 5 signer not trusted, 6 digest
-//! mismatch; 2 is usage (clap), 1 anything else.
+//! mismatch; `compile`'s 7 is a K-score below the gate; 2 is usage (clap),
+//! 1 anything else.
 
 use std::process::ExitCode;
 
@@ -11,6 +12,12 @@ use crate::daemon::DaemonError;
 
 /// The exit code for an error, from the first cause the libraries classify.
 pub fn code_for(err: &anyhow::Error) -> u8 {
+    if err
+        .chain()
+        .any(|c| c.downcast_ref::<crate::commands::BelowGate>().is_some())
+    {
+        return crate::commands::BELOW_GATE_EXIT;
+    }
     let kind = err.chain().find_map(|cause| {
         cause
             .downcast_ref::<ArtifactError>()
@@ -34,15 +41,17 @@ fn kind_name(code: u8) -> &'static str {
         4 => "bad_signature",
         5 => "untrusted",
         6 => "digest_mismatch",
+        7 => "below_gate",
         _ => "error",
     }
 }
 
 /// Prints the error (as JSON on stdout when asked, else on stderr) and
-/// returns the exit code.
+/// returns the exit code. A compile below its gate has printed its report
+/// (with `"ok": false`) already, so only the message goes to stderr.
 pub fn report(err: &anyhow::Error, json: bool) -> ExitCode {
     let code = code_for(err);
-    if json {
+    if json && code != crate::commands::BELOW_GATE_EXIT {
         let value = serde_json::json!({
             "ok": false,
             "error": { "kind": kind_name(code), "exit_code": code, "message": format!("{err:#}") },

@@ -8,6 +8,8 @@ mod daemon;
 mod exit;
 mod output;
 mod progress;
+mod student;
+mod trainer;
 
 use std::process::ExitCode;
 

@@ -381,3 +381,91 @@ fn duration(seconds: u64) -> String {
         s => format!("{s}s"),
     }
 }
+
+/// `kolmctl compile --via-daemon`: the same compile, run by kolmd as a child
+/// process; progress streams back, and kolmd installs a passing artifact.
+/// The arguments are forwarded as typed (without `--via-daemon`), with the
+/// teacher's key and endpoint variables from this shell.
+pub fn compile_via_daemon(home: &Home, args: &crate::cli::CompileArgs) -> anyhow::Result<()> {
+    let d = connect_required(home)?;
+    let forwarded: Vec<String> = std::env::args()
+        .skip_while(|a| a != "compile")
+        .skip(1)
+        .filter(|a| a != "--via-daemon" && a != "--json")
+        .collect();
+    let env = std::env::vars()
+        .filter(|(k, _)| {
+            k.chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                && (k.ends_with("_KEY") || k.ends_with("_BASE_URL"))
+        })
+        .collect();
+    let cwd = std::env::current_dir().context("cannot read the working directory")?;
+    let request = pb::CompileRequest {
+        args: forwarded,
+        cwd: cwd.to_string_lossy().into_owned(),
+        env,
+        install: true,
+    };
+    let mut stream = d.call(d.client.clone().compile(request))?.into_inner();
+    let mut result = None;
+    while let Some(message) = d.runtime.block_on(stream.next()) {
+        let message = message.map_err(crate::daemon::DaemonError::from)?;
+        match message.event {
+            Some(pb::compile_event::Event::ProgressJson(line)) => {
+                if args.json {
+                    continue;
+                }
+                let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                match event["event"].as_str() {
+                    Some("stage_started") => {
+                        eprintln!("{} ...", event["stage"].as_str().unwrap_or("?"))
+                    }
+                    Some("stage_finished") => eprintln!(
+                        "{} done in {:.1}s",
+                        event["stage"].as_str().unwrap_or("?"),
+                        event["seconds"].as_f64().unwrap_or(0.0)
+                    ),
+                    Some("note") => eprintln!("{}", event["message"].as_str().unwrap_or("")),
+                    _ => {}
+                }
+            }
+            Some(pb::compile_event::Event::Result(r)) => result = Some(r),
+            None => {}
+        }
+    }
+    let result = result.context("kolmd ended the compile without a result")?;
+    let report: serde_json::Value = serde_json::from_str(&result.report_json).unwrap_or_default();
+    if args.json {
+        let mut full = report.clone();
+        if let Some(obj) = full.as_object_mut() {
+            obj.insert("installed".into(), json!(result.installed));
+            obj.insert("exit_code".into(), json!(result.exit_code));
+        }
+        output::json(&full)?;
+    } else {
+        if let Some(k) = report["k_score"].as_f64() {
+            println!(
+                "K-score {k:.3}; held-out pass rate student {:.0}%, base {:.0}%, teacher {:.0}%",
+                report["student_pass_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                report["base_pass_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                report["teacher_pass_rate"].as_f64().unwrap_or(0.0) * 100.0
+            );
+        }
+        if let Some(i) = &result.installed {
+            println!("kolmd installed {i}");
+        }
+    }
+    match (result.exit_code, result.error) {
+        (0, _) => Ok(()),
+        (7, _) => Err(super::compile::BelowGate {
+            k: report["k_score"].as_f64().unwrap_or(0.0),
+            gate: report["gate"].as_f64().unwrap_or(0.0),
+        }
+        .into()),
+        (code, error) => anyhow::bail!(
+            "the compile in kolmd failed (exit {code}): {}",
+            error.unwrap_or_else(|| "no message".into())
+        ),
+    }
+}

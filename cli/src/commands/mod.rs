@@ -2,14 +2,17 @@
 //! prints the result for people or, with `--json`, for scripts.
 
 mod artifact;
+mod compile;
 mod daemon;
 mod keys;
 mod store;
 mod train;
 
 use anyhow::Context;
+pub use compile::{BelowGate, BELOW_GATE_EXIT};
 use kolm_artifact::TrustPolicy;
 use kolm_store::{Home, Keyring};
+pub use train::RuntimeTokenizer;
 
 use crate::cli::{Cli, Command, TrustArgs};
 use crate::progress::Bar;
@@ -34,6 +37,8 @@ pub fn run(args: Cli) -> anyhow::Result<()> {
         Command::Unload(a) => daemon::unload(&home, a),
         Command::Run(a) => daemon::run(&home, a),
         Command::Train(a) => train::train(a, args.quiet),
+        Command::Compile(a) => compile::compile(&home, *a, args.quiet),
+        Command::Verifier(v) => compile::verifier(&home, v),
     }
 }
 

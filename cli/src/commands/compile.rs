@@ -1,0 +1,448 @@
+//! `kolmctl compile`: a task and a teacher in, a signed artifact out; and
+//! `kolmctl verifier explain`. The stages run in `kolm_compile::pipeline`;
+//! this module resolves flags and the task file, finds the base, builds the
+//! teacher, plugs in llama.cpp (`LlamaStudent`) and the LoRA trainer, shows
+//! progress and prints the report.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use kolm_artifact::names;
+use kolm_compile::pipeline::{self, CompileOptions, CompileProgress, Compiled, SealInputs, Stage};
+use kolm_compile::teacher::TeacherSettings;
+use kolm_compile::{TaskFile, Teacher, TeacherConfig, Verifier};
+use kolm_store::Home;
+use serde_json::json;
+
+use crate::cli::{CompileArgs, VerifierCommand};
+use crate::output;
+use crate::progress::Bar;
+use crate::student::LlamaStudent;
+
+/// Exit code of a compile whose K-score is below the gate.
+pub const BELOW_GATE_EXIT: u8 = 7;
+
+/// A compile that ran but did not reach the gate; its report was printed.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "K = {k:.3} is below the gate {gate:.2}: no artifact written (use --force to write it anyway)"
+)]
+pub struct BelowGate {
+    pub k: f64,
+    pub gate: f64,
+}
+
+/// The flags as a task file, to overlay on `--file`.
+fn flags_as_task_file(args: &CompileArgs) -> TaskFile {
+    TaskFile {
+        task: args.task.clone(),
+        examples: args.examples.clone(),
+        tests: args.tests.clone(),
+        corpus: args.corpus.clone(),
+        base: args.base.clone(),
+        teacher: args.teacher.clone(),
+        k: args.k,
+        gate: args.gate,
+        max_cost: args.max_cost,
+        key: args.key.clone(),
+        out: args.out.clone(),
+        ..TaskFile::default()
+    }
+}
+
+/// The resolved task file: `--file` (if any) overlaid by the flags.
+pub fn resolve_task_file(args: &CompileArgs) -> anyhow::Result<TaskFile> {
+    let file = match &args.file {
+        Some(p) => TaskFile::load(p)?,
+        None => TaskFile::default(),
+    };
+    let mut merged = file.overlay(flags_as_task_file(args));
+    if args.no_cache {
+        merged
+            .teacher_config
+            .get_or_insert_with(TeacherSettings::default)
+            .no_cache = Some(true);
+    }
+    merged.validate()?;
+    Ok(merged)
+}
+
+/// The base as a GGUF path: the file itself, the base inside a `.kolm`
+/// (verified, then copied into `work`), or an installed artifact's base blob.
+fn resolve_base(home: &Home, base: &str, work: &Path) -> anyhow::Result<PathBuf> {
+    let path = Path::new(base);
+    if path.is_file() {
+        let mut magic = [0u8; 4];
+        std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .with_context(|| format!("cannot read the base {base}"))?;
+        if &magic == b"GGUF" {
+            return Ok(path.to_owned());
+        }
+        let keyring = home.keyring();
+        let policy = keyring.trust_policy(false)?;
+        let verified = kolm_artifact::verify(path, &policy, &kolm_artifact::NoProgress)
+            .with_context(|| {
+                format!("the base {base} is neither a GGUF file nor a valid artifact")
+            })?;
+        let entry = verified
+            .entry(names::BASE)
+            .context("the artifact has no base model")?;
+        let out = work.join("base.gguf");
+        let mut src = std::fs::File::open(path)?;
+        src.seek(SeekFrom::Start(entry.data_offset))?;
+        let mut dst = std::fs::File::create(&out)?;
+        std::io::copy(&mut src.take(entry.record.size), &mut dst)
+            .with_context(|| format!("cannot copy the base out of {base}"))?;
+        return Ok(out);
+    }
+    if path.components().count() > 1 || base.ends_with(".gguf") || base.ends_with(".kolm") {
+        bail!("the base {base} does not exist: give a GGUF file, a .kolm artifact or an installed artifact's name");
+    }
+    let store = home.store()?;
+    let record = store.get(base).with_context(|| {
+        format!("the base {base} is not a file and not an installed artifact (see `kolmctl list`)")
+    })?;
+    let blob = store
+        .entry_blob(&record, names::BASE)?
+        .context("the installed artifact has no base model")?;
+    Ok(blob.path)
+}
+
+/// Progress for people (a bar per stage) or for programs (JSON lines).
+struct StageBars {
+    json: bool,
+    bar: Mutex<Option<ProgressBar>>,
+    quiet: bool,
+}
+
+impl StageBars {
+    fn emit(&self, value: serde_json::Value) {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{value}");
+    }
+}
+
+impl CompileProgress for StageBars {
+    fn stage_started(&self, stage: Stage, total: u64) {
+        if self.json {
+            return self.emit(json!({"event": "stage_started", "stage": stage, "total": total}));
+        }
+        if self.quiet {
+            return;
+        }
+        let bar = if total > 0 {
+            ProgressBar::new(total)
+        } else {
+            ProgressBar::new_spinner()
+        };
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+        let template = if total > 0 {
+            "{prefix:<10} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}"
+        } else {
+            "{prefix:<10} {spinner} {elapsed_precise} {msg}"
+        };
+        bar.set_style(
+            ProgressStyle::with_template(template)
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(stage.name());
+        bar.enable_steady_tick(Duration::from_millis(250));
+        *self.bar.lock().expect("bar lock") = Some(bar);
+    }
+
+    fn advance(&self, n: u64) {
+        if self.json {
+            return self.emit(json!({"event": "advance", "n": n}));
+        }
+        if let Some(b) = self.bar.lock().expect("bar lock").as_ref() {
+            b.inc(n);
+        }
+    }
+
+    fn note(&self, message: &str) {
+        if self.json {
+            return self.emit(json!({"event": "note", "message": message}));
+        }
+        match self.bar.lock().expect("bar lock").as_ref() {
+            Some(b) if message.starts_with("step ") => b.set_message(message.to_owned()),
+            Some(b) => b.println(message),
+            None if !self.quiet => eprintln!("{message}"),
+            None => {}
+        }
+    }
+
+    fn stage_finished(&self, stage: Stage, elapsed: Duration) {
+        if self.json {
+            return self.emit(json!({
+                "event": "stage_finished", "stage": stage, "seconds": elapsed.as_secs_f64()
+            }));
+        }
+        if let Some(b) = self.bar.lock().expect("bar lock").take() {
+            b.finish_and_clear();
+        }
+        if !self.quiet {
+            eprintln!("{:<10} done in {:.1}s", stage.name(), elapsed.as_secs_f64());
+        }
+    }
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+pub fn compile(home: &Home, args: CompileArgs, quiet: bool) -> anyhow::Result<()> {
+    if args.via_daemon {
+        return crate::commands::daemon::compile_via_daemon(home, &args);
+    }
+    let file = resolve_task_file(&args)?;
+    if file.corpus.is_some() {
+        bail!("--corpus needs recall, which this kolm does not have yet: compile without a corpus");
+    }
+    let out = file.out.clone().expect("validated");
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    if !parent.is_dir() {
+        bail!(
+            "cannot write {}: the directory {} does not exist",
+            out.display(),
+            parent.display()
+        );
+    }
+    let task = file.load_task()?;
+
+    // Keys before any paid work: a missing key fails now, not after the teacher.
+    let keyring = home.keyring();
+    let (key, _) = keyring.signing_key_or_create_default(file.key.as_deref())?;
+    let receipt_key = keyring.receipt_key()?;
+
+    let mut settings = file.teacher_config.clone().unwrap_or_default();
+    if settings.cache_dir.is_none() {
+        settings.cache_dir = Some(home.root().join("cache").join("teacher"));
+    }
+    let teacher_spec = file.teacher.clone().expect("validated");
+    let config = TeacherConfig::resolve(
+        &teacher_spec,
+        Some(&settings),
+        &file.prices,
+        file.max_cost,
+        |k| std::env::var(k).ok(),
+    )?;
+    let (provider, model) = (config.provider.to_string(), config.model.clone());
+    let teacher = Arc::new(Teacher::new(config)?);
+
+    let work = tempfile::Builder::new()
+        .prefix("kolm-compile-")
+        .tempdir()
+        .context("cannot create a work directory")?;
+    let base = resolve_base(home, file.base.as_deref().expect("validated"), work.path())?;
+    let threads = args.threads.unwrap_or_else(default_threads);
+    let student = Arc::new(LlamaStudent::load(&base, threads as i32)?);
+    let trainer = Arc::new(crate::trainer::LoraTrainer::new(
+        &base,
+        crate::trainer::TrainSettings {
+            epochs: args.epochs,
+            rank: args.rank,
+            lr: args.lr,
+        },
+    )?);
+
+    let mut options = CompileOptions::new(&base, work.path());
+    options.k = file.k_or_default();
+    options.gate = file.gate_or_default();
+    let progress = Arc::new(StageBars {
+        json: args.progress_json,
+        bar: Mutex::new(None),
+        quiet,
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let compiled = runtime.block_on(pipeline::compile(
+        &task,
+        Arc::clone(&teacher),
+        student,
+        trainer,
+        &options,
+        &receipt_key,
+        progress.clone(),
+    ))?;
+
+    let below_gate = !compiled.passed_gate && !args.force;
+    let sealed = if below_gate {
+        None
+    } else {
+        let started = std::time::Instant::now();
+        progress.stage_started(Stage::Seal, 0);
+        let name = match &args.name {
+            Some(n) => n.clone(),
+            None => out
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_lowercase())
+                .unwrap_or_else(|| "compiled".into()),
+        };
+        let report = pipeline::seal(
+            &compiled,
+            SealInputs {
+                name,
+                version: args.version.clone(),
+                task: task.description.clone(),
+                base: &base,
+                extra: Vec::new(),
+                provider: provider.clone(),
+                model: model.clone(),
+                signers: &[&key],
+                receipt_key: &receipt_key,
+                out: &out,
+            },
+            &Bar::new(true),
+        )?;
+        progress.stage_finished(Stage::Seal, started.elapsed());
+        Some(report)
+    };
+    let accounting = teacher.accounting();
+    let (s, b, t) = compiled.eval.pass_rates();
+    let report = json!({
+        "ok": !below_gate,
+        "artifact": sealed.as_ref().map(|r| r.path.clone()),
+        "size": sealed.as_ref().map(|r| r.size),
+        "student_pass_rate": s,
+        "base_pass_rate": b,
+        "teacher_pass_rate": t,
+        "k_score": compiled.kscore.k,
+        "k_parts": compiled.kscore,
+        "k_inputs": compiled.kscore_inputs,
+        "gate": options.gate,
+        "passed_gate": compiled.passed_gate,
+        "teacher": format!("{provider}:{model}"),
+        "teacher_calls": accounting.calls,
+        "cache_hits": accounting.cache_hits,
+        "cost_usd": accounting.cost_usd,
+        "teacher_accounting": accounting,
+        "distill": compiled.distill,
+        "train": compiled.train,
+        "recipes": compiled.recipes_stats,
+        "coverage": compiled.coverage,
+        "stages": compiled.times,
+        "examples": task.train.len(),
+        "tests": task.tests.len(),
+    });
+    if args.json {
+        output::json(&report)?;
+    } else {
+        print_report(
+            &compiled,
+            &report,
+            sealed.as_ref().map(|r| r.path.as_path()),
+        );
+    }
+    if below_gate {
+        return Err(BelowGate {
+            k: compiled.kscore.k,
+            gate: options.gate,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.0}%", x * 100.0)
+}
+
+fn print_report(compiled: &Compiled, report: &serde_json::Value, artifact: Option<&Path>) {
+    let (s, b, t) = compiled.eval.pass_rates();
+    let k = &compiled.kscore;
+    let acct = &compiled.teacher;
+    println!(
+        "held-out pass rate   student {}   base {}   teacher {}",
+        pct(s),
+        pct(b),
+        pct(t)
+    );
+    println!(
+        "K-score              {:.3}  (accuracy {:.3}, size {:.3}, latency {:.3}, cost {:.3}, coverage {:.3})",
+        k.k, k.accuracy, k.size, k.latency, k.cost, k.coverage
+    );
+    println!(
+        "distill              {} example(s): {} from the teacher, {} from the reference, {} dropped",
+        compiled.distill.examples,
+        compiled.distill.from_teacher,
+        compiled.distill.from_reference,
+        compiled.distill.dropped.len()
+    );
+    println!(
+        "train                {} step(s), loss {:.3} -> {:.3}, {:.0} tokens/s",
+        compiled.train.steps,
+        compiled.train.first_loss,
+        compiled.train.last_loss,
+        compiled.train.tokens_per_second
+    );
+    println!(
+        "recipes              {} context(s), coverage {}",
+        compiled.recipes_stats.entries.iter().sum::<u32>(),
+        pct(compiled.coverage.share)
+    );
+    println!(
+        "teacher              {} call(s), {} cache hit(s), ${:.4}",
+        acct.calls, acct.cache_hits, acct.cost_usd
+    );
+    let times: Vec<String> = compiled
+        .times
+        .iter()
+        .map(|t| format!("{} {:.1}s", t.stage.name(), t.seconds))
+        .collect();
+    println!("time                 {}", times.join(", "));
+    match artifact {
+        Some(p) => println!(
+            "wrote {} ({})",
+            p.display(),
+            output::size(report["size"].as_u64().unwrap_or(0))
+        ),
+        None => println!(
+            "no artifact written: K is below the gate {:.2}",
+            report["gate"]
+        ),
+    }
+}
+
+/// `kolmctl verifier explain`.
+pub fn verifier(home: &Home, command: VerifierCommand) -> anyhow::Result<()> {
+    let VerifierCommand::Explain { artifact, json } = command;
+    let bytes = if artifact.extension().is_some_and(|e| e == "json") {
+        std::fs::read(&artifact).with_context(|| format!("cannot read {}", artifact.display()))?
+    } else {
+        let keyring = home.keyring();
+        let policy = keyring.trust_policy(true)?;
+        let verified = kolm_artifact::verify(&artifact, &policy, &kolm_artifact::NoProgress)
+            .with_context(|| format!("{} failed verification", artifact.display()))?;
+        let entry = verified.entry(names::VERIFIER).with_context(|| {
+            format!(
+                "{} has no verifier (it was packed, not compiled)",
+                artifact.display()
+            )
+        })?;
+        let mut f = std::fs::File::open(&artifact)?;
+        f.seek(SeekFrom::Start(entry.data_offset))?;
+        let mut buf = Vec::new();
+        f.take(entry.record.size).read_to_end(&mut buf)?;
+        buf
+    };
+    let verifier = Verifier::from_json(&bytes)?;
+    if json {
+        let value: serde_json::Value = serde_json::from_slice(&verifier.to_json())?;
+        return output::json(&value);
+    }
+    print!("{}", verifier.explain());
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! The compiler's trainer: `kolm-train`'s LoRA run behind the pipeline's
+//! `AdapterTrainer`, tokenizing with the base's own llama.cpp tokenizer and
+//! chat template (what kolmd serves with), reporting steps as progress
+//! notes.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use kolm_compile::pipeline::{AdapterTrainer, CompileProgress, TrainSummary};
+use kolm_compile::task::Message;
+use kolm_train::{Progress, StepStats, TrainConfig, TrainExample};
+use serde_json::json;
+
+use crate::commands::RuntimeTokenizer;
+
+/// The hyper-parameters `kolmctl compile` exposes.
+#[derive(Clone, Copy, Debug)]
+pub struct TrainSettings {
+    pub epochs: u32,
+    pub rank: u32,
+    pub lr: f64,
+}
+
+/// LoRA training on one base.
+pub struct LoraTrainer {
+    base: PathBuf,
+    tokenizer: RuntimeTokenizer,
+    settings: TrainSettings,
+}
+
+impl std::fmt::Debug for LoraTrainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoraTrainer")
+            .field("base", &self.base)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoraTrainer {
+    /// Checks that the trainer supports the base's architecture (before
+    /// any teacher call) and loads its tokenizer.
+    pub fn new(base: &Path, settings: TrainSettings) -> anyhow::Result<Self> {
+        kolm_train::model::read_config(base)?;
+        if settings.rank == 0 {
+            anyhow::bail!("--rank must be at least 1");
+        }
+        if settings.epochs == 0 {
+            anyhow::bail!("--epochs must be at least 1");
+        }
+        Ok(LoraTrainer {
+            base: base.to_owned(),
+            tokenizer: RuntimeTokenizer::load(base)?,
+            settings,
+        })
+    }
+
+    fn config(&self, out: &Path) -> TrainConfig {
+        let mut c = TrainConfig::new(&self.base, out);
+        c.epochs = self.settings.epochs as usize;
+        c.rank = self.settings.rank as usize;
+        c.alpha = 2.0 * self.settings.rank as f32;
+        c.learning_rate = self.settings.lr;
+        // A distilled answer longer than the window is cut, not refused:
+        // the compile already accepted it.
+        c.truncate = true;
+        c
+    }
+}
+
+/// Forwards training steps to the compile's progress.
+struct Steps<'a>(&'a dyn CompileProgress);
+
+impl Progress for Steps<'_> {
+    fn step(&mut self, s: &StepStats) -> ControlFlow<()> {
+        self.0.note(&format!(
+            "step {}/{} loss {:.4} {:.0} tok/s",
+            s.step, s.total_steps, s.loss, s.tokens_per_second
+        ));
+        ControlFlow::Continue(())
+    }
+
+    fn warn(&mut self, message: &str) {
+        self.0.note(&format!("warning: {message}"));
+    }
+}
+
+impl AdapterTrainer for LoraTrainer {
+    fn train(
+        &self,
+        conversations: &[Vec<Message>],
+        out: &Path,
+        progress: &dyn CompileProgress,
+    ) -> Result<TrainSummary, String> {
+        let examples: Vec<TrainExample> = conversations
+            .iter()
+            .map(|c| TrainExample {
+                messages: c
+                    .iter()
+                    .map(|m| kolm_train::Message::new(&m.role, &m.content))
+                    .collect(),
+            })
+            .collect();
+        let config = self.config(out);
+        let report = kolm_train::train(&config, &examples, &self.tokenizer, &mut Steps(progress))
+            .map_err(|e| e.to_string())?;
+        Ok(TrainSummary {
+            first_loss: f64::from(report.first_loss),
+            last_loss: f64::from(report.last_loss),
+            steps: report.steps as u64,
+            tokens_per_second: report.tokens_per_second,
+            params: json!({
+                "rank": config.rank,
+                "alpha": config.alpha,
+                "dropout": config.dropout,
+                "targets": config.targets.iter().map(|t| t.short_name()).collect::<Vec<_>>(),
+                "epochs": config.epochs,
+                "learning_rate": config.learning_rate,
+                "batch_size": config.batch_size,
+                "max_seq_len": config.max_seq_len,
+                "seed": config.seed,
+                "examples_truncated": report.examples_truncated,
+            }),
+        })
+    }
+}

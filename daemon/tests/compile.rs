@@ -1,0 +1,212 @@
+//! `kolmctl compile` end to end with a real teacher: a kolmd serving
+//! SmolLM2-135M-Instruct (given solved examples in its system prompt by the
+//! compiler) teaches the orders task (free text → `{"item","qty"}`) from 40
+//! examples, with 20 held-out tests, to a LoRA student on the same base.
+//! Then the same task recompiles through kolmd's `Compile` call from the
+//! teacher cache alone and kolmd installs the result.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::Daemon;
+use kolm_compile::kscore::KScore;
+use kolm_compile::pipeline::EvalPack;
+use serde_json::Value;
+
+const TASK: &str = "Turn a free-text fruit order into compact JSON with the item (singular) and the quantity as an integer.";
+
+fn kolmctl_path() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_kolmd")).with_file_name("kolmctl");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p kolm-cli`",
+        path.display()
+    );
+    path
+}
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/orders")
+        .join(name)
+}
+
+/// The task file both compiles use: one teacher cache for both.
+fn task_file(dir: &Path, teacher: &Daemon) -> PathBuf {
+    let path = dir.join("kolm.toml");
+    let text = format!(
+        "task = {TASK:?}\nexamples = {:?}\ntests = {:?}\nbase = {:?}\nteacher = \"openai:smollm2\"\nk = 2\ngate = 0.0\n\n[teacher_config]\nbase_url = \"{}/v1\"\napi_key_env = \"\"\nconcurrency = 2\ncache_dir = {:?}\n",
+        data("examples.jsonl"),
+        data("tests.jsonl"),
+        common::smollm2(),
+        teacher.url(),
+        dir.join("teacher-cache"),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run(args: &[&str], home: &Path) -> Output {
+    Command::new(kolmctl_path())
+        .args(args)
+        .env("KOLM_HOME", home)
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The eval pack inside a verified artifact.
+fn eval_pack(artifact: &Path) -> EvalPack {
+    use std::io::{Read, Seek, SeekFrom};
+    let policy = kolm_artifact::TrustPolicy {
+        keys: Vec::new(),
+        allow_untrusted: true,
+    };
+    let verified = kolm_artifact::verify(artifact, &policy, &kolm_artifact::NoProgress).unwrap();
+    let entry = verified.entry("eval/heldout.jsonl").expect("an eval pack");
+    let mut f = std::fs::File::open(artifact).unwrap();
+    f.seek(SeekFrom::Start(entry.data_offset)).unwrap();
+    let mut bytes = Vec::new();
+    f.take(entry.record.size).read_to_end(&mut bytes).unwrap();
+    EvalPack::parse(&bytes).unwrap()
+}
+
+#[test]
+fn a_kolmd_teacher_compiles_the_orders_task_and_a_recompile_is_free() {
+    let teacher = Daemon::start("slots = 2\ncontext = 1024\n");
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let task = task_file(dir.path(), &teacher);
+    let out = dir.path().join("orders.kolm");
+
+    // First compile: real teacher calls.
+    let first = run(
+        &[
+            "compile",
+            "--file",
+            task.to_str().unwrap(),
+            "--epochs",
+            "3",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+        &home,
+    );
+    let report = json_of(&first);
+    assert!(
+        first.status.success(),
+        "compile failed: {report}\n{}\nteacher log:\n{}",
+        String::from_utf8_lossy(&first.stderr),
+        teacher.log()
+    );
+    let student = report["student_pass_rate"].as_f64().unwrap();
+    let base = report["base_pass_rate"].as_f64().unwrap();
+    eprintln!(
+        "student {student}, base {base}, teacher {}, K {}, distill {}, train {}",
+        report["teacher_pass_rate"], report["k_score"], report["distill"], report["train"]
+    );
+    assert!(
+        student >= base + 0.3,
+        "the student ({student}) should beat the base alone ({base}) by a clear margin: {report}"
+    );
+    assert!(report["teacher_calls"].as_u64().unwrap() > 0);
+    assert_eq!(report["tests"], 20);
+
+    // It verifies, and K on the cover is the one the eval pack gives.
+    let verify = run(&["verify", out.to_str().unwrap(), "--json"], &home);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    let inspect = json_of(&run(&["inspect", out.to_str().unwrap(), "--json"], &home));
+    let cover = &inspect["manifest"]["predicate"]["kScore"];
+    let pack = eval_pack(&out);
+    assert_eq!(pack.tests.len(), 20);
+    let recomputed = KScore::compute(&pack.kscore_inputs()).unwrap();
+    for (field, value) in [
+        ("value", recomputed.k),
+        ("accuracy", recomputed.accuracy),
+        ("size", recomputed.size),
+        ("latency", recomputed.latency),
+        ("cost", recomputed.cost),
+        ("coverage", recomputed.coverage),
+    ] {
+        let on_cover = cover[field]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{field} in {cover}"));
+        assert!(
+            (on_cover - value).abs() < 1e-12,
+            "{field}: manifest {on_cover}, eval pack {value}"
+        );
+    }
+    let (s, b, _) = pack.pass_rates();
+    assert_eq!((s, b), (student, base));
+    // The receipts name every stage.
+    let receipts = inspect["manifest"]["predicate"]["receipts"]["length"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(receipts, 5, "distill, train, decompose, evaluate, pack");
+
+    // The verifier explains itself.
+    let explain = run(&["verifier", "explain", out.to_str().unwrap()], &home);
+    assert!(explain.status.success());
+    assert!(String::from_utf8_lossy(&explain.stdout).contains("is one of"));
+
+    // Recompile through kolmd: no teacher call, the artifact is installed.
+    drop(teacher);
+    let daemon = Daemon::start_with(
+        "slots = 2\ncontext = 1024\n",
+        &[("KOLM_KOLMCTL", kolmctl_path().to_str().unwrap())],
+    );
+    // The task file points at the first teacher's address, which is gone:
+    // a cache miss would fail, so success proves the cache answered.
+    let out2 = dir.path().join("orders2.kolm");
+    let second = Command::new(kolmctl_path())
+        .args([
+            "compile",
+            "--file",
+            task.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--name",
+            "orders",
+            "--out",
+            out2.to_str().unwrap(),
+            "--via-daemon",
+            "--json",
+        ])
+        .env("KOLM_HOME", common::home())
+        .env("KOLM_GRPC_SOCKET", &daemon.socket)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let report2 = json_of(&second);
+    assert!(
+        second.status.success(),
+        "recompile failed: {report2}\n{}\n{}",
+        String::from_utf8_lossy(&second.stderr),
+        daemon.log()
+    );
+    assert_eq!(report2["teacher_calls"], 0, "{report2}");
+    assert!(report2["cache_hits"].as_u64().unwrap() >= 40 * 2 + 20);
+    assert_eq!(report2["installed"], "orders:0.1.0");
+    let listed = run(&["list", "--json"], common::home());
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("\"orders\""));
+}
