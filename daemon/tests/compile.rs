@@ -210,3 +210,103 @@ fn a_kolmd_teacher_compiles_the_orders_task_and_a_recompile_is_free() {
     let listed = run(&["list", "--json"], common::home());
     assert!(String::from_utf8_lossy(&listed.stdout).contains("\"orders\""));
 }
+
+/// A compile whose client goes away is killed: nothing is written, the
+/// daemon says so and keeps serving. The teacher accepts connections and
+/// never answers, so the child is surely still distilling when the client
+/// hangs up. Bad requests are refused before anything runs.
+#[test]
+fn a_cancelled_compile_kills_its_child_and_writes_nothing() {
+    use kolm_proto::daemon::v1 as pb;
+    let daemon = Daemon::start_with("", &[("KOLM_KOLMCTL", kolmctl_path().to_str().unwrap())]);
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("never.kolm");
+    let task = dir.path().join("kolm.toml");
+    std::fs::write(
+        &task,
+        format!(
+            "task = {TASK:?}\nexamples = {:?}\ntests = {:?}\nbase = {:?}\nteacher = \"openai:m\"\nk = 1\nout = {:?}\n\n[teacher_config]\nbase_url = \"http://{}/v1\"\napi_key_env = \"\"\ntimeout_secs = 600\ncache_dir = {:?}\n",
+            data("examples.jsonl"),
+            data("tests.jsonl"),
+            common::smollm2(),
+            out,
+            silent.local_addr().unwrap(),
+            dir.path().join("cache"),
+        ),
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut client = kolm_proto::connect_unix(&daemon.socket).await.unwrap();
+        let request = |args: Vec<String>, cwd: String| pb::CompileRequest {
+            args,
+            cwd,
+            env: Default::default(),
+            install: true,
+        };
+        let cwd = dir.path().to_string_lossy().into_owned();
+        // Refused up front.
+        for (args, cwd, needle) in [
+            (vec![], cwd.clone(), "args"),
+            (vec!["--via-daemon".to_owned()], cwd.clone(), "--via-daemon"),
+            (vec!["x".to_owned()], "relative".to_owned(), "cwd"),
+        ] {
+            let status = client.compile(request(args, cwd)).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert!(status.message().contains(needle), "{status:?}");
+        }
+        let mut stream = client
+            .compile(request(
+                vec!["--file".into(), task.to_string_lossy().into_owned()],
+                cwd,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        // Wait until the child is distilling (blocked on the silent teacher).
+        loop {
+            let event = stream
+                .message()
+                .await
+                .unwrap()
+                .expect("progress before the end");
+            if let Some(pb::compile_event::Event::ProgressJson(j)) = event.event {
+                if j.contains("\"stage_started\"") && j.contains("distill") {
+                    break;
+                }
+            }
+        }
+        drop(stream);
+    });
+    assert!(
+        common::eventually(std::time::Duration::from_secs(20), || daemon
+            .log()
+            .contains("compile cancelled by the client")),
+        "{}",
+        daemon.log()
+    );
+    // The child is gone: nothing runs with this task file any more.
+    assert!(
+        common::eventually(std::time::Duration::from_secs(20), || {
+            let ps = Command::new("pgrep")
+                .args(["-f", task.to_str().unwrap()])
+                .output()
+                .unwrap();
+            !ps.status.success()
+        }),
+        "the compile child is still running"
+    );
+    assert!(!out.exists());
+    // The daemon still serves.
+    assert!(
+        daemon
+            .chat("smollm2", serde_json::json!({"max_tokens": 4}))
+            .len()
+            < 1000
+    );
+}
