@@ -4,6 +4,7 @@
 mod artifact;
 mod daemon;
 mod keys;
+mod recall;
 mod store;
 
 use anyhow::Context;
@@ -32,6 +33,8 @@ pub fn run(args: Cli) -> anyhow::Result<()> {
         Command::Load(a) => daemon::load(&home, a),
         Command::Unload(a) => daemon::unload(&home, a),
         Command::Run(a) => daemon::run(&home, a),
+        Command::Index(crate::cli::IndexCommand::Build(a)) => recall::build(a, &bar),
+        Command::Recall(crate::cli::RecallCommand::Query(a)) => recall::query(&home, a, &bar),
     }
 }
 
