@@ -98,7 +98,11 @@ pub fn build_index(
     index
         .execute(
             "INSERT INTO meta(key, value) VALUES ('note.embedder_source', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
-            [options.embedder.display().to_string()],
+            // Absolute, so `recall query INDEX` works from any folder.
+            [std::fs::canonicalize(&options.embedder)
+                .unwrap_or_else(|_| options.embedder.clone())
+                .display()
+                .to_string()],
         )
         .map_err(RecallError::sql(out))?;
     Ok(report)
