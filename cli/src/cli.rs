@@ -76,6 +76,12 @@ pub enum Command {
     /// Work with an artifact's verifier.
     #[command(subcommand)]
     Verifier(VerifierCommand),
+    /// Build recall indexes of document corpora.
+    #[command(subcommand)]
+    Index(IndexCommand),
+    /// Query a recall index, or the one inside an artifact.
+    #[command(subcommand)]
+    Recall(RecallCommand),
 }
 
 impl Command {
@@ -95,6 +101,8 @@ impl Command {
             Command::Train(a) => a.json,
             Command::Compile(a) => a.json,
             Command::Verifier(VerifierCommand::Explain { json, .. }) => *json,
+            Command::Index(IndexCommand::Build(a)) => a.json,
+            Command::Recall(RecallCommand::Query(a)) => a.json,
             Command::Keys(k) => match k {
                 KeysCommand::Generate { json, .. }
                 | KeysCommand::List { json }
@@ -211,10 +219,80 @@ pub struct PackArgs {
     /// Name of the signing key [default: `default`, created on first use].
     #[arg(long, value_name = "NAME")]
     pub key: Option<String>,
+    /// A recall index to carry (`kolmctl index build`); needs --embedder.
+    #[arg(long, value_name = "INDEX.sqlite", requires = "embedder")]
+    pub index: Option<PathBuf>,
+    /// The embedder the index was built with (a folder or zip in the
+    /// sentence-transformers layout); packed under `recall/embedder/`.
+    #[arg(long, value_name = "DIR|ZIP", requires = "index")]
+    pub embedder: Option<PathBuf>,
     /// Where to write the artifact.
     #[arg(long, short, value_name = "X.kolm")]
     pub out: PathBuf,
     /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IndexCommand {
+    /// Index a folder (or one file) into one sqlite file: chunks, their
+    /// vectors (sqlite-vec) and BM25 (FTS5). Rebuilding into the same file
+    /// re-embeds only files whose content changed.
+    Build(IndexBuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IndexBuildArgs {
+    /// The corpus: a folder (walked recursively) or one file.
+    #[arg(value_name = "CORPUS")]
+    pub corpus: PathBuf,
+    /// The index file to create or update.
+    #[arg(long, short, value_name = "INDEX.sqlite")]
+    pub out: PathBuf,
+    /// The embedder: all-MiniLM-L6-v2 as a folder or zip
+    /// (sentence-transformers layout).
+    #[arg(long, value_name = "DIR|ZIP", env = "KOLM_EMBEDDER")]
+    pub embedder: PathBuf,
+    /// Chunk size in the embedder's tokens.
+    #[arg(long, value_name = "TOKENS", default_value_t = 200)]
+    pub chunk_tokens: usize,
+    /// Tokens repeated between consecutive chunks of one block.
+    #[arg(long, value_name = "TOKENS", default_value_t = 32)]
+    pub overlap: usize,
+    /// Vector storage: f32 (exact), int8 or binary (both rescored in f32).
+    #[arg(long, value_name = "KIND", default_value = "f32", value_parser = ["f32", "int8", "binary"])]
+    pub quantization: String,
+    /// Print the build report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecallCommand {
+    /// Retrieve the chunks that best answer a question, best first.
+    Query(RecallQueryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RecallQueryArgs {
+    /// A recall index file, or an artifact carrying one (verified first).
+    #[arg(value_name = "ARTIFACT|INDEX")]
+    pub target: PathBuf,
+    /// The question.
+    pub question: String,
+    /// How many chunks.
+    #[arg(long, short, default_value_t = 5)]
+    pub k: usize,
+    /// Retrieval: hybrid (vector + BM25, fused), vector or bm25.
+    #[arg(long, default_value = "hybrid", value_parser = ["hybrid", "vector", "bm25"])]
+    pub mode: String,
+    /// The embedder for an index file [default: the one it was built with].
+    #[arg(long, value_name = "DIR|ZIP")]
+    pub embedder: Option<PathBuf>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    /// Print the hits as a JSON list.
     #[arg(long)]
     pub json: bool,
 }

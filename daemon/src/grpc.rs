@@ -684,7 +684,9 @@ pub fn status_from(e: &SchedulerError) -> Status {
             Status::resource_exhausted(e.to_string())
         }
         SchedulerError::ShuttingDown => Status::unavailable(e.to_string()),
-        SchedulerError::NoBase(_) => Status::failed_precondition(e.to_string()),
+        SchedulerError::NoBase(_) | SchedulerError::Recall { .. } => {
+            Status::failed_precondition(e.to_string())
+        }
         SchedulerError::Internal(_) => Status::internal(e.to_string()),
     }
 }

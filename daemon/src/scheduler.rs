@@ -17,6 +17,12 @@
 //!   keeps it; a background task ([`Scheduler::run_expiry`]) unloads expired
 //!   ones. Pinned artifacts are never evicted nor expired.
 //!
+//! - An artifact with a recall index (`recall/index.sqlite` and
+//!   `recall/embedder/*`) gets a [`kolm_recall::Recall`] beside its context:
+//!   the index is opened read-only in place from its verified blob and the
+//!   embedder is loaded from its blobs; [`Lease::recall`] queries it and
+//!   [`Lease::embed`] uses its embedder instead of the base model.
+//!
 //! Every method is what a control API needs: the HTTP server calls
 //! `acquire`, a gRPC service maps Load, Unload, ListLoaded, Generate and
 //! Embed onto `load`, `unload`, `list_loaded` and a [`Lease`]'s methods.
@@ -100,6 +106,12 @@ pub enum SchedulerError {
     },
     #[error("kolmd is shutting down")]
     ShuttingDown,
+    #[error("the recall index of {model} cannot be used: {source}")]
+    Recall {
+        model: String,
+        #[source]
+        source: kolm_recall::RecallError,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -162,6 +174,22 @@ pub struct LoadedModel {
     pub template_error: Option<String>,
     pub context_bytes: u64,
     pub slots: u32,
+    /// The artifact's recall index and embedder, if it has them.
+    pub recall: Option<Arc<RecallState>>,
+}
+
+/// An artifact's recall: the index with its embedder, used under the lock
+/// on blocking threads only, and its dimension (readable without the lock).
+#[derive(Debug)]
+pub struct RecallState {
+    pub dimension: usize,
+    pub recall: Mutex<kolm_recall::Recall>,
+}
+
+impl RecallState {
+    fn lock(&self) -> MutexGuard<'_, kolm_recall::Recall> {
+        self.recall.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl LoadedModel {
@@ -298,8 +326,57 @@ impl Lease {
         self.model.context.generate(request)
     }
 
-    /// Embeds texts with the base model, off the async threads.
+    /// Length of the vectors [`embed`](Self::embed) returns.
+    pub fn embedding_size(&self) -> usize {
+        match &self.model.recall {
+            Some(r) => r.dimension,
+            None => self.model.info().embedding_size as usize,
+        }
+    }
+
+    /// The top `k` chunks of the artifact's recall index for `question`
+    /// (`None` when it has no index), off the async threads.
+    pub async fn recall(
+        &self,
+        question: String,
+        k: usize,
+    ) -> Option<Result<Vec<kolm_recall::Hit>, kolm_recall::RecallError>> {
+        let recall = self.model.recall.clone()?;
+        let result = tokio::task::spawn_blocking(move || {
+            recall.lock().query(&question, k, kolm_recall::Mode::Hybrid)
+        })
+        .await;
+        Some(result.unwrap_or_else(|e| {
+            Err(kolm_recall::RecallError::Embedder(format!(
+                "the query task failed: {e}"
+            )))
+        }))
+    }
+
+    /// Embeds texts, off the async threads: with the artifact's recall
+    /// embedder when it has one, else with the base model.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Embeddings, RuntimeError> {
+        if let Some(recall) = self.model.recall.clone() {
+            return tokio::task::spawn_blocking(move || {
+                let r = recall.lock();
+                let e = r.embedder();
+                let mut tokens = 0usize;
+                for t in &texts {
+                    // The model's two special tokens, truncated like the input.
+                    tokens += (e.token_spans(t).map_or(0, |s| s.len()) + 2).min(e.max_tokens());
+                }
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                let vectors = e
+                    .embed(&refs)
+                    .map_err(|e| RuntimeError::Embed(e.to_string()))?;
+                Ok(Embeddings {
+                    vectors,
+                    prompt_tokens: u32::try_from(tokens).unwrap_or(u32::MAX),
+                })
+            })
+            .await
+            .map_err(|e| RuntimeError::Embed(e.to_string()))?;
+        }
         let base = self.model.base.clone();
         tokio::task::spawn_blocking(move || base.handle().embed(texts))
             .await
@@ -744,6 +821,7 @@ impl Scheduler {
         let context = tokio::task::spawn_blocking(move || b.handle().attach(spec))
             .await
             .map_err(|e| SchedulerError::Internal(e.to_string()))??;
+        let recall = self.open_recall(record, reference).await?;
         let (template, template_error) = match &info.chat_template {
             Some(src) => match ChatTemplate::new(src, &info.bos, &info.eos) {
                 Ok(t) => (Some(t), None),
@@ -764,7 +842,62 @@ impl Scheduler {
             template_error,
             context_bytes,
             slots: c.slots,
+            recall,
         }))
+    }
+
+    /// Opens the artifact's recall index (read-only, in place: the blob is
+    /// verified by `open_blob`) and loads its embedder from its blobs.
+    async fn open_recall(
+        &self,
+        record: &ArtifactRecord,
+        reference: &str,
+    ) -> Result<Option<Arc<RecallState>>, SchedulerError> {
+        let Some(index) = record.entry(names::RECALL_INDEX) else {
+            return Ok(None);
+        };
+        let index_digest = index.sha256.clone();
+        let embedder: Vec<(String, String)> = record
+            .statement
+            .predicate
+            .entries
+            .iter()
+            .filter_map(|e| {
+                e.name
+                    .strip_prefix(names::EMBEDDER_DIR)
+                    .map(|n| (n.to_owned(), e.sha256.clone()))
+            })
+            .collect();
+        let store = self.inner.home.store()?;
+        let model = reference.to_owned();
+        let recall = tokio::task::spawn_blocking(move || -> Result<_, SchedulerError> {
+            let wrap = |source| SchedulerError::Recall {
+                model: model.clone(),
+                source,
+            };
+            let blob = store.open_blob(&index_digest)?;
+            let mut files = std::collections::BTreeMap::new();
+            for (name, digest) in embedder {
+                let b = store.open_blob(&digest)?;
+                let data = std::fs::read(&b.path).map_err(|e| {
+                    wrap(kolm_recall::RecallError::Io {
+                        path: b.path.clone(),
+                        source: e,
+                    })
+                })?;
+                files.insert(name, data);
+            }
+            let files = kolm_recall::EmbedderFiles::from_map(files).map_err(wrap)?;
+            let embedder = kolm_recall::MiniLm::from_files(&files).map_err(wrap)?;
+            let index = kolm_recall::Index::open(&blob.path).map_err(wrap)?;
+            kolm_recall::Recall::new(index, Box::new(embedder)).map_err(wrap)
+        })
+        .await
+        .map_err(|e| SchedulerError::Internal(e.to_string()))??;
+        Ok(Some(Arc::new(RecallState {
+            dimension: recall.embedder().dimension(),
+            recall: Mutex::new(recall),
+        })))
     }
 
     /// Evicts idle unpinned artifacts, least recently used first, until

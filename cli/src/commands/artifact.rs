@@ -33,6 +33,11 @@ pub fn pack(home: &Home, args: PackArgs, bar: &Bar) -> anyhow::Result<()> {
         spec.components
             .push(Component::new(names::ADAPTER, adapter));
     }
+    // The embedder's files are staged in a temporary folder for the writer.
+    let _staged = match (&args.index, &args.embedder) {
+        (Some(index), Some(embedder)) => Some(add_recall(&mut spec, index, embedder)?),
+        _ => None,
+    };
     let report = kolm_artifact::pack(spec, &[&key], &receipt_key, &args.out, bar)
         .with_context(|| format!("cannot pack {}", args.out.display()))?;
     let keyid = key.public().keyid();
@@ -56,6 +61,62 @@ pub fn pack(home: &Home, args: PackArgs, bar: &Bar) -> anyhow::Result<()> {
         output::short(&keyid)
     );
     Ok(())
+}
+
+/// Adds a recall index and its embedder to `spec`, after checking that the
+/// index was built with that embedder; records them in `compile.recall`.
+fn add_recall(
+    spec: &mut PackSpec,
+    index: &std::path::Path,
+    embedder: &std::path::Path,
+) -> anyhow::Result<tempfile::TempDir> {
+    let opened = kolm_recall::Index::open(index)
+        .with_context(|| format!("{} is not a recall index", index.display()))?;
+    let files = kolm_recall::EmbedderFiles::load(embedder)
+        .with_context(|| format!("cannot read the embedder {}", embedder.display()))?;
+    let model = kolm_recall::MiniLm::from_files(&files)
+        .with_context(|| format!("cannot load the embedder {}", embedder.display()))?;
+    let meta = opened.meta();
+    use kolm_recall::Embedder as _;
+    if meta.embedder != model.id() || meta.dimension != model.dimension() {
+        anyhow::bail!(
+            "{} was built with `{}` ({} dimensions), not with {} (`{}`, {} dimensions)",
+            index.display(),
+            meta.embedder,
+            meta.dimension,
+            embedder.display(),
+            model.id(),
+            model.dimension()
+        );
+    }
+    let stats = opened.stats()?;
+    let staged = tempfile::tempdir().context("cannot create a temporary folder")?;
+    for path in files.write_to(staged.path())? {
+        let name = path
+            .file_name()
+            .expect("written files have names")
+            .to_string_lossy()
+            .into_owned();
+        spec.components.push(Component::new(
+            &format!("{}{name}", names::EMBEDDER_DIR),
+            path,
+        ));
+    }
+    spec.components
+        .push(Component::new(names::RECALL_INDEX, index));
+    let recall = json!({
+        "embedder": meta.embedder,
+        "dimension": meta.dimension,
+        "quantization": meta.quantization,
+        "chunk": meta.chunk,
+        "files": stats.files,
+        "chunks": stats.chunks,
+        "skipped": opened.skipped()?,
+    });
+    spec.compile
+        .get_or_insert_with(Default::default)
+        .insert("recall".to_owned(), recall);
+    Ok(staged)
 }
 
 /// A store-safe name from the base file's stem: `SmolLM2-135M.Q4_1.gguf`

@@ -5,6 +5,7 @@ mod artifact;
 mod compile;
 mod daemon;
 mod keys;
+mod recall;
 mod store;
 mod train;
 
@@ -39,6 +40,8 @@ pub fn run(args: Cli) -> anyhow::Result<()> {
         Command::Train(a) => train::train(a, args.quiet),
         Command::Compile(a) => compile::compile(&home, *a, args.quiet),
         Command::Verifier(v) => compile::verifier(&home, v),
+        Command::Index(crate::cli::IndexCommand::Build(a)) => recall::build(a, &bar),
+        Command::Recall(crate::cli::RecallCommand::Query(a)) => recall::query(&home, a, &bar),
     }
 }
 

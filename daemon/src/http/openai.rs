@@ -74,6 +74,9 @@ pub struct Common {
 pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<Message>,
+    /// kolm extension, for artifacts with a recall index: `false` turns
+    /// grounding off, `{"k": N}` sets how many chunks (default 4).
+    pub recall: Option<Value>,
     #[serde(flatten)]
     pub common: Common,
 }
@@ -395,6 +398,7 @@ async fn respond(
     lease: Lease,
     plan: Plan,
     prompt: String,
+    citations: Option<Value>,
 ) -> Result<Response, ApiError> {
     let (mut stream, first) = start(&state, &lease, &plan, prompt).await?;
     let model = lease.model().reference.clone();
@@ -421,8 +425,13 @@ async fn respond(
         };
         if kind == Kind::Chat {
             let mut sse = sse;
-            let chunk = sse.chunk(json!({"role": "assistant", "content": ""}), None);
-            sse.pending.push_back(chunk);
+            let mut chunk = sse.chunk_value(json!({"role": "assistant", "content": ""}), None);
+            if let Some(c) = citations {
+                // The citations ride on the first chunk.
+                chunk["kolm"] = json!({ "citations": c });
+            }
+            sse.pending
+                .push_back(Event::default().data(chunk.to_string()));
             return Ok(sse_response(sse));
         }
         return Ok(sse_response(sse));
@@ -446,7 +455,7 @@ async fn respond(
     drop(lease);
     record(&state.metrics, &model, &completion);
     let reason = finish_reason(completion.finish_reason);
-    let body = match kind {
+    let mut body = match kind {
         Kind::Chat => json!({
             "id": id, "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
@@ -459,6 +468,9 @@ async fn respond(
             "usage": usage(&completion),
         }),
     };
+    if let Some(c) = citations {
+        body["kolm"] = json!({ "citations": c });
+    }
     Ok(Json(body).into_response())
 }
 
@@ -482,6 +494,10 @@ struct SseState {
 
 impl SseState {
     fn chunk(&self, delta: Value, finish: Option<&str>) -> Event {
+        Event::default().data(self.chunk_value(delta, finish).to_string())
+    }
+
+    fn chunk_value(&self, delta: Value, finish: Option<&str>) -> Value {
         let mut body = match self.kind {
             Kind::Chat => json!({
                 "id": self.id, "object": "chat.completion.chunk", "created": self.created,
@@ -497,7 +513,7 @@ impl SseState {
         if self.include_usage {
             body["usage"] = Value::Null;
         }
-        Event::default().data(body.to_string())
+        body
     }
 
     fn handle(&mut self, event: Option<GenerateEvent>) {
@@ -587,7 +603,9 @@ pub async fn chat_completions(
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
+    let recall_k = recall_k(&req.recall)?;
     let lease = state.scheduler.acquire(&req.model, plan.keep_alive).await?;
+    let (messages, citations) = ground(&lease, messages, recall_k).await?;
     let prompt = lease.render_chat(&messages).map_err(|e| match e {
         RuntimeError::NoChatTemplate => ApiError::InvalidRequest {
             message: format!(
@@ -599,7 +617,100 @@ pub async fn chat_completions(
         },
         e => e.into(),
     })?;
-    respond(state, Kind::Chat, lease, plan, prompt).await
+    respond(state, Kind::Chat, lease, plan, prompt, citations).await
+}
+
+/// Chunks a grounded request gets unless it sets `recall.k`.
+pub const DEFAULT_RECALL_K: usize = 4;
+/// The most chunks a request may ask for.
+pub const MAX_RECALL_K: usize = 32;
+
+/// The `recall` extension: `None` off, else how many chunks.
+fn recall_k(value: &Option<Value>) -> Result<Option<usize>, ApiError> {
+    let bad = || {
+        ApiError::invalid(
+            format!("recall must be true, false or {{\"k\": 1..{MAX_RECALL_K}}}"),
+            "recall",
+        )
+    };
+    match value {
+        None | Some(Value::Null) | Some(Value::Bool(true)) => Ok(Some(DEFAULT_RECALL_K)),
+        Some(Value::Bool(false)) => Ok(None),
+        Some(Value::Object(o)) => {
+            if o.keys().any(|k| k != "k") {
+                return Err(bad());
+            }
+            match o.get("k") {
+                None => Ok(Some(DEFAULT_RECALL_K)),
+                Some(k) => match k.as_u64() {
+                    Some(0) => Ok(None),
+                    Some(k) if k as usize <= MAX_RECALL_K => Ok(Some(k as usize)),
+                    _ => Err(bad()),
+                },
+            }
+        }
+        Some(_) => Err(bad()),
+    }
+}
+
+/// Grounds a chat in the artifact's recall index (if it has one and the
+/// request did not turn recall off): the last user message is the query,
+/// and the hits go into the system message by the template of
+/// `docs/recall.md` (`kolm_recall::prompt`). Returns the messages to render
+/// and the citations for the response's `kolm.citations`.
+async fn ground(
+    lease: &Lease,
+    mut messages: Vec<ChatMessage>,
+    k: Option<usize>,
+) -> Result<(Vec<ChatMessage>, Option<Value>), ApiError> {
+    let Some(k) = k else {
+        return Ok((messages, None));
+    };
+    let Some(question) = messages
+        .iter()
+        .rev()
+        .find(|m| m.role == "user")
+        .map(|m| m.content.clone())
+    else {
+        return Ok((messages, None));
+    };
+    let Some(result) = lease.recall(question, k).await else {
+        return Ok((messages, None));
+    };
+    let hits = result.map_err(|e| ApiError::Internal(format!("recall failed: {e}")))?;
+    let citations: Vec<Value> = hits
+        .iter()
+        .map(|h| {
+            let mut c = json!({
+                "source": h.source,
+                "offset": h.offset,
+                "end": h.end,
+                "score": h.score,
+            });
+            if let Some(p) = h.page {
+                c["page"] = json!(p);
+            }
+            if let Some(r) = h.record {
+                c["record"] = json!(r);
+            }
+            c
+        })
+        .collect();
+    if !hits.is_empty() {
+        match messages.first_mut() {
+            Some(m) if m.role == "system" => {
+                m.content = kolm_recall::prompt::system_message(Some(&m.content), &hits);
+            }
+            _ => messages.insert(
+                0,
+                ChatMessage {
+                    role: "system".into(),
+                    content: kolm_recall::prompt::system_message(None, &hits),
+                },
+            ),
+        }
+    }
+    Ok((messages, Some(Value::Array(citations))))
 }
 
 pub async fn completions(
@@ -625,7 +736,7 @@ pub async fn completions(
     }
     let plan = plan(&req.common)?;
     let lease = state.scheduler.acquire(&req.model, plan.keep_alive).await?;
-    respond(state, Kind::Text, lease, plan, prompt).await
+    respond(state, Kind::Text, lease, plan, prompt, None).await
 }
 
 pub async fn embeddings(
@@ -661,7 +772,7 @@ pub async fn embeddings(
     };
     let keep = keep_alive(&req.keep_alive)?;
     let lease = state.scheduler.acquire(&req.model, keep).await?;
-    let dim = lease.model().info().embedding_size as i64;
+    let dim = lease.embedding_size() as i64;
     if let Some(d) = req.dimensions {
         if d != dim {
             return Err(ApiError::invalid(

@@ -1,0 +1,57 @@
+//! The template that grounds a request in retrieved chunks (documented in
+//! `docs/recall.md`): the hits become numbered sources in a system message
+//! placed before the conversation, and the model is asked to cite them.
+
+use crate::index::Hit;
+
+/// The instruction that precedes the sources.
+pub const INSTRUCTION: &str = "Answer using the numbered sources below when they are relevant, \
+and cite them by number like [1]. If they do not contain the answer, say so.";
+
+/// How a source is labelled: `path`, `path, page 3` or `path, record 7`.
+pub fn label(hit: &Hit) -> String {
+    match (hit.page, hit.record) {
+        (Some(p), _) => format!("{}, page {p}", hit.source),
+        (None, Some(r)) => format!("{}, record {r}", hit.source),
+        (None, None) => format!("{}, bytes {}-{}", hit.source, hit.offset, hit.end),
+    }
+}
+
+/// The grounding context for `hits`:
+///
+/// ```text
+/// Answer using the numbered sources below ... say so.
+///
+/// [1] (notes/paris.md, bytes 0-312)
+/// <chunk text>
+///
+/// [2] ...
+/// ```
+///
+/// Empty when there are no hits.
+pub fn context(hits: &[Hit]) -> String {
+    if hits.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(INSTRUCTION);
+    for (i, hit) in hits.iter().enumerate() {
+        out.push_str(&format!(
+            "\n\n[{}] ({})\n{}",
+            i + 1,
+            label(hit),
+            hit.text.trim()
+        ));
+    }
+    out
+}
+
+/// The system message of a grounded request: the request's own system
+/// message (if any), a blank line, then [`context`].
+pub fn system_message(existing: Option<&str>, hits: &[Hit]) -> String {
+    let ctx = context(hits);
+    match existing {
+        Some(s) if !s.trim().is_empty() && !ctx.is_empty() => format!("{}\n\n{ctx}", s.trim_end()),
+        Some(s) if ctx.is_empty() => s.to_owned(),
+        _ => ctx,
+    }
+}
