@@ -159,7 +159,8 @@ fn run() -> Result<()> {
         .env("RAYON_NUM_THREADS", threads.to_string());
     let km = measure(&k)?;
     ensure!(km.success(), "kolmctl train failed: {}", km.stderr_text());
-    let kr = last_json(&km.output.stdout)?;
+    let kr: Value = serde_json::from_slice(&km.output.stdout)
+        .context("kolmctl train --json printed no JSON object")?;
 
     eprintln!("PyTorch + PEFT: {steps} steps, {threads} threads...");
     let settings = dir.path().join("settings.json");

@@ -334,7 +334,12 @@ fn load_checkpoint(
         )));
     }
     let map = candle_core::safetensors::load(dir.join("checkpoint.safetensors"), device)?;
-    let lora = Lora::from_named(&map, config.alpha).map_err(&err)?;
+    let weights: HashMap<String, Tensor> = map
+        .iter()
+        .filter(|(k, _)| !k.starts_with("adam."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let lora = Lora::from_named(&weights, config.alpha).map_err(&err)?;
     let mut m = Vec::new();
     let mut v = Vec::new();
     for name in lora.names() {

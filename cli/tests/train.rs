@@ -1,0 +1,84 @@
+//! `kolmctl train` end to end on the real SmolLM2-135M: a short run with
+//! `--json`, and a malformed data line refused with its line number.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn smollm2() -> PathBuf {
+    let dir = std::env::var_os("KOLM_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/kolm/fixtures")
+        });
+    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/fixtures.sh",
+        path.display()
+    );
+    path
+}
+
+fn train(data: &str, extra: &[&str]) -> (std::process::Output, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("train.jsonl");
+    std::fs::write(&jsonl, data).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kolmctl"))
+        .arg("train")
+        .arg("--base")
+        .arg(smollm2())
+        .arg("--data")
+        .arg(&jsonl)
+        .arg("--out")
+        .arg(dir.path().join("adapter.gguf"))
+        .args(extra)
+        .env("KOLM_HOME", dir.path().join("home"))
+        .output()
+        .unwrap();
+    (out, dir)
+}
+
+#[test]
+fn a_short_run_prints_its_report_as_json() {
+    let data = "{\"prompt\":\"Say hi.\",\"completion\":\"Hi there!\"}\n\
+                {\"messages\":[{\"role\":\"user\",\"content\":\"Say bye.\"},{\"role\":\"assistant\",\"content\":\"Goodbye!\"}]}\n";
+    let (out, dir) = train(
+        data,
+        &[
+            "--max-steps",
+            "2",
+            "--rank",
+            "4",
+            "--max-seq-len",
+            "64",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["steps"], 2);
+    for key in ["first_loss", "last_loss", "tokens_per_second"] {
+        assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
+    }
+    let adapter = dir.path().join("adapter.gguf");
+    assert_eq!(v["adapter"], adapter.to_str().unwrap());
+    assert!(std::fs::metadata(&adapter).unwrap().len() > 0);
+}
+
+#[test]
+fn a_malformed_line_is_refused_with_its_number() {
+    let (out, dir) = train(
+        "{\"prompt\":\"a\",\"completion\":\"b\"}\n{\"prompt\": 3}\n",
+        &["--json"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("train.jsonl:2:"), "{stdout}");
+    assert!(!dir.path().join("adapter.gguf").exists());
+}
