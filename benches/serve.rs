@@ -856,7 +856,7 @@ fn run() -> Result<()> {
 
 /// Which side goes first in repetition `rep`: they alternate.
 fn order(rep: usize) -> [Side; 2] {
-    if rep % 2 == 0 {
+    if rep.is_multiple_of(2) {
         [Side::Kolmd, Side::Llama]
     } else {
         [Side::Llama, Side::Kolmd]

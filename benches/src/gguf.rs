@@ -111,7 +111,7 @@ impl Plan {
 /// largest power of two up to 4096 that divides `elems`.
 fn dims_for(elems: u64) -> [u64; 2] {
     let mut ne0 = 4096;
-    while ne0 > 1 && elems % ne0 != 0 {
+    while ne0 > 1 && !elems.is_multiple_of(ne0) {
         ne0 /= 2;
     }
     [ne0, elems / ne0]
@@ -190,7 +190,7 @@ fn tensor_name(i: usize) -> String {
 pub fn plan(spec: &Spec) -> io::Result<Plan> {
     let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
     let chunk = spec.max_tensor_bytes;
-    if chunk == 0 || chunk % ALIGNMENT != 0 {
+    if chunk == 0 || !chunk.is_multiple_of(ALIGNMENT) {
         return Err(invalid(format!(
             "max_tensor_bytes {chunk} must be a positive multiple of {ALIGNMENT}"
         )));

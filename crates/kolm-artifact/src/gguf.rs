@@ -575,7 +575,7 @@ fn read_header<R: Read>(
         parameter_count = parameter_count
             .checked_add(elements)
             .ok_or_else(|| invalid("total parameter count overflows u64"))?;
-        if info.offset % alignment != 0 {
+        if !info.offset.is_multiple_of(alignment) {
             return Err(invalid(format!(
                 "tensor {} offset {} is not a multiple of the alignment {alignment}",
                 String::from_utf8_lossy(&name),
@@ -585,7 +585,7 @@ fn read_header<R: Read>(
         // Unknown types are tolerated (a newer llama.cpp may know them) and
         // left out of the dominant-type count.
         if let Some(t) = ggml_type_info(info.ggml_type) {
-            if info.dims[0] % t.block_size != 0 {
+            if !info.dims[0].is_multiple_of(t.block_size) {
                 return Err(invalid(format!(
                     "tensor {} of type {} has a first dimension {} that is not a multiple of its block size {}",
                     String::from_utf8_lossy(&name),
