@@ -127,9 +127,17 @@ pub struct CompileArgs {
     /// Held-out tests (JSONL, may carry assertions) [default: a seeded 20% of the examples].
     #[arg(long, value_name = "HELDOUT.jsonl")]
     pub tests: Option<PathBuf>,
-    /// A document corpus to ground answers in (needs recall).
-    #[arg(long, value_name = "DIR")]
+    /// A document corpus (a folder or one file): indexed into the artifact,
+    /// and every prompt of the compile is grounded in it.
+    #[arg(long, value_name = "DIR|FILE")]
     pub corpus: Option<PathBuf>,
+    /// The embedder of the corpus index: all-MiniLM-L6-v2 as a folder or
+    /// zip (sentence-transformers layout); packed into the artifact.
+    #[arg(long, value_name = "DIR|ZIP", env = "KOLM_EMBEDDER")]
+    pub embedder: Option<PathBuf>,
+    /// Chunks recalled per prompt, 1 to 32 [default: 4, what kolmd recalls per request].
+    #[arg(long, value_name = "K")]
+    pub recall_k: Option<usize>,
     /// The base model: a GGUF file, a .kolm artifact, or an installed artifact's name.
     #[arg(long, value_name = "MODEL.gguf|ARTIFACT|NAME")]
     pub base: Option<String>,
@@ -400,11 +408,17 @@ pub struct RunArgs {
     /// How long the model stays loaded afterwards (as for `load`).
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     pub keep_alive: Option<String>,
-    /// Print token counts and speed after each answer (on stderr).
+    /// Chunks of the artifact's recall index to ground each answer in (0
+    /// turns recall off; at most 32) [default: 4 for an artifact with an
+    /// index].
+    #[arg(long, value_name = "K")]
+    pub recall_k: Option<u32>,
+    /// Print token counts and speed after each answer, and the sources a
+    /// grounded answer was given (on stderr).
     #[arg(long)]
     pub verbose: bool,
-    /// Print one JSON object with the text, usage and timings instead of
-    /// streaming (needs a prompt).
+    /// Print one JSON object with the text, usage, timings and citations
+    /// instead of streaming (needs a prompt).
     #[arg(long)]
     pub json: bool,
 }

@@ -2,10 +2,12 @@
 //! (offline on the store, or through kolmd's gRPC API), and maps failures to
 //! exit codes scripts can rely on.
 
+mod base_chat;
 mod cli;
 mod commands;
 mod daemon;
 mod exit;
+mod grounding;
 mod output;
 mod progress;
 mod student;

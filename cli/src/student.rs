@@ -4,65 +4,46 @@
 //! its own per adapter, as kolmd serves them).
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Context;
 use kolm_compile::pipeline::{StudentAnswer, StudentEngine};
 use kolm_compile::task::Message;
-use kolm_runtime::{
-    BaseHandle, BaseOptions, ChatMessage, ChatTemplate, ContextSpec, GenerateEvent,
-    GenerateRequest, Runtime, SamplingParams,
-};
+use kolm_runtime::{ContextSpec, GenerateEvent, GenerateRequest, SamplingParams};
+
+use crate::base_chat::BaseChat;
 
 /// Positions per answer: the longest prompt plus the answer must fit.
-const CONTEXT: u32 = 2048;
+pub const CONTEXT: u32 = 2048;
 
 /// A base model ready to tokenize and answer.
 #[derive(Debug)]
 pub struct LlamaStudent {
-    base: BaseHandle,
-    template: ChatTemplate,
+    chat: Arc<BaseChat>,
     threads: i32,
 }
 
 impl LlamaStudent {
-    /// Loads the GGUF at `path` (memory-mapped, CPU).
-    pub fn load(path: &Path, threads: i32) -> anyhow::Result<Self> {
-        let base = Runtime
-            .load_base(path, &BaseOptions { gpu_layers: 0 })
-            .with_context(|| format!("cannot load the base model {}", path.display()))?;
-        let info = base.info();
-        let source = info.chat_template.clone().with_context(|| {
-            format!(
-                "the base {} has no chat template (tokenizer.chat_template): compile needs an instruct model",
-                path.display()
-            )
-        })?;
-        let template = ChatTemplate::new(&source, &info.bos, &info.eos)?;
-        Ok(LlamaStudent {
-            base,
-            template,
-            threads,
-        })
+    /// The student over `chat`, answering with `threads` threads.
+    pub fn new(chat: Arc<BaseChat>, threads: i32) -> Self {
+        LlamaStudent { chat, threads }
     }
 
     /// Renders a conversation with the base's template, opening the
     /// assistant's turn.
     pub fn render(&self, messages: &[Message]) -> Result<String, String> {
-        let chat: Vec<ChatMessage> = messages
-            .iter()
-            .map(|m| ChatMessage {
-                role: m.role.clone(),
-                content: m.content.clone(),
-            })
-            .collect();
-        self.template.render(&chat).map_err(|e| e.to_string())
+        self.chat.render(
+            messages
+                .iter()
+                .map(|m| (m.role.as_str(), m.content.as_str())),
+            true,
+        )
     }
 }
 
 impl StudentEngine for LlamaStudent {
     fn tokenize(&self, text: &str) -> Result<Vec<u32>, String> {
-        let ids = self.base.tokenize(text).map_err(|e| e.to_string())?;
+        let ids = self.chat.base().tokenize(text).map_err(|e| e.to_string())?;
         Ok(ids.into_iter().map(|t| t as u32).collect())
     }
 
@@ -74,7 +55,8 @@ impl StudentEngine for LlamaStudent {
         on_answer: &(dyn Fn() + Sync),
     ) -> Result<Vec<StudentAnswer>, String> {
         let context = self
-            .base
+            .chat
+            .base()
             .attach(ContextSpec {
                 adapter: adapter.map(Path::to_owned),
                 adapter_scale: 1.0,

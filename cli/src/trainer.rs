@@ -5,13 +5,14 @@
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use kolm_compile::pipeline::{AdapterTrainer, CompileProgress, TrainSummary};
 use kolm_compile::task::Message;
 use kolm_train::{Progress, StepStats, TrainConfig, TrainExample};
 use serde_json::json;
 
-use crate::commands::RuntimeTokenizer;
+use crate::base_chat::BaseChat;
 
 /// The hyper-parameters `kolmctl compile` exposes.
 #[derive(Clone, Copy, Debug)]
@@ -24,7 +25,7 @@ pub struct TrainSettings {
 /// LoRA training on one base.
 pub struct LoraTrainer {
     base: PathBuf,
-    tokenizer: RuntimeTokenizer,
+    tokenizer: Arc<BaseChat>,
     settings: TrainSettings,
 }
 
@@ -39,8 +40,12 @@ impl std::fmt::Debug for LoraTrainer {
 
 impl LoraTrainer {
     /// Checks that the trainer supports the base's architecture (before
-    /// any teacher call) and loads its tokenizer.
-    pub fn new(base: &Path, settings: TrainSettings) -> anyhow::Result<Self> {
+    /// any teacher call); `tokenizer` is the same base, loaded by llama.cpp.
+    pub fn new(
+        base: &Path,
+        tokenizer: Arc<BaseChat>,
+        settings: TrainSettings,
+    ) -> anyhow::Result<Self> {
         kolm_train::model::read_config(base)?;
         if settings.rank == 0 {
             anyhow::bail!("--rank must be at least 1");
@@ -50,7 +55,7 @@ impl LoraTrainer {
         }
         Ok(LoraTrainer {
             base: base.to_owned(),
-            tokenizer: RuntimeTokenizer::load(base)?,
+            tokenizer,
             settings,
         })
     }
@@ -61,6 +66,9 @@ impl LoraTrainer {
         c.rank = self.settings.rank as usize;
         c.alpha = 2.0 * self.settings.rank as f32;
         c.learning_rate = self.settings.lr;
+        // The student answers in a window of this size; grounded prompts
+        // (a corpus's chunks in the system message) need the room.
+        c.max_seq_len = crate::student::CONTEXT as usize;
         // A distilled answer longer than the window is cut, not refused:
         // the compile already accepted it.
         c.truncate = true;
@@ -102,8 +110,13 @@ impl AdapterTrainer for LoraTrainer {
             })
             .collect();
         let config = self.config(out);
-        let report = kolm_train::train(&config, &examples, &self.tokenizer, &mut Steps(progress))
-            .map_err(|e| e.to_string())?;
+        let report = kolm_train::train(
+            &config,
+            &examples,
+            self.tokenizer.as_ref(),
+            &mut Steps(progress),
+        )
+        .map_err(|e| e.to_string())?;
         Ok(TrainSummary {
             first_loss: f64::from(report.first_loss),
             last_loss: f64::from(report.last_loss),

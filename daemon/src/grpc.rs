@@ -239,7 +239,7 @@ impl Daemon for ControlService {
             .map_err(|e| status_from(&e))?;
         Ok(Response::new(pb::LoadResponse {
             reference: info.model.clone(),
-            memory_bytes: info.base_bytes + info.context_bytes,
+            memory_bytes: info.base_bytes + info.context_bytes + info.recall_bytes,
             device: info.device.clone(),
             load_ms: if already_loaded {
                 0
@@ -277,7 +277,7 @@ impl Daemon for ControlService {
         for m in &targets {
             if scheduler.unload(&m.model).map_err(|e| status_from(&e))? {
                 unloaded.push(m.model.clone());
-                freed_bytes += m.context_bytes;
+                freed_bytes += m.context_bytes + m.recall_bytes;
             }
         }
         // A base whose last artifact went is freed too.
@@ -333,7 +333,7 @@ impl Daemon for ControlService {
                 pb::LoadedModel {
                     reference: m.model,
                     base_digest: format!("sha256:{}", m.base),
-                    memory_bytes: weights + m.context_bytes,
+                    memory_bytes: weights + m.context_bytes + m.recall_bytes,
                     device: m.device,
                     idle_seconds: m.idle_seconds as u64,
                     requests_served: m.requests_served,
@@ -363,6 +363,16 @@ impl Daemon for ControlService {
             return Err(Status::invalid_argument("max_tokens must be at least 1"));
         }
         let keep_alive = parse_keep_alive(req.keep_alive.as_deref())?;
+        let recall_k = match req.recall_k {
+            None => kolm_recall::prompt::DEFAULT_K,
+            Some(k) if k as usize <= kolm_recall::prompt::MAX_K => k as usize,
+            Some(k) => {
+                return Err(Status::invalid_argument(format!(
+                    "recall_k is {k}, at most {} (0 turns recall off)",
+                    kolm_recall::prompt::MAX_K
+                )))
+            }
+        };
         let (prompt, is_chat) = match req.prompt {
             Some(pb::generate_request::Prompt::Text(t)) => (Prompt::Text(t), false),
             Some(pb::generate_request::Prompt::Messages(m)) => (Prompt::Chat(m.messages), true),
@@ -378,6 +388,7 @@ impl Daemon for ControlService {
             .acquire(&req.model, keep_alive)
             .await
             .map_err(|e| status_from(&e))?;
+        let mut citations = Vec::new();
         let text = match prompt {
             Prompt::Text(t) if t.is_empty() => {
                 return Err(Status::invalid_argument("the prompt is empty"))
@@ -387,13 +398,20 @@ impl Daemon for ControlService {
                 return Err(Status::invalid_argument("messages must not be empty"))
             }
             Prompt::Chat(messages) => {
-                let messages: Vec<ChatMessage> = messages
+                let mut messages: Vec<ChatMessage> = messages
                     .into_iter()
                     .map(|m| ChatMessage {
                         role: m.role,
                         content: m.content,
                     })
                     .collect();
+                if recall_k > 0 {
+                    if let Some(hits) = lease.ground(&mut messages, recall_k).await {
+                        let hits =
+                            hits.map_err(|e| Status::internal(format!("recall failed: {e}")))?;
+                        citations = hits.iter().map(citation).collect();
+                    }
+                }
                 lease.render_chat(&messages).map_err(|e| match e {
                     RuntimeError::NoChatTemplate => Status::invalid_argument(format!(
                         "the model `{}` has no chat template; send a `text` prompt instead",
@@ -442,6 +460,7 @@ impl Daemon for ControlService {
         };
         let state = GenerationState {
             first: Some(first),
+            citations,
             stream,
             _lease: lease,
             app: self.state.clone(),
@@ -457,7 +476,10 @@ impl Daemon for ControlService {
                 Some(e) => e,
                 None => next_event(&mut st.stream, &st.app).await,
             };
-            let item = st.message(event);
+            let item = st.message(event).map(|mut m| {
+                m.citations = std::mem::take(&mut st.citations);
+                m
+            });
             Some((item, st))
         });
         Ok(Response::new(Box::pin(out)))
@@ -521,8 +543,21 @@ enum Prompt {
 
 /// One Generate call's stream: it owns the engine's stream and the lease, so
 /// a client that cancels drops both, which frees the slot at once.
+fn citation(hit: &kolm_recall::Hit) -> pb::Citation {
+    pb::Citation {
+        source: hit.source.clone(),
+        offset: hit.offset,
+        end: hit.end,
+        score: hit.score,
+        page: hit.page,
+        record: hit.record,
+    }
+}
+
 struct GenerationState {
     first: Option<GenerateEvent>,
+    /// Sent with the first message, then empty.
+    citations: Vec<pb::Citation>,
     stream: GenerationStream,
     _lease: Lease,
     app: AppState,
@@ -574,6 +609,7 @@ impl GenerationState {
                         tokens_per_second,
                         total_ms: millis(now.saturating_duration_since(self.arrived)),
                     }),
+                    citations: Vec::new(),
                 })
             }
             GenerateEvent::Failed(e) => {

@@ -218,7 +218,7 @@ impl Metrics {
             &mut out,
             "kolm_model_memory_bytes",
             "gauge",
-            "KV cache of each loaded artifact.",
+            "Memory each loaded artifact holds beyond its base: KV cache and recall embedder.",
         );
         for m in &loaded {
             let _ = writeln!(
@@ -226,7 +226,7 @@ impl Metrics {
                 "kolm_model_memory_bytes{{model=\"{}\",base=\"{}\"}} {}",
                 esc(&m.model),
                 m.base,
-                m.context_bytes
+                m.context_bytes + m.recall_bytes
             );
         }
         header(

@@ -6,7 +6,8 @@
 //!   by the artifacts attached to it; the base unloads with its last one.
 //! - Before loading, memory is checked: the base's weights (its blob size)
 //!   if the base is not loaded yet, then the KV cache of the new context
-//!   (`context × slots` positions, sized from the loaded model's shape).
+//!   (`context × slots` positions, sized from the loaded model's shape)
+//!   plus, for an artifact with a recall index, its embedder's weights.
 //!   Against the configured `memory_limit`, free RAM minus the reserve, and
 //!   free VRAM when layers go to a GPU. Idle unpinned artifacts are evicted,
 //!   least recently used first, until it fits; if it cannot,
@@ -136,6 +137,8 @@ pub struct LoadedInfo {
     pub base_bytes: u64,
     /// Bytes of this artifact's KV cache.
     pub context_bytes: u64,
+    /// Bytes of its recall embedder's weights (0 without an index).
+    pub recall_bytes: u64,
     /// Where its layers run: `cpu`, or `gpu:N` with N offloaded layers.
     pub device: String,
     pub slots: u32,
@@ -173,6 +176,8 @@ pub struct LoadedModel {
     /// Why the model's own template could not be used, if it has one.
     pub template_error: Option<String>,
     pub context_bytes: u64,
+    /// The recall embedder's weights, held in memory beside the context.
+    pub recall_bytes: u64,
     pub slots: u32,
     /// The artifact's recall index and embedder, if it has them.
     pub recall: Option<Arc<RecallState>>,
@@ -196,6 +201,12 @@ impl LoadedModel {
     /// Facts about the base model.
     pub fn info(&self) -> &BaseInfo {
         self.base.handle().info()
+    }
+
+    /// Memory this artifact holds beyond its (shared) base: the KV cache
+    /// and the recall embedder.
+    pub fn own_bytes(&self) -> u64 {
+        self.context_bytes + self.recall_bytes
     }
 }
 
@@ -264,7 +275,7 @@ impl State {
             + self
                 .models
                 .values()
-                .map(|m| m.model.context_bytes)
+                .map(|m| m.model.own_bytes())
                 .sum::<u64>()
     }
 }
@@ -351,6 +362,38 @@ impl Lease {
                 "the query task failed: {e}"
             )))
         }))
+    }
+
+    /// Grounds a chat in the artifact's recall index (the template of
+    /// `docs/recall.md`, `kolm_recall::prompt`): the last user message is
+    /// the query and the top `k` chunks join the system message. Returns
+    /// the hits, or `None` when the artifact has no index or the chat no
+    /// user message (then `messages` are unchanged).
+    pub async fn ground(
+        &self,
+        messages: &mut Vec<ChatMessage>,
+        k: usize,
+    ) -> Option<Result<Vec<kolm_recall::Hit>, kolm_recall::RecallError>> {
+        let question = messages
+            .iter()
+            .rev()
+            .find(|m| m.role == "user")
+            .map(|m| m.content.clone())?;
+        let hits = match self.recall(question, k).await? {
+            Ok(hits) => hits,
+            Err(e) => return Some(Err(e)),
+        };
+        kolm_recall::prompt::ground(
+            messages,
+            &hits,
+            |m| &m.role,
+            |m| &mut m.content,
+            |content| ChatMessage {
+                role: "system".into(),
+                content,
+            },
+        );
+        Some(Ok(hits))
     }
 
     /// Embeds texts, off the async threads: with the artifact's recall
@@ -667,6 +710,7 @@ impl Scheduler {
                     base: m.base_digest.clone(),
                     base_bytes: base.map_or(0, |b| b.weight_bytes),
                     context_bytes: m.context_bytes,
+                    recall_bytes: m.recall_bytes,
                     device: if gpu_layers == 0 {
                         "cpu".into()
                     } else {
@@ -796,7 +840,26 @@ impl Scheduler {
         let info = base.handle().info().clone();
         let cells = u64::from(c.context_per_slot) * u64::from(c.slots);
         let context_bytes = info.kv_cache_bytes(cells);
-        self.make_room(reference, context_bytes, Some(digest), base.gpu_layers > 0)?;
+        // The embedder's weights are read into memory whole (the index
+        // stays on disk, in the page cache).
+        let recall_bytes: u64 = if record.entry(names::RECALL_INDEX).is_some() {
+            record
+                .statement
+                .predicate
+                .entries
+                .iter()
+                .filter(|e| e.name.starts_with(names::EMBEDDER_DIR))
+                .map(|e| e.size)
+                .sum()
+        } else {
+            0
+        };
+        self.make_room(
+            reference,
+            context_bytes + recall_bytes,
+            Some(digest),
+            base.gpu_layers > 0,
+        )?;
         let adapter: Option<PathBuf> = match record.entry(names::ADAPTER) {
             Some(entry) => {
                 let store = self.inner.home.store()?;
@@ -841,6 +904,7 @@ impl Scheduler {
             template,
             template_error,
             context_bytes,
+            recall_bytes,
             slots: c.slots,
             recall,
         }))
@@ -941,7 +1005,7 @@ impl Scheduler {
                     .models
                     .values()
                     .filter(|e| !e.pinned)
-                    .map(|e| e.model.context_bytes)
+                    .map(|e| e.model.own_bytes())
                     .sum::<u64>()
                     + state
                         .bases
@@ -967,7 +1031,7 @@ impl Scheduler {
             };
             let entry = &state.models[&victim];
             let digest = entry.model.base_digest.clone();
-            let mut gain = entry.model.context_bytes;
+            let mut gain = entry.model.own_bytes();
             let base_goes = state
                 .bases
                 .get(&digest)

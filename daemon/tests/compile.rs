@@ -10,22 +10,12 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::Daemon;
+use common::{kolmctl_path, minilm_zip, Daemon};
 use kolm_compile::kscore::KScore;
 use kolm_compile::pipeline::EvalPack;
 use serde_json::Value;
 
 const TASK: &str = "Turn a free-text fruit order into compact JSON with the item (singular) and the quantity as an integer.";
-
-fn kolmctl_path() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_kolmd")).with_file_name("kolmctl");
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build -p kolm-cli`",
-        path.display()
-    );
-    path
-}
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -33,11 +23,12 @@ fn data(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// The task file both compiles use: one teacher cache for both.
-fn task_file(dir: &Path, teacher: &Daemon) -> PathBuf {
+/// The task file both compiles use: one teacher cache for both. `extra`
+/// lines go before the teacher settings.
+fn task_file(dir: &Path, teacher: &Daemon, extra: &str) -> PathBuf {
     let path = dir.join("kolm.toml");
     let text = format!(
-        "task = {TASK:?}\nexamples = {:?}\ntests = {:?}\nbase = {:?}\nteacher = \"openai:smollm2\"\nk = 2\ngate = 0.0\n\n[teacher_config]\nbase_url = \"{}/v1\"\napi_key_env = \"\"\nconcurrency = 2\ncache_dir = {:?}\n",
+        "task = {TASK:?}\nexamples = {:?}\ntests = {:?}\nbase = {:?}\nteacher = \"openai:smollm2\"\nk = 2\ngate = 0.0\n{extra}\n[teacher_config]\nbase_url = \"{}/v1\"\napi_key_env = \"\"\nconcurrency = 2\ncache_dir = {:?}\n",
         data("examples.jsonl"),
         data("tests.jsonl"),
         common::smollm2(),
@@ -90,7 +81,7 @@ fn a_kolmd_teacher_compiles_the_orders_task_and_a_recompile_is_free() {
     let teacher = Daemon::start("slots = 2\ncontext = 1024\n");
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    let task = task_file(dir.path(), &teacher);
+    let task = task_file(dir.path(), &teacher, "");
     let out = dir.path().join("orders.kolm");
 
     // First compile: real teacher calls.
@@ -309,4 +300,181 @@ fn a_cancelled_compile_kills_its_child_and_writes_nothing() {
             .len()
             < 1000
     );
+}
+
+/// `--corpus`: the corpus is indexed first (a receipt of its own), every
+/// teacher prompt is grounded in it by the run-time template, and the index
+/// and its embedder ship in the artifact, which kolmd then serves with
+/// citations. The image in the corpus is listed as skipped, not dropped.
+#[test]
+fn a_corpus_grounds_the_teacher_and_ships_in_the_artifact() {
+    use kolm_compile::pipeline::prompts;
+    use kolm_compile::task::Message;
+    use kolm_compile::teacher::cache::CACHE_VERSION;
+    use kolm_compile::teacher::{CacheKey, ChatRequest, Provider};
+
+    let teacher = Daemon::start("slots = 2\ncontext = 2048\n");
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let corpus = dir.path().join("corpus");
+    std::fs::create_dir_all(&corpus).unwrap();
+    std::fs::write(
+        corpus.join("catalogue.md"),
+        "# Fruit catalogue\n\nThe shop sells apples, bananas, oranges, pears, mangoes and lemons, one kind per order line. Quantities are whole numbers from one to nine.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        corpus.join("returns.txt"),
+        "Returns are accepted within fourteen days of delivery with the receipt; bruised fruit is refunded in full.\n",
+    )
+    .unwrap();
+    std::fs::write(corpus.join("logo.png"), b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").unwrap();
+    let task = task_file(
+        dir.path(),
+        &teacher,
+        &format!(
+            "corpus = {:?}\nembedder = {:?}\nrecall_k = 2\n",
+            corpus,
+            minilm_zip()
+        ),
+    );
+    let out = dir.path().join("grounded.kolm");
+    let compiled = run(
+        &[
+            "compile",
+            "--file",
+            task.to_str().unwrap(),
+            "--k",
+            "1",
+            "--epochs",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+        &home,
+    );
+    let report = json_of(&compiled);
+    assert!(
+        compiled.status.success(),
+        "compile failed: {report}\n{}\nteacher log:\n{}",
+        String::from_utf8_lossy(&compiled.stderr),
+        teacher.log()
+    );
+    let recall = &report["recall"];
+    assert_eq!(recall["files"], 2, "{report}");
+    assert_eq!(recall["k"], 2, "{report}");
+    assert!(recall["chunks"].as_u64().unwrap() >= 2, "{report}");
+    let skipped = recall["skipped"].to_string();
+    assert!(skipped.contains("logo.png"), "{skipped}");
+
+    // The manifest records the index, its receipt comes first, and the
+    // artifact carries the index and the embedder.
+    let inspect = json_of(&run(&["inspect", out.to_str().unwrap(), "--json"], &home));
+    let predicate = &inspect["manifest"]["predicate"];
+    assert_eq!(predicate["compile"]["recall"]["files"], 2, "{predicate}");
+    assert_eq!(
+        predicate["receipts"]["length"], 6,
+        "index, distill, train, decompose, evaluate, pack: {predicate}"
+    );
+    let policy = kolm_artifact::TrustPolicy {
+        keys: Vec::new(),
+        allow_untrusted: true,
+    };
+    let verified = kolm_artifact::verify(&out, &policy, &kolm_artifact::NoProgress).unwrap();
+    assert!(verified.entry("recall/index.sqlite").is_some());
+    assert!(verified
+        .entries()
+        .iter()
+        .any(|e| e.record.name.starts_with("recall/embedder/")));
+
+    // Offline recall from the artifact alone.
+    let query = json_of(&run(
+        &[
+            "recall",
+            "query",
+            out.to_str().unwrap(),
+            "which fruit does the shop sell",
+            "--json",
+        ],
+        &home,
+    ));
+    assert_eq!(query[0]["source"], "catalogue.md", "{query}");
+
+    // The teacher saw grounded prompts: the request for a held-out test,
+    // grounded by the run-time template in the artifact's own index, is in
+    // the teacher cache, and the ungrounded one is not.
+    let task_def = kolm_compile::TaskFile::load(&task)
+        .unwrap()
+        .load_task()
+        .unwrap();
+    let test = &task_def.tests[0];
+    let shots = prompts::pick_shots(&task_def.train, test, prompts::DEFAULT_SHOTS);
+    let plain = prompts::teacher_messages(TASK, &shots, &test.input);
+    let question = plain.last().unwrap().content.clone();
+    let hits = kolm_recall::artifact::open(&verified)
+        .unwrap()
+        .query(&question, 2, kolm_recall::Mode::Hybrid)
+        .unwrap();
+    assert!(!hits.is_empty());
+    let mut grounded = plain.clone();
+    kolm_recall::prompt::ground(
+        &mut grounded,
+        &hits,
+        |m| &m.role,
+        |m| &mut m.content,
+        |c| Message::new("system", c),
+    );
+    assert!(grounded[0].content.contains("[1] ("), "{grounded:?}");
+    let base_url = format!("{}/v1", teacher.url());
+    let cached = |messages: Vec<Message>| {
+        let request = ChatRequest {
+            messages,
+            temperature: 0.0,
+            max_tokens: predicate["compile"]["max_tokens"].as_u64().unwrap() as u32,
+            seed: Some(0),
+        };
+        let digest = CacheKey {
+            v: CACHE_VERSION,
+            provider: Provider::OpenAi,
+            base_url: &base_url,
+            model: "smollm2",
+            request: &request,
+        }
+        .digest();
+        dir.path()
+            .join("teacher-cache")
+            .join(&digest[..2])
+            .join(format!("{digest}.json"))
+            .exists()
+    };
+    assert!(
+        cached(grounded),
+        "the grounded teacher request is not in the cache"
+    );
+    assert!(!cached(plain), "an ungrounded teacher request was made");
+
+    // kolmd serves the compiled artifact grounded, with citations.
+    drop(teacher);
+    let store_home = kolm_store::Home::at(common::home());
+    store_home
+        .store()
+        .unwrap()
+        .install(&out, &policy, &kolm_artifact::NoProgress)
+        .unwrap();
+    let daemon = Daemon::start("context = 2048\n");
+    let r = daemon.post(
+        "/v1/chat/completions",
+        &serde_json::json!({
+            "model": "grounded",
+            "messages": [{"role": "user", "content": "2 mangoes please"}],
+            "max_tokens": 16,
+            "temperature": 0,
+        }),
+    );
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), daemon.log());
+    let v = r.json();
+    let citations = v["kolm"]["citations"].as_array().expect("citations");
+    assert_eq!(citations.len(), 2, "{v}");
+    assert_eq!(citations[0]["source"], "catalogue.md", "{v}");
 }

@@ -5,11 +5,11 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Daemon;
+use common::{kolmctl_path, Daemon};
 use kolm_artifact::{NoProgress, PackSpec};
 use kolm_proto::daemon::v1 as pb;
 use kolm_proto::daemon::v1::daemon_client::DaemonClient;
@@ -403,18 +403,6 @@ fn grpc_over_tcp_needs_the_api_key() {
 }
 
 // ---------------------------------------------------------------- kolmctl
-
-/// kolmctl, built beside kolmd by `cargo nextest run --workspace` or
-/// `cargo build`.
-fn kolmctl_path() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_kolmd")).with_file_name("kolmctl");
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build -p kolm-cli`",
-        path.display()
-    );
-    path
-}
 
 fn kolmctl(d: &Daemon, args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(kolmctl_path());

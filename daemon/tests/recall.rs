@@ -5,22 +5,11 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use common::Daemon;
+use common::{minilm_zip, Daemon};
 use kolm_artifact::{names, Component, NoProgress, PackSpec};
 use serde_json::{json, Value};
-
-fn minilm_zip() -> PathBuf {
-    let p = common::smollm2().with_file_name("all-MiniLM-L6-v2.zip");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/fixtures.sh",
-        p.display()
-    );
-    p
-}
 
 /// Installs `docs`: SmolLM2 + the index of three small documents.
 fn install_docs() {
@@ -180,4 +169,82 @@ fn embeddings_use_the_artifacts_embedder() {
         &json!({"model": "docs", "input": "x", "dimensions": 576}),
     );
     assert_eq!(bad.error(400)["param"], "dimensions");
+}
+
+/// gRPC `Generate` with a conversation is grounded like the HTTP chat: the
+/// citations come in the first message; `recall_k` 0 turns it off and a
+/// `recall_k` over the limit is refused.
+#[test]
+fn grpc_generate_is_grounded_and_cites() {
+    use kolm_proto::daemon::v1 as pb;
+
+    install_docs();
+    let d = Daemon::start("");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut client = kolm_proto::connect_unix(&d.socket).await.unwrap();
+        let request = |recall_k: Option<u32>| pb::GenerateRequest {
+            model: "docs".into(),
+            prompt: Some(pb::generate_request::Prompt::Messages(pb::ChatMessages {
+                messages: vec![pb::ChatMessage {
+                    role: "user".into(),
+                    content: "When is the lighthouse lamp trimmed?".into(),
+                }],
+            })),
+            temperature: Some(0.0),
+            max_tokens: Some(4),
+            recall_k,
+            ..Default::default()
+        };
+        let first_message = |r: pb::GenerateRequest| {
+            let mut client = client.clone();
+            async move {
+                let mut stream = client.generate(r).await?.into_inner();
+                let first = stream.message().await?.expect("a first message");
+                let mut rest_cited = false;
+                while let Some(m) = stream.message().await? {
+                    rest_cited |= !m.citations.is_empty();
+                }
+                assert!(!rest_cited, "citations come once, in the first message");
+                Ok::<_, tonic::Status>(first)
+            }
+        };
+        let grounded = first_message(request(None)).await.unwrap();
+        assert_eq!(grounded.citations.len(), 3, "{grounded:?}");
+        assert_eq!(grounded.citations[0].source, "lighthouse.txt");
+        let one = first_message(request(Some(1))).await.unwrap();
+        assert_eq!(one.citations.len(), 1);
+        let off = first_message(request(Some(0))).await.unwrap();
+        assert!(off.citations.is_empty());
+        let refused = client.generate(request(Some(1000))).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(refused.message().contains("recall_k"), "{refused:?}");
+    });
+
+    // The embedder's weights count in the artifact's memory: beside a plain
+    // artifact on the same base and settings, it holds exactly them more.
+    d.chat("smollm2", json!({"max_tokens": 1}));
+    let metrics = d.get("/metrics").text();
+    let memory = |model: &str| -> u64 {
+        let prefix = format!("kolm_model_memory_bytes{{model=\"{model}\"");
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no memory line for {model}:\n{metrics}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let embedder: u64 = kolm_recall::EmbedderFiles::load(&minilm_zip())
+        .unwrap()
+        .files()
+        .values()
+        .map(|f| f.len() as u64)
+        .sum();
+    assert_eq!(memory("docs:0.1.0") - memory("smollm2:0.1.0"), embedder);
 }

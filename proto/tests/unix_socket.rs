@@ -112,6 +112,7 @@ impl Daemon for Fixture {
                     tokens_per_second: 100.0,
                     total_ms: 31.5,
                 }),
+                ..Default::default()
             }),
         ];
         Ok(Response::new(Box::pin(tokio_stream::iter(messages))))

@@ -18,7 +18,9 @@ use kolm_compile::{TaskFile, Teacher, TeacherConfig, Verifier};
 use kolm_store::Home;
 use serde_json::json;
 
+use crate::base_chat::BaseChat;
 use crate::cli::{CompileArgs, VerifierCommand};
+use crate::grounding::CorpusRecall;
 use crate::output;
 use crate::progress::Bar;
 use crate::student::LlamaStudent;
@@ -43,6 +45,8 @@ fn flags_as_task_file(args: &CompileArgs) -> TaskFile {
         examples: args.examples.clone(),
         tests: args.tests.clone(),
         corpus: args.corpus.clone(),
+        embedder: args.embedder.clone(),
+        recall_k: args.recall_k,
         base: args.base.clone(),
         teacher: args.teacher.clone(),
         k: args.k,
@@ -203,9 +207,6 @@ pub fn compile(home: &Home, args: CompileArgs, quiet: bool) -> anyhow::Result<()
         return crate::commands::daemon::compile_via_daemon(home, &args);
     }
     let file = resolve_task_file(&args)?;
-    if file.corpus.is_some() {
-        bail!("--corpus needs recall, which this kolm does not have yet: compile without a corpus");
-    }
     let out = file.out.clone().expect("validated");
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
@@ -245,10 +246,23 @@ pub fn compile(home: &Home, args: CompileArgs, quiet: bool) -> anyhow::Result<()
         .tempdir()
         .context("cannot create a work directory")?;
     let base = resolve_base(home, file.base.as_deref().expect("validated"), work.path())?;
+    let grounding = match &file.corpus {
+        None => None,
+        Some(corpus) => {
+            let embedder = file.embedder.as_deref().context(
+                "--corpus needs an embedder: pass --embedder (all-MiniLM-L6-v2 as a folder or zip) or set KOLM_EMBEDDER",
+            )?;
+            let k = file.recall_k.unwrap_or(kolm_recall::prompt::DEFAULT_K);
+            let recall = CorpusRecall::new(corpus, embedder, k, work.path())?;
+            Some(Arc::new(recall) as Arc<dyn pipeline::Grounding>)
+        }
+    };
     let threads = args.threads.unwrap_or_else(default_threads);
-    let student = Arc::new(LlamaStudent::load(&base, threads as i32)?);
+    let chat = Arc::new(BaseChat::load(&base)?);
+    let student = Arc::new(LlamaStudent::new(Arc::clone(&chat), threads as i32));
     let trainer = Arc::new(crate::trainer::LoraTrainer::new(
         &base,
+        chat,
         crate::trainer::TrainSettings {
             epochs: args.epochs,
             rank: args.rank,
@@ -259,6 +273,7 @@ pub fn compile(home: &Home, args: CompileArgs, quiet: bool) -> anyhow::Result<()
     let mut options = CompileOptions::new(&base, work.path());
     options.k = file.k_or_default();
     options.gate = file.gate_or_default();
+    options.grounding = grounding;
     let progress = Arc::new(StageBars {
         json: args.progress_json,
         bar: Mutex::new(None),
@@ -298,7 +313,6 @@ pub fn compile(home: &Home, args: CompileArgs, quiet: bool) -> anyhow::Result<()
                 version: args.version.clone(),
                 task: task.description.clone(),
                 base: &base,
-                extra: Vec::new(),
                 provider: provider.clone(),
                 model: model.clone(),
                 signers: &[&key],
@@ -332,6 +346,7 @@ pub fn compile(home: &Home, args: CompileArgs, quiet: bool) -> anyhow::Result<()
         "distill": compiled.distill,
         "train": compiled.train,
         "recipes": compiled.recipes_stats,
+        "recall": compiled.recall.as_ref().map(|r| r.summary.clone()),
         "coverage": compiled.coverage,
         "stages": compiled.times,
         "examples": task.train.len(),
@@ -397,6 +412,15 @@ fn print_report(compiled: &Compiled, report: &serde_json::Value, artifact: Optio
         "teacher              {} call(s), {} cache hit(s), ${:.4}",
         acct.calls, acct.cache_hits, acct.cost_usd
     );
+    if let Some(r) = &compiled.recall {
+        println!(
+            "recall               {} file(s), {} chunk(s), {} skipped; prompts grounded in {} chunk(s)",
+            r.summary["files"],
+            r.summary["chunks"],
+            r.summary["skipped"].as_array().map_or(0, |s| s.len()),
+            r.summary["k"]
+        );
+    }
     let times: Vec<String> = compiled
         .times
         .iter()

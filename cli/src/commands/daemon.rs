@@ -196,6 +196,8 @@ pub fn unload(home: &Home, args: RefArgs) -> anyhow::Result<()> {
 struct Answer {
     text: String,
     last: pb::GenerateResponse,
+    /// The sources a grounded answer was given (the first message's).
+    citations: Vec<pb::Citation>,
 }
 
 pub fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
@@ -245,6 +247,14 @@ pub fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
                         "tokens_per_second": timings.tokens_per_second,
                         "total_ms": timings.total_ms,
                     },
+                    "citations": answer.citations.iter().map(|c| json!({
+                        "source": c.source,
+                        "offset": c.offset,
+                        "end": c.end,
+                        "score": c.score,
+                        "page": c.page,
+                        "record": c.record,
+                    })).collect::<Vec<_>>(),
                 }));
             }
             Ok(())
@@ -325,22 +335,29 @@ fn generate(
         max_tokens: args.max_tokens,
         stop: args.stop.clone(),
         keep_alive: args.keep_alive.clone(),
+        recall_k: args.recall_k,
         ..Default::default()
     };
     let mut client = d.client.clone();
     let answer = d.call(async move {
         let mut stream = client.generate(request).await?.into_inner();
         let mut text = String::new();
+        let mut citations = Vec::new();
         let mut stdout = std::io::stdout();
         while let Some(msg) = stream.next().await {
             let msg = msg?;
+            citations.extend(msg.citations.iter().cloned());
             if print && !msg.text.is_empty() {
                 let _ = stdout.write_all(msg.text.as_bytes());
                 let _ = stdout.flush();
             }
             text.push_str(&msg.text);
             if msg.finish_reason() != pb::FinishReason::Unspecified {
-                return Ok(Answer { text, last: msg });
+                return Ok(Answer {
+                    text,
+                    last: msg,
+                    citations,
+                });
             }
         }
         Err(tonic::Status::unavailable(
@@ -360,9 +377,22 @@ fn generate(
                 t.ttft_ms,
                 t.tokens_per_second
             );
+            for (i, c) in answer.citations.iter().enumerate() {
+                eprintln!("[{}] {} (score {:.3})", i + 1, citation_label(c), c.score);
+            }
         }
     }
     Ok(answer)
+}
+
+/// `notes.md, bytes 0-312`, `report.pdf, page 3`, `rows.csv, record 7`: as
+/// the grounding template labels sources.
+fn citation_label(c: &pb::Citation) -> String {
+    match (c.page, c.record) {
+        (Some(p), _) => format!("{}, page {p}", c.source),
+        (None, Some(r)) => format!("{}, record {r}", c.source),
+        (None, None) => format!("{}, bytes {}-{}", c.source, c.offset, c.end),
+    }
 }
 
 fn finish(reason: pb::FinishReason) -> &'static str {
@@ -388,11 +418,22 @@ fn duration(seconds: u64) -> String {
 /// teacher's key and endpoint variables from this shell.
 pub fn compile_via_daemon(home: &Home, args: &crate::cli::CompileArgs) -> anyhow::Result<()> {
     let d = connect_required(home)?;
-    let forwarded: Vec<String> = std::env::args()
+    let mut forwarded: Vec<String> = std::env::args()
         .skip_while(|a| a != "compile")
         .skip(1)
         .filter(|a| a != "--via-daemon" && a != "--json")
         .collect();
+    // The embedder may come from this shell's KOLM_EMBEDDER, which the
+    // daemon's child does not see: pass it on as a flag.
+    if let (Some(embedder), Ok(_)) = (&args.embedder, std::env::var("KOLM_EMBEDDER")) {
+        if !forwarded
+            .iter()
+            .any(|a| a == "--embedder" || a.starts_with("--embedder="))
+        {
+            forwarded.push("--embedder".into());
+            forwarded.push(embedder.to_string_lossy().into_owned());
+        }
+    }
     let env = std::env::vars()
         .filter(|(k, _)| {
             k.chars()

@@ -13,7 +13,6 @@ use anyhow::Context;
 pub use compile::{BelowGate, BELOW_GATE_EXIT};
 use kolm_artifact::TrustPolicy;
 use kolm_store::{Home, Keyring};
-pub use train::RuntimeTokenizer;
 
 use crate::cli::{Cli, Command, TrustArgs};
 use crate::progress::Bar;

@@ -7,74 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use kolm_runtime::{BaseHandle, BaseOptions, ChatMessage, ChatTemplate, Runtime};
-use kolm_train::{ChatTokenizer, Message, Progress, StepStats, TrainConfig};
+use kolm_train::{Progress, StepStats, TrainConfig};
 use serde_json::json;
 
 use crate::cli::TrainArgs;
 use crate::output;
-
-/// The base's chat template and llama.cpp tokenizer, as kolmd serves chats.
-pub struct RuntimeTokenizer {
-    base: BaseHandle,
-    template: ChatTemplate,
-}
-
-impl std::fmt::Debug for RuntimeTokenizer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RuntimeTokenizer").finish_non_exhaustive()
-    }
-}
-
-impl RuntimeTokenizer {
-    pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
-        let base = Runtime
-            .load_base(path, &BaseOptions { gpu_layers: 0 })
-            .with_context(|| format!("cannot load {} with llama.cpp", path.display()))?;
-        let info = base.info();
-        let source = info.chat_template.clone().with_context(|| {
-            format!(
-                "{} has no chat template (tokenizer.chat_template)",
-                path.display()
-            )
-        })?;
-        let template = ChatTemplate::new(&source, &info.bos, &info.eos)?;
-        Ok(RuntimeTokenizer { base, template })
-    }
-}
-
-impl ChatTokenizer for RuntimeTokenizer {
-    fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, String> {
-        let messages: Vec<ChatMessage> = messages
-            .iter()
-            .map(|m| ChatMessage {
-                role: m.role.clone(),
-                content: m.content.clone(),
-            })
-            .collect();
-        self.template
-            .render_with(&messages, add_generation_prompt)
-            .map_err(|e| e.to_string())
-    }
-
-    fn tokenize(&self, text: &str) -> Result<Vec<u32>, String> {
-        // As the engine does for a chat prompt: a BOS the template wrote is
-        // kept as text, otherwise one is added if the vocabulary wants it.
-        let info = self.base.info();
-        let (text, bos) = match text.strip_prefix(info.bos.as_str()) {
-            Some(rest) if !info.bos.is_empty() && info.add_bos => (rest, true),
-            _ => (text, info.add_bos),
-        };
-        let mut ids: Vec<u32> = Vec::new();
-        if bos {
-            let b = self.base.tokenize(&info.bos).map_err(|e| e.to_string())?;
-            ids.extend(b.iter().map(|&t| t as u32));
-        }
-        let t = self.base.tokenize(text).map_err(|e| e.to_string())?;
-        ids.extend(t.iter().map(|&t| t as u32));
-        Ok(ids)
-    }
-}
 
 struct TrainBar {
     bar: ProgressBar,
@@ -129,7 +66,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<()> {
     // Refuse an unsupported base before llama.cpp loads it.
     kolm_train::model::read_config(&args.base)?;
     let examples = kolm_train::load_jsonl(&args.data)?;
-    let tokenizer = RuntimeTokenizer::load(&args.base)?;
+    let tokenizer = crate::base_chat::BaseChat::load(&args.base)?;
 
     let bar = ProgressBar::hidden();
     if !quiet {

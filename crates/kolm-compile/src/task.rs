@@ -587,8 +587,16 @@ pub struct TaskFile {
     pub examples: Option<PathBuf>,
     /// Held-out tests (JSONL).
     pub tests: Option<PathBuf>,
-    /// A document corpus directory.
+    /// A document corpus: a folder (walked recursively) or one file. Every
+    /// prompt of the compile is grounded in it and its index ships in the
+    /// artifact.
     pub corpus: Option<PathBuf>,
+    /// The embedder that indexes the corpus and reads queries at run time
+    /// (a sentence-transformers folder or zip) [default: `$KOLM_EMBEDDER`].
+    pub embedder: Option<PathBuf>,
+    /// Chunks recalled per prompt, 1 to 32 [default: 4, what kolmd recalls
+    /// per request].
+    pub recall_k: Option<usize>,
     /// The base: a GGUF path, an artifact or a name.
     pub base: Option<String>,
     /// The teacher, `PROVIDER:MODEL`.
@@ -626,6 +634,7 @@ impl TaskFile {
             &mut file.examples,
             &mut file.tests,
             &mut file.corpus,
+            &mut file.embedder,
             &mut file.out,
         ]
         .into_iter()
@@ -667,6 +676,8 @@ impl TaskFile {
             examples,
             tests,
             corpus,
+            embedder,
+            recall_k,
             base,
             teacher,
             k,
@@ -702,6 +713,7 @@ impl TaskFile {
         if self.k == Some(0) {
             return Err(TaskError::Invalid("k must be at least 1".into()));
         }
+
         if let Some(g) = self.gate {
             if !(0.0..=1.0).contains(&g) {
                 return Err(TaskError::Invalid(format!(

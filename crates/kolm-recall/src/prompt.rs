@@ -4,6 +4,14 @@
 
 use crate::index::Hit;
 
+/// Chunks recalled per request unless the request says otherwise (kolmd),
+/// and per prompt of a compile unless the task says otherwise, so a student
+/// is trained on the grounding it is served with.
+pub const DEFAULT_K: usize = 4;
+
+/// The most chunks one request or prompt may ask for.
+pub const MAX_K: usize = 32;
+
 /// The instruction that precedes the sources.
 pub const INSTRUCTION: &str = "Answer using the numbered sources below when they are relevant, \
 and cite them by number like [1]. If they do not contain the answer, say so.";
@@ -43,6 +51,28 @@ pub fn context(hits: &[Hit]) -> String {
         ));
     }
     out
+}
+
+/// Grounds a conversation of `(role, content)` messages in `hits`: the
+/// context joins the first message when it is a system message, else goes
+/// into a new system message in front. Unchanged when there are no hits.
+pub fn ground<M>(
+    messages: &mut Vec<M>,
+    hits: &[Hit],
+    role: impl Fn(&M) -> &str,
+    content: impl Fn(&mut M) -> &mut String,
+    system: impl FnOnce(String) -> M,
+) {
+    if hits.is_empty() {
+        return;
+    }
+    match messages.first_mut() {
+        Some(m) if role(m) == "system" => {
+            let c = content(m);
+            *c = system_message(Some(c), hits);
+        }
+        _ => messages.insert(0, system(system_message(None, hits))),
+    }
 }
 
 /// The system message of a grounded request: the request's own system

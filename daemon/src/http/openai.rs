@@ -621,9 +621,9 @@ pub async fn chat_completions(
 }
 
 /// Chunks a grounded request gets unless it sets `recall.k`.
-pub const DEFAULT_RECALL_K: usize = 4;
+pub const DEFAULT_RECALL_K: usize = kolm_recall::prompt::DEFAULT_K;
 /// The most chunks a request may ask for.
-pub const MAX_RECALL_K: usize = 32;
+pub const MAX_RECALL_K: usize = kolm_recall::prompt::MAX_K;
 
 /// The `recall` extension: `None` off, else how many chunks.
 fn recall_k(value: &Option<Value>) -> Result<Option<usize>, ApiError> {
@@ -666,15 +666,7 @@ async fn ground(
     let Some(k) = k else {
         return Ok((messages, None));
     };
-    let Some(question) = messages
-        .iter()
-        .rev()
-        .find(|m| m.role == "user")
-        .map(|m| m.content.clone())
-    else {
-        return Ok((messages, None));
-    };
-    let Some(result) = lease.recall(question, k).await else {
+    let Some(result) = lease.ground(&mut messages, k).await else {
         return Ok((messages, None));
     };
     let hits = result.map_err(|e| ApiError::Internal(format!("recall failed: {e}")))?;
@@ -696,20 +688,6 @@ async fn ground(
             c
         })
         .collect();
-    if !hits.is_empty() {
-        match messages.first_mut() {
-            Some(m) if m.role == "system" => {
-                m.content = kolm_recall::prompt::system_message(Some(&m.content), &hits);
-            }
-            _ => messages.insert(
-                0,
-                ChatMessage {
-                    role: "system".into(),
-                    content: kolm_recall::prompt::system_message(None, &hits),
-                },
-            ),
-        }
-    }
     Ok((messages, Some(Value::Array(citations))))
 }
 

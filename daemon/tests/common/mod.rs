@@ -30,6 +30,28 @@ pub fn smollm2() -> PathBuf {
     path
 }
 
+/// The embedder fixture (all-MiniLM-L6-v2, sentence-transformers zip).
+pub fn minilm_zip() -> PathBuf {
+    let p = smollm2().with_file_name("all-MiniLM-L6-v2.zip");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/fixtures.sh",
+        p.display()
+    );
+    p
+}
+
+/// `kolmctl`, built beside the kolmd under test.
+pub fn kolmctl_path() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_kolmd")).with_file_name("kolmctl");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p kolm-cli`",
+        path.display()
+    );
+    path
+}
+
 /// Artifacts installed in the shared home, all on the SmolLM2 base.
 pub const MODELS: &[&str] = &["smollm2", "alpha", "beta", "gamma"];
 

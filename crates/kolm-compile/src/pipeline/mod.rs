@@ -1,18 +1,24 @@
-//! The compile pipeline: distill → train → decompose → evaluate → K-score,
-//! then [`seal`] writes the signed artifact.
+//! The compile pipeline: (index →) distill → train → decompose → evaluate →
+//! K-score, then [`seal`] writes the signed artifact.
 //!
 //! This module owns the order of the stages, what each one records (a
-//! receipt per stage) and the report. The two heavy parts are traits the
-//! caller plugs in, so this crate stays free of llama.cpp and candle:
+//! receipt per stage) and the report. The heavy parts are traits the caller
+//! plugs in, so this crate stays free of llama.cpp, candle and sqlite:
 //! [`StudentEngine`] (the base model through llama.cpp: tokenize, answer
-//! greedily with or without an adapter) and [`AdapterTrainer`] (LoRA
-//! training). `kolmctl compile` implements them with `kolm-runtime` and
-//! `kolm-train`.
+//! greedily with or without an adapter), [`AdapterTrainer`] (LoRA
+//! training) and, when the task has a corpus, [`Grounding`] (the recall
+//! index: built first, then every prompt is grounded in it). `kolmctl
+//! compile` implements them with `kolm-runtime`, `kolm-train` and
+//! `kolm-recall`.
 //!
 //! Prompts ([`prompts`]): the teacher sees the task description and a few
 //! solved examples; the student is trained and evaluated on the input
 //! alone, as users will send it; the base alone is evaluated zero-shot with
-//! the task description.
+//! the task description. With a corpus, every one of these conversations
+//! (teacher, student, base) is grounded by [`Grounding::ground`] in the
+//! chunks recalled for its last user message: the template kolmd applies
+//! to the artifact's requests at run time, so the student is trained on
+//! exactly what it will be served.
 
 pub mod eval;
 pub mod prompts;
@@ -41,6 +47,8 @@ pub use seal::{seal, SealError, SealInputs};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
+    /// Building the recall index of the corpus (only with a corpus).
+    Index,
     /// k teacher samples per example, the verifier picks the winner.
     Distill,
     /// LoRA training on the winners.
@@ -57,6 +65,7 @@ impl Stage {
     /// The stage's name in reports and receipts.
     pub fn name(self) -> &'static str {
         match self {
+            Stage::Index => "index",
             Stage::Distill => "distill",
             Stage::Train => "train",
             Stage::Decompose => "decompose",
@@ -140,6 +149,31 @@ pub trait AdapterTrainer: Send + Sync {
     ) -> Result<TrainSummary, String>;
 }
 
+/// The recall index a compile built from the task's corpus.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IndexBuilt {
+    /// The index file in the work dir (sealed as `recall/index.sqlite`).
+    pub index: PathBuf,
+    /// The embedder's files to seal beside it, by entry name
+    /// (`recall/embedder/...`).
+    pub embedder_files: Vec<(String, PathBuf)>,
+    /// The indexed files by digest (the index receipt's inputs).
+    pub sources: Vec<DigestRef>,
+    /// The summary recorded in the manifest as `compile.recall`.
+    pub summary: serde_json::Value,
+}
+
+/// Retrieval over the task's corpus. Implemented over `kolm-recall` by
+/// `kolmctl`; called from blocking threads.
+pub trait Grounding: Send + Sync + std::fmt::Debug {
+    /// Builds the index of the corpus (in the caller's work dir).
+    fn build(&self, progress: &dyn CompileProgress) -> Result<IndexBuilt, String>;
+    /// `messages` grounded in the chunks recalled for their last user
+    /// message, by the run-time template (unchanged when nothing is
+    /// recalled). Only called after [`build`](Grounding::build).
+    fn ground(&self, messages: Vec<Message>) -> Result<Vec<Message>, String>;
+}
+
 /// How to compile, beyond the task.
 #[derive(Clone, Debug)]
 pub struct CompileOptions {
@@ -159,6 +193,8 @@ pub struct CompileOptions {
     pub mine: MineParams,
     /// The teacher's size in bytes when known (a local teacher).
     pub teacher_bytes: Option<u64>,
+    /// The task's corpus, when it has one.
+    pub grounding: Option<Arc<dyn Grounding>>,
 }
 
 impl CompileOptions {
@@ -173,6 +209,7 @@ impl CompileOptions {
             work_dir: work_dir.into(),
             mine: MineParams::default(),
             teacher_bytes: None,
+            grounding: None,
         }
     }
 }
@@ -203,6 +240,9 @@ pub enum CompileError {
     /// Training failed.
     #[error("training failed: {0}")]
     Train(String),
+    /// The corpus could not be indexed or queried.
+    #[error("recall failed: {0}")]
+    Recall(String),
     /// Recipe mining failed.
     #[error(transparent)]
     Recipes(#[from] RecipeError),
@@ -280,6 +320,8 @@ pub struct Compiled {
     pub verifier_file: PathBuf,
     /// The eval pack file in the work dir.
     pub eval_file: PathBuf,
+    /// The recall index, when the task has a corpus.
+    pub recall: Option<IndexBuilt>,
     /// The eval pack.
     pub eval: EvalPack,
     /// The K-score and its parts.
@@ -415,14 +457,64 @@ pub async fn compile(
         })
         .collect();
 
+    // Index, when the task has a corpus: every later prompt is grounded.
+    let recall = match &options.grounding {
+        None => None,
+        Some(grounding) => {
+            let (t0, started) = clock.run_start(Stage::Index, 0);
+            let built = {
+                let grounding = Arc::clone(grounding);
+                let progress = Arc::clone(&progress);
+                blocking("index", move || grounding.build(progress.as_ref()))
+                    .await?
+                    .map_err(CompileError::Recall)?
+            };
+            let finished = clock.finish(Stage::Index, t0);
+            receipts.append(
+                Receipt {
+                    step: "index".into(),
+                    inputs: built.sources.clone(),
+                    outputs: vec![file_ref(kolm_artifact::names::RECALL_INDEX, &built.index)?],
+                    params: digest_ref(crate::digest::canonical_json(&built.summary).as_bytes()),
+                    started,
+                    finished,
+                    prev: None,
+                },
+                receipt_key,
+            );
+            Some(built)
+        }
+    };
+
     // Distill.
     let (t0, started) = clock.run_start(Stage::Distill, task.train.len() as u64);
+    let teacher_prompts = grounded(
+        options,
+        task.train
+            .iter()
+            .map(|e| {
+                let shots = prompts::pick_shots(&task.train, e, options.shots);
+                prompts::teacher_messages(&task.description, &shots, &e.input)
+            })
+            .collect(),
+    )
+    .await?;
+    let student_prompts = grounded(
+        options,
+        task.train
+            .iter()
+            .map(|e| prompts::student_messages(&e.input))
+            .collect(),
+    )
+    .await?;
     let (winners, distill) = distill(
         task,
         &teacher,
         &verifier,
         options,
         max_tokens,
+        teacher_prompts,
+        student_prompts,
         progress.as_ref(),
     )
     .await?;
@@ -444,6 +536,7 @@ pub async fn compile(
                 crate::digest::canonical_json(&serde_json::json!({
                     "teacher": teacher_id, "k": options.k, "temperature": options.temperature,
                     "shots": options.shots, "max_tokens": max_tokens,
+                    "grounded": recall.is_some(),
                 }))
                 .as_bytes(),
             ),
@@ -537,8 +630,12 @@ pub async fn compile(
         max_tokens,
         Measures {
             version: eval::EVAL_PACK_VERSION,
+            // Everything the artifact serves with (docs/k-score.md).
             student_bytes: [&options.base, &adapter, &recipes, &verifier_file]
-                .iter()
+                .into_iter()
+                .chain(recall.iter().flat_map(|r| {
+                    std::iter::once(&r.index).chain(r.embedder_files.iter().map(|(_, p)| p))
+                }))
                 .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
                 .sum(),
             teacher_bytes: options.teacher_bytes,
@@ -582,12 +679,16 @@ pub async fn compile(
     params.insert("mine".into(), serde_json::json!(options.mine));
     params.insert("recipes".into(), serde_json::json!(pack.stats()));
     params.insert("coverage".into(), serde_json::json!(coverage));
+    if let Some(r) = &recall {
+        params.insert("recall".into(), r.summary.clone());
+    }
     Ok(Compiled {
         verifier,
         adapter,
         recipes,
         verifier_file,
         eval_file,
+        recall,
         eval,
         kscore,
         kscore_inputs,
@@ -603,20 +704,41 @@ pub async fn compile(
     })
 }
 
-/// k samples per training example; the verifier's pick wins, else the
-/// reference. Returns the training conversations (student prompt + winner).
+/// Grounds every conversation when the task has a corpus (off the async
+/// threads); returns them as they are otherwise.
+async fn grounded(
+    options: &CompileOptions,
+    conversations: Vec<Vec<Message>>,
+) -> Result<Vec<Vec<Message>>, CompileError> {
+    let Some(grounding) = options.grounding.clone() else {
+        return Ok(conversations);
+    };
+    blocking("ground", move || {
+        conversations
+            .into_iter()
+            .map(|c| grounding.ground(c))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await?
+    .map_err(CompileError::Recall)
+}
+
+/// k samples per training example (`teacher_prompts[i]` for
+/// `task.train[i]`); the verifier's pick wins, else the reference. Returns
+/// the training conversations (`student_prompts[i]` + winner).
+#[allow(clippy::too_many_arguments)]
 async fn distill(
     task: &Task,
     teacher: &Arc<Teacher>,
     verifier: &Verifier,
     options: &CompileOptions,
     max_tokens: u32,
+    teacher_prompts: Vec<Vec<Message>>,
+    student_prompts: Vec<Vec<Message>>,
     progress: &dyn CompileProgress,
 ) -> Result<(Vec<Vec<Message>>, DistillReport), CompileError> {
     let mut set = tokio::task::JoinSet::new();
-    for (i, example) in task.train.iter().enumerate() {
-        let shots = prompts::pick_shots(&task.train, example, options.shots);
-        let messages = prompts::teacher_messages(&task.description, &shots, &example.input);
+    for (i, messages) in teacher_prompts.into_iter().enumerate() {
         let teacher = Arc::clone(teacher);
         let k = options.k;
         let temperature = options.temperature;
@@ -663,7 +785,7 @@ async fn distill(
     };
     let mut winners = Vec::new();
     let (mut passed, mut judged) = (0usize, 0usize);
-    for (example, results) in task.train.iter().zip(samples) {
+    for ((example, results), mut conv) in task.train.iter().zip(samples).zip(student_prompts) {
         let mut texts = Vec::new();
         let mut first_error = None;
         for r in results {
@@ -704,7 +826,6 @@ async fn distill(
                 continue;
             }
         };
-        let mut conv = prompts::student_messages(&example.input);
         conv.push(Message::new("assistant", answer));
         winners.push(conv);
     }
@@ -745,16 +866,33 @@ async fn evaluate(
     measures: Measures,
     progress: Arc<dyn CompileProgress>,
 ) -> Result<EvalPack, CompileError> {
-    let student_prompts: Vec<Vec<Message>> = task
-        .tests
-        .iter()
-        .map(|t| prompts::student_messages(&t.input))
-        .collect();
-    let base_prompts: Vec<Vec<Message>> = task
-        .tests
-        .iter()
-        .map(|t| prompts::base_messages(&task.description, &t.input))
-        .collect();
+    let student_prompts = grounded(
+        options,
+        task.tests
+            .iter()
+            .map(|t| prompts::student_messages(&t.input))
+            .collect(),
+    )
+    .await?;
+    let base_prompts = grounded(
+        options,
+        task.tests
+            .iter()
+            .map(|t| prompts::base_messages(&task.description, &t.input))
+            .collect(),
+    )
+    .await?;
+    let teacher_prompts = grounded(
+        options,
+        task.tests
+            .iter()
+            .map(|t| {
+                let shots = prompts::pick_shots(&task.train, t, options.shots);
+                prompts::teacher_messages(&task.description, &shots, &t.input)
+            })
+            .collect(),
+    )
+    .await?;
     let run = |adapter: Option<PathBuf>, prompts: Vec<Vec<Message>>| {
         let engine = Arc::clone(&engine);
         let progress = Arc::clone(&progress);
@@ -773,10 +911,9 @@ async fn evaluate(
 
     let price = teacher.config().price;
     let mut set = tokio::task::JoinSet::new();
-    for (i, test) in task.tests.iter().enumerate() {
-        let shots = prompts::pick_shots(&task.train, test, options.shots);
+    for (i, messages) in teacher_prompts.into_iter().enumerate() {
         let req = ChatRequest {
-            messages: prompts::teacher_messages(&task.description, &shots, &test.input),
+            messages,
             temperature: 0.0,
             max_tokens,
             seed: Some(0),

@@ -1,10 +1,11 @@
 //! Sealing: a compiled result becomes one signed `.kolm` (base, adapter,
-//! recipe pack, verifier, eval pack, receipts, and a manifest carrying K and
-//! its parts, the teacher's identity and the compile parameters). The
+//! recipe pack, verifier, eval pack, the recall index and its embedder when
+//! the task had a corpus, receipts, and a manifest carrying K and its parts,
+//! the teacher's identity and the compile parameters). The
 //! artifact writer commits with tmp + fsync + rename, so a failed seal
 //! leaves nothing at the output path.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use kolm_artifact::manifest::{KScore as ManifestKScore, Teacher as ManifestTeacher};
 use kolm_artifact::{names, Component, PackReport, PackSpec, Progress, ReceiptKey, SecretKey};
@@ -22,8 +23,6 @@ pub struct SealInputs<'a> {
     pub task: String,
     /// The base GGUF.
     pub base: &'a Path,
-    /// Extra components (a recall index and its embedder), by entry name.
-    pub extra: Vec<(String, PathBuf)>,
     /// The teacher's provider.
     pub provider: String,
     /// The teacher's model.
@@ -58,8 +57,12 @@ pub fn seal(
         Component::new(names::VERIFIER, &compiled.verifier_file),
         Component::new(names::EVAL, &compiled.eval_file),
     ]);
-    for (name, path) in inputs.extra {
-        spec.components.push(Component::new(&name, path));
+    if let Some(recall) = &compiled.recall {
+        spec.components
+            .push(Component::new(names::RECALL_INDEX, &recall.index));
+        for (name, path) in &recall.embedder_files {
+            spec.components.push(Component::new(name, path));
+        }
     }
     let k = &compiled.kscore;
     spec.k_score = Some(ManifestKScore {
