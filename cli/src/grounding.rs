@@ -80,15 +80,24 @@ impl CorpusRecall {
             &kolm_artifact::NoProgress,
         )
         .with_context(|| format!("cannot index the corpus {}", self.corpus.display()))?;
+        if report.chunks_total == 0 {
+            let skipped: Vec<String> = report
+                .skipped
+                .iter()
+                .map(|s| format!("{}: {}", s.source, s.reason))
+                .collect();
+            anyhow::bail!(
+                "the corpus {} has no text to index{}: give documents kolm can read (text, Markdown, code, HTML, PDF, JSON, CSV)",
+                self.corpus.display(),
+                if skipped.is_empty() {
+                    String::from(" (it is empty)")
+                } else {
+                    format!(" (skipped {})", skipped.join("; "))
+                }
+            );
+        }
         for s in &report.skipped {
             progress.note(&format!("corpus: skipped {}: {}", s.source, s.reason));
-        }
-        if report.chunks_total == 0 {
-            anyhow::bail!(
-                "the corpus {} has no text to index ({} file(s) skipped, listed above): give documents kolm can read (text, Markdown, code, HTML, PDF, JSON, CSV)",
-                self.corpus.display(),
-                report.skipped.len()
-            );
         }
         progress.note(&format!(
             "indexed {} file(s) of {} into {} chunk(s) with {}",

@@ -1,8 +1,10 @@
 //! `kolmctl compile` refuses bad input with a clear error and writes
 //! nothing at `--out`: a malformed examples line (named by line), outputs
 //! that contradict each other, a base that does not exist, a missing
-//! teacher key, a teacher that is down, a missing output directory, and
-//! `--corpus` (no recall yet). None of these needs a working teacher.
+//! teacher key, a teacher that is down, a missing output directory, and a
+//! bad corpus (missing, no embedder, an embedder that does not exist, a bad
+//! `--recall-k`, nothing readable in it). None of these needs a working
+//! teacher.
 
 use std::fs;
 use std::net::TcpListener;
@@ -64,6 +66,7 @@ impl Case {
             .env_remove("OPENAI_BASE_URL")
             .env_remove("ANTHROPIC_API_KEY")
             .env_remove("ANTHROPIC_BASE_URL")
+            .env_remove("KOLM_EMBEDDER")
             .stdin(Stdio::null());
         for (k, v) in env {
             cmd.env(k, v);
@@ -182,7 +185,7 @@ fn a_teacher_that_is_down_fails_clearly() {
 }
 
 #[test]
-fn a_missing_output_directory_and_a_corpus_are_refused() {
+fn a_missing_output_directory_is_refused() {
     let c = Case::new();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kolmctl"));
     let out = cmd
@@ -197,21 +200,65 @@ fn a_missing_output_directory_and_a_corpus_are_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("does not exist"), "{stderr}");
+}
 
-    let corpus = c.path("docs");
-    fs::create_dir(&corpus).unwrap();
-    let out = c.compile(
-        &[
+/// Each bad corpus is refused before any teacher call: the teacher here is
+/// a port nothing listens on, so reaching it would be a different error.
+#[test]
+fn a_bad_corpus_is_refused_before_the_teacher() {
+    let c = Case::new();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let task = c.write(
+        "kolm.toml",
+        &format!(
+            "[teacher_config]\nbase_url = \"http://127.0.0.1:{port}/v1\"\napi_key_env = \"\"\n"
+        ),
+    );
+    let embedder = smollm2().with_file_name("all-MiniLM-L6-v2.zip");
+    let images = c.path("images");
+    fs::create_dir(&images).unwrap();
+    fs::write(images.join("logo.png"), b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").unwrap();
+    let docs = c.path("docs");
+    fs::create_dir(&docs).unwrap();
+    fs::write(docs.join("a.md"), "# A\n\nSome text.\n").unwrap();
+    let base = base_arg();
+    let run = |corpus: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "--file",
+            task.to_str().unwrap(),
             "--base",
-            &base_arg(),
+            &base,
             "--teacher",
             "openai:m",
+            "--k",
+            "1",
             "--corpus",
             corpus.to_str().unwrap(),
-        ],
-        &[("OPENAI_API_KEY", "x")],
+        ];
+        args.extend_from_slice(extra);
+        c.compile(&args, &[])
+    };
+    let emb = ["--embedder", embedder.to_str().unwrap()];
+    c.fails_with(
+        run(&c.path("no-such-dir"), &emb),
+        &["the corpus", "no-such-dir", "does not exist"],
     );
-    c.fails_with(out, &["--corpus needs recall"]);
+    c.fails_with(
+        run(&docs, &[]),
+        &["--corpus needs an embedder", "KOLM_EMBEDDER"],
+    );
+    c.fails_with(
+        run(&docs, &["--embedder", c.path("nope.zip").to_str().unwrap()]),
+        &["the embedder", "nope.zip", "does not exist"],
+    );
+    let mut zero = emb.to_vec();
+    zero.extend(["--recall-k", "0"]);
+    c.fails_with(run(&docs, &zero), &["--recall-k must be in 1..=32, got 0"]);
+    c.fails_with(run(&images, &emb), &["has no text to index", "logo.png"]);
 }
 
 #[test]

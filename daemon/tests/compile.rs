@@ -361,6 +361,14 @@ fn a_corpus_grounds_the_teacher_and_ships_in_the_artifact() {
         String::from_utf8_lossy(&compiled.stderr),
         teacher.log()
     );
+    eprintln!(
+        "grounded: student {}, base {}, teacher {}, K {}, stages {}",
+        report["student_pass_rate"],
+        report["base_pass_rate"],
+        report["teacher_pass_rate"],
+        report["k_score"],
+        report["stages"]
+    );
     let recall = &report["recall"];
     assert_eq!(recall["files"], 2, "{report}");
     assert_eq!(recall["k"], 2, "{report}");
