@@ -5,7 +5,13 @@
 //!
 //! Weights stay in the GGUF's own layout, so the rotary embedding follows
 //! llama.cpp's convention per architecture (adjacent pairs for `llama`,
-//! halves for `qwen2`) and the adapter's tensors need no permutation.
+//! halves for `qwen2` and `gemma3`) and the adapter's tensors need no
+//! permutation.
+//!
+//! `gemma3` follows llama.cpp's graph: embeddings scaled by `sqrt(E)`, RMS
+//! norms on each head's query and key, norms after attention and after the
+//! feed-forward, GELU (tanh) gating, and five sliding-window layers (window
+//! and rotary base 10 000) to each global one (the GGUF's rotary base).
 
 use std::fs::File;
 use std::io::BufReader;
@@ -19,7 +25,13 @@ use crate::lora::{Lora, Target};
 use crate::rng::Rng;
 
 /// Architectures the trainer implements (`general.architecture`).
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2", "gemma3"];
+
+/// Gemma 3: one global-attention layer after every five sliding-window
+/// layers, whose rotary base is fixed (llama.cpp's `set_swa_pattern(6)` and
+/// `rope_freq_base_train_swa`).
+const GEMMA3_SWA_PATTERN: usize = 6;
+const GEMMA3_SWA_ROPE_BASE: f32 = 10_000.0;
 
 /// Shapes and constants of a base, from its GGUF metadata.
 #[derive(Clone, Debug)]
@@ -34,8 +46,15 @@ pub struct ModelConfig {
     pub vocab: usize,
     pub rope_base: f32,
     pub rms_eps: f64,
-    /// Rotate halves (NeoX, Qwen2) rather than adjacent pairs (Llama).
+    /// Rotate halves (NeoX: Qwen2, Gemma 3) rather than adjacent pairs (Llama).
     pub rope_neox: bool,
+    /// Embeddings are multiplied by this (Gemma 3: `sqrt(E)`).
+    pub embed_scale: Option<f32>,
+    /// GELU (tanh) instead of SiLU in the gated feed-forward (Gemma 3).
+    pub gelu: bool,
+    /// Sliding-window attention (Gemma 3): the window, and the rotary base
+    /// of the windowed layers. Every [`GEMMA3_SWA_PATTERN`]-th layer is global.
+    pub sliding_window: Option<(usize, f32)>,
     pub context_train: usize,
     /// Bytes of the dequantized f32 weights.
     pub f32_bytes: u64,
@@ -94,10 +113,29 @@ pub fn read_config(path: &Path) -> Result<(ModelConfig, Content), TrainError> {
     let heads = int("attention.head_count")?;
     let kv_heads = meta_int(&content, &format!("{arch}.attention.head_count_kv"))
         .map_or(heads, |v| v as usize);
-    if heads == 0 || kv_heads == 0 || embedding % heads != 0 || heads % kv_heads != 0 {
+    if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
         return Err(base_err("inconsistent head counts".into()));
     }
-    let head_dim = embedding / heads;
+    // Gemma 3's heads are wider than embedding / heads.
+    let head_dim = match meta_int(&content, &format!("{arch}.attention.key_length")) {
+        Some(k) => k as usize,
+        None if embedding % heads == 0 => embedding / heads,
+        None => return Err(base_err("inconsistent head counts".into())),
+    };
+    if let Some(v) = meta_int(&content, &format!("{arch}.attention.value_length")) {
+        if v as usize != head_dim {
+            return Err(base_err(format!(
+                "value heads of {v} differ from key heads of {head_dim}: not implemented"
+            )));
+        }
+    }
+    let gemma3 = arch == "gemma3";
+    let sliding_window = if gemma3 {
+        meta_int(&content, &format!("{arch}.attention.sliding_window"))
+            .map(|w| (w as usize, GEMMA3_SWA_ROPE_BASE))
+    } else {
+        None
+    };
     if let Some(rot) = meta_int(&content, &format!("{arch}.rope.dimension_count")) {
         if rot as usize != head_dim {
             return Err(base_err(format!(
@@ -124,7 +162,10 @@ pub fn read_config(path: &Path) -> Result<(ModelConfig, Content), TrainError> {
             )
             .unwrap_or(1e-5),
         ),
-        rope_neox: arch == "qwen2",
+        rope_neox: arch == "qwen2" || gemma3,
+        embed_scale: gemma3.then(|| (embedding as f32).sqrt()),
+        gelu: gemma3,
+        sliding_window,
         context_train: meta_int(&content, &format!("{arch}.context_length"))
             .map_or(usize::MAX, |v| v as usize),
         arch,
@@ -194,6 +235,14 @@ fn frozen_linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
 struct Layer {
     attn_norm: Tensor,
     ffn_norm: Tensor,
+    /// Per-head RMS norms of the query and key (Gemma 3).
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
+    /// Norms of the attention's and the feed-forward's outputs (Gemma 3).
+    post_attn_norm: Option<Tensor>,
+    post_ffn_norm: Option<Tensor>,
+    /// Sliding-window attention with the windowed rotary tables (Gemma 3).
+    sliding: bool,
     /// Indexed by `Target as usize`.
     weights: [Tensor; 7],
     /// q, k, v biases (Qwen2).
@@ -210,6 +259,8 @@ pub struct Model {
     output: Tensor,
     cos: Tensor,
     sin: Tensor,
+    /// Rotary tables of the sliding-window layers, when their base differs.
+    swa_rope: Option<(Tensor, Tensor)>,
     device: Device,
 }
 
@@ -260,18 +311,31 @@ impl Model {
                 w(Target::Up)?,
                 w(Target::Down)?,
             ];
-            let mut bias = |n: &str| -> Result<Option<Tensor>, TrainError> {
-                let name = format!("blk.{i}.{n}.bias");
+            let mut optional = |name: String| -> Result<Option<Tensor>, TrainError> {
                 if content.tensor_infos.contains_key(&name) {
                     load(&name).map(Some)
                 } else {
                     Ok(None)
                 }
             };
-            let biases = [bias("attn_q")?, bias("attn_k")?, bias("attn_v")?];
+            let biases = [
+                optional(format!("blk.{i}.attn_q.bias"))?,
+                optional(format!("blk.{i}.attn_k.bias"))?,
+                optional(format!("blk.{i}.attn_v.bias"))?,
+            ];
+            let q_norm = optional(format!("blk.{i}.attn_q_norm.weight"))?;
+            let k_norm = optional(format!("blk.{i}.attn_k_norm.weight"))?;
+            let post_attn_norm = optional(format!("blk.{i}.post_attention_norm.weight"))?;
+            let post_ffn_norm = optional(format!("blk.{i}.post_ffw_norm.weight"))?;
             layers.push(Layer {
                 attn_norm: load(&format!("blk.{i}.attn_norm.weight"))?,
                 ffn_norm: load(&format!("blk.{i}.ffn_norm.weight"))?,
+                q_norm,
+                k_norm,
+                post_attn_norm,
+                post_ffn_norm,
+                sliding: config.sliding_window.is_some()
+                    && i % GEMMA3_SWA_PATTERN < GEMMA3_SWA_PATTERN - 1,
                 weights,
                 biases,
             });
@@ -289,28 +353,34 @@ impl Model {
         } else {
             None
         };
-        let inv: Vec<f32> = (0..half)
-            .map(|i| {
-                let f = 1.0
-                    / config
-                        .rope_base
-                        .powf(2.0 * i as f32 / config.head_dim as f32);
-                f / factors
-                    .as_ref()
-                    .and_then(|v| v.get(i))
-                    .copied()
-                    .unwrap_or(1.0)
-            })
-            .collect();
         let n = max_seq_len.max(1);
-        let mut angles = Vec::with_capacity(n * half);
-        for p in 0..n {
-            angles.extend(inv.iter().map(|f| p as f32 * f));
-        }
-        let angles = Tensor::from_vec(angles, (n, half), device)?;
+        let tables = |base: f32| -> candle_core::Result<(Tensor, Tensor)> {
+            let inv: Vec<f32> = (0..half)
+                .map(|i| {
+                    let f = 1.0 / base.powf(2.0 * i as f32 / config.head_dim as f32);
+                    f / factors
+                        .as_ref()
+                        .and_then(|v| v.get(i))
+                        .copied()
+                        .unwrap_or(1.0)
+                })
+                .collect();
+            let mut angles = Vec::with_capacity(n * half);
+            for p in 0..n {
+                angles.extend(inv.iter().map(|f| p as f32 * f));
+            }
+            let angles = Tensor::from_vec(angles, (n, half), device)?;
+            Ok((angles.cos()?, angles.sin()?))
+        };
+        let (cos, sin) = tables(config.rope_base)?;
+        let swa_rope = match config.sliding_window {
+            Some((_, base)) if base != config.rope_base => Some(tables(base)?),
+            _ => None,
+        };
         Ok(Model {
-            cos: angles.cos()?,
-            sin: angles.sin()?,
+            cos,
+            sin,
+            swa_rope,
             config,
             path: path.to_path_buf(),
             embed,
@@ -336,12 +406,16 @@ impl Model {
         x.broadcast_mul(&r)?.broadcast_mul(w)
     }
 
-    fn rope(&self, x: &Tensor, t: usize) -> candle_core::Result<Tensor> {
+    fn rope(&self, x: &Tensor, t: usize, sliding: bool) -> candle_core::Result<Tensor> {
         // x: [B, H, T, D]
         let (b, h, _, d) = x.dims4()?;
         let half = d / 2;
-        let cos = self.cos.narrow(0, 0, t)?;
-        let sin = self.sin.narrow(0, 0, t)?;
+        let (cos, sin) = match (&self.swa_rope, sliding) {
+            (Some((c, s)), true) => (c, s),
+            _ => (&self.cos, &self.sin),
+        };
+        let cos = cos.narrow(0, 0, t)?;
+        let sin = sin.narrow(0, 0, t)?;
         if self.config.rope_neox {
             let x1 = x.narrow(3, 0, half)?;
             let x2 = x.narrow(3, half, half)?;
@@ -410,10 +484,24 @@ impl Model {
         let (h, kvh, hd) = (c.heads, c.kv_heads, c.head_dim);
         let rep = h / kvh;
         let mut x = self.embed.index_select(&tokens.flatten_all()?, 0)?; // [B*T, E]
-        let mask: Vec<f32> = (0..t)
-            .flat_map(|i| (0..t).map(move |j| if j > i { -1e9 } else { 0.0 }))
-            .collect();
-        let mask = Tensor::from_vec(mask, (t, t), &self.device)?;
+        if let Some(s) = c.embed_scale {
+            x = (x * f64::from(s))?;
+        }
+        // Causal, and for sliding-window layers also at most `window - 1`
+        // positions back (llama.cpp masks `i - j >= window`).
+        let mask_for = |window: usize| {
+            let mask: Vec<f32> = (0..t)
+                .flat_map(|i| {
+                    (0..t).map(move |j| if j > i || i - j >= window { -1e9 } else { 0.0 })
+                })
+                .collect();
+            Tensor::from_vec(mask, (t, t), &self.device)
+        };
+        let mask = mask_for(usize::MAX)?;
+        let swa_mask = match c.sliding_window {
+            Some((w, _)) if w < t => Some(mask_for(w)?),
+            _ => None,
+        };
         let scale = 1.0 / (hd as f64).sqrt();
         for (li, layer) in self.layers.iter().enumerate() {
             let xn = self.rms_norm(&x, &layer.attn_norm)?;
@@ -429,14 +517,28 @@ impl Model {
             if let Some(bv) = &layer.biases[2] {
                 v = v.broadcast_add(bv)?;
             }
-            let q = q.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()?;
-            let k = k.reshape((b, t, kvh, hd))?.transpose(1, 2)?.contiguous()?;
+            let mut q = q.reshape((b, t, h, hd))?;
+            let mut k = k.reshape((b, t, kvh, hd))?;
+            if let Some(n) = &layer.q_norm {
+                q = self.rms_norm(&q, n)?;
+            }
+            if let Some(n) = &layer.k_norm {
+                k = self.rms_norm(&k, n)?;
+            }
+            let q = q.transpose(1, 2)?.contiguous()?;
+            let k = k.transpose(1, 2)?.contiguous()?;
             let v = v.reshape((b, t, kvh, hd))?.transpose(1, 2)?.contiguous()?;
-            let q = self.rope(&q, t)?.reshape((b, kvh, rep * t, hd))?;
-            let k = self.rope(&k, t)?;
+            let q = self
+                .rope(&q, t, layer.sliding)?
+                .reshape((b, kvh, rep * t, hd))?;
+            let k = self.rope(&k, t, layer.sliding)?;
+            let mask = match &swa_mask {
+                Some(m) if layer.sliding => m,
+                _ => &mask,
+            };
             let scores = (q.matmul(&k.t()?)? * scale)?
                 .reshape((b, kvh, rep, t, t))?
-                .broadcast_add(&mask)?;
+                .broadcast_add(mask)?;
             let max = scores.max_keepdim(D::Minus1)?.detach();
             let e = scores.broadcast_sub(&max)?.exp()?;
             let p = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
@@ -447,13 +549,20 @@ impl Model {
                 .transpose(1, 2)?
                 .contiguous()?
                 .reshape((b * t, h * hd))?;
-            let o = self.linear(&att, li, Target::O, lora, &mut dropout)?;
+            let mut o = self.linear(&att, li, Target::O, lora, &mut dropout)?;
+            if let Some(n) = &layer.post_attn_norm {
+                o = self.rms_norm(&o, n)?;
+            }
             x = (x + o)?;
             let xn = self.rms_norm(&x, &layer.ffn_norm)?;
             let g = self.linear(&xn, li, Target::Gate, lora, &mut dropout)?;
             let u = self.linear(&xn, li, Target::Up, lora, &mut dropout)?;
-            let m = (g.silu()? * u)?;
-            let d = self.linear(&m, li, Target::Down, lora, &mut dropout)?;
+            let g = if c.gelu { g.gelu()? } else { g.silu()? };
+            let m = (g * u)?;
+            let mut d = self.linear(&m, li, Target::Down, lora, &mut dropout)?;
+            if let Some(n) = &layer.post_ffn_norm {
+                d = self.rms_norm(&d, n)?;
+            }
             x = (x + d)?;
         }
         Ok(x)
