@@ -52,6 +52,22 @@ impl Case {
         self.path("out.kolm")
     }
 
+    /// A `kolm.toml` whose teacher is a port that was free a moment ago:
+    /// nothing listens there. One quick retry.
+    fn dead_teacher_task(&self) -> PathBuf {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        self.write(
+            "kolm.toml",
+            &format!(
+                "[teacher_config]\nbase_url = \"http://127.0.0.1:{port}/v1\"\napi_key_env = \"\"\nmax_retries = 1\nbackoff_secs = 0.05\n"
+            ),
+        )
+    }
+
     /// `kolmctl compile TASK --examples ... --base ... --out ...` plus `extra`.
     fn compile(&self, extra: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kolmctl"));
@@ -156,18 +172,7 @@ fn a_missing_teacher_key_is_named_before_any_work() {
 #[test]
 fn a_teacher_that_is_down_fails_clearly() {
     let c = Case::new();
-    // A port that was free a moment ago: nothing listens there.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let task = c.write(
-        "kolm.toml",
-        &format!(
-            "[teacher_config]\nbase_url = \"http://127.0.0.1:{port}/v1\"\napi_key_env = \"\"\nmax_retries = 1\nbackoff_secs = 0.05\n"
-        ),
-    );
+    let task = c.dead_teacher_task();
     let out = c.compile(
         &[
             "--file",
@@ -207,17 +212,7 @@ fn a_missing_output_directory_is_refused() {
 #[test]
 fn a_bad_corpus_is_refused_before_the_teacher() {
     let c = Case::new();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let task = c.write(
-        "kolm.toml",
-        &format!(
-            "[teacher_config]\nbase_url = \"http://127.0.0.1:{port}/v1\"\napi_key_env = \"\"\n"
-        ),
-    );
+    let task = c.dead_teacher_task();
     let embedder = smollm2().with_file_name("all-MiniLM-L6-v2.zip");
     let images = c.path("images");
     fs::create_dir(&images).unwrap();

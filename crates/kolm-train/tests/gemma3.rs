@@ -5,113 +5,34 @@
 //! quantized base), and the adapter moves both the same way. A sequence
 //! longer than the 512-token window exercises the sliding-window layers.
 
-use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
 use candle_core::Device;
+use common::{adapter_effect, llama_logits, pearson, top1_agreement};
 use kolm_train::{ChatTokenizer, Message, Model, NoProgress, TrainConfig, TrainExample};
-use llama_cpp_2::context::params::LlamaContextParams;
-use llama_cpp_2::llama_backend::LlamaBackend;
-use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::token::LlamaToken;
 
 fn gemma3() -> PathBuf {
-    let dir = std::env::var_os("KOLM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/kolm/fixtures")
-        });
-    let path = dir.join("gemma-3-270m-q4_k_m.gguf");
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/fixtures.sh",
-        path.display()
-    );
-    path
+    common::fixture("gemma-3-270m-q4_k_m.gguf")
 }
 
-struct Llama {
-    backend: LlamaBackend,
-    model: Mutex<LlamaModel>,
-}
-
-fn llama() -> &'static Llama {
-    static L: OnceLock<Llama> = OnceLock::new();
-    L.get_or_init(|| {
-        let backend = LlamaBackend::init().unwrap();
-        let model =
-            LlamaModel::load_from_file(&backend, gemma3(), &LlamaModelParams::default()).unwrap();
-        Llama {
-            backend,
-            model: Mutex::new(model),
-        }
-    })
+/// The fixture in llama.cpp, once per test binary.
+fn llama() -> &'static Mutex<LlamaModel> {
+    static L: OnceLock<Mutex<LlamaModel>> = OnceLock::new();
+    L.get_or_init(|| Mutex::new(common::load(&gemma3())))
 }
 
 fn tokenize(text: &str, bos: bool) -> Vec<u32> {
-    let model = llama().model.lock().unwrap();
+    let model = llama().lock().unwrap();
     model
         .vocab()
         .tokenize(text.as_bytes(), bos, false)
         .into_iter()
         .map(|t| t.0 as u32)
         .collect()
-}
-
-/// Full-sequence logits from llama.cpp, with or without an adapter.
-fn llama_logits(tokens: &[u32], adapter: Option<&Path>) -> Vec<Vec<f32>> {
-    let l = llama();
-    let mut model = l.model.lock().unwrap();
-    let mut lora = adapter.map(|p| {
-        model
-            .lora_adapter_init(p)
-            .expect("llama.cpp loads the adapter")
-    });
-    let n = tokens.len() as u32;
-    let params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(n.max(64)))
-        .with_n_batch(n.max(64))
-        .with_n_ubatch(n.max(64));
-    let mut ctx = model.new_context(&l.backend, params).unwrap();
-    if let Some(a) = lora.as_mut() {
-        ctx.lora_adapter_set(a, 1.0).unwrap();
-    }
-    let mut batch = LlamaBatch::new(tokens.len(), 1);
-    for (i, t) in tokens.iter().enumerate() {
-        batch
-            .add(LlamaToken(*t as i32), i as i32, &[0], true)
-            .unwrap();
-    }
-    ctx.decode(&mut batch).unwrap();
-    (0..tokens.len())
-        .map(|i| ctx.get_logits_ith(i as i32).to_vec())
-        .collect()
-}
-
-fn argmax(v: &[f32]) -> usize {
-    v.iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map(|(i, _)| i)
-        .unwrap()
-}
-
-fn log_prob(v: &[f32], i: usize) -> f32 {
-    let m = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let lse = v.iter().map(|x| (x - m).exp()).sum::<f32>().ln() + m;
-    v[i] - lse
-}
-
-fn pearson(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len() as f32;
-    let (ma, mb) = (a.iter().sum::<f32>() / n, b.iter().sum::<f32>() / n);
-    let cov: f32 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
-    let va: f32 = a.iter().map(|x| (x - ma).powi(2)).sum();
-    let vb: f32 = b.iter().map(|y| (y - mb).powi(2)).sum();
-    cov / (va.sqrt() * vb.sqrt())
 }
 
 const TEXT: &str = "The lighthouse keeper climbed the spiral stairs at dusk, trimmed the wick, \
@@ -172,34 +93,26 @@ fn gemma3_trains_and_matches_llama_cpp_with_and_without_the_adapter() {
 
     let c_base = model.logits(&tokens, None).unwrap();
     let c_lora = model.logits(&tokens, Some(&lora)).unwrap();
-    let l_base = llama_logits(&tokens, None);
-    let l_lora = llama_logits(&tokens, Some(&config.out));
-    let n = tokens.len();
-    let agree = |a: &[Vec<f32>], b: &[Vec<f32>], from: usize| {
-        (from..n)
-            .filter(|&i| argmax(&a[i]) == argmax(&b[i]))
-            .count() as f32
-            / (n - from) as f32
+    let (l_base, l_lora) = {
+        let mut llama = llama().lock().unwrap();
+        (
+            llama_logits(&mut llama, &tokens, None),
+            llama_logits(&mut llama, &tokens, Some(&config.out)),
+        )
     };
-    let (base_agree, lora_agree) = (agree(&c_base, &l_base, 0), agree(&c_lora, &l_lora, 0));
-    let windowed = agree(&c_base, &l_base, 512);
+    let n = tokens.len();
+    let base_agree = top1_agreement(&c_base, &l_base, 0);
+    let lora_agree = top1_agreement(&c_lora, &l_lora, 0);
+    let windowed = top1_agreement(&c_base, &l_base, 512);
     eprintln!(
         "top-1 agreement over {n} positions: base {base_agree:.3}, adapter {lora_agree:.3}, past the window {windowed:.3}"
     );
     assert!(base_agree >= 0.95, "{base_agree}");
     assert!(lora_agree >= 0.95, "{lora_agree}");
     assert!(windowed >= 0.95, "{windowed}");
-    // The adapter moves both the same way: the change in log-probability
-    // of each actual next token, candle vs llama.cpp.
-    let delta = |base: &[Vec<f32>], lora: &[Vec<f32>]| -> Vec<f32> {
-        (0..n - 1)
-            .map(|i| {
-                let t = tokens[i + 1] as usize;
-                log_prob(&lora[i], t) - log_prob(&base[i], t)
-            })
-            .collect()
-    };
-    let (dc, dl) = (delta(&c_base, &c_lora), delta(&l_base, &l_lora));
+    // The adapter moves both the same way.
+    let dc = adapter_effect(&tokens, &c_base, &c_lora);
+    let dl = adapter_effect(&tokens, &l_base, &l_lora);
     let r = pearson(&dc, &dl);
     let top = |d: &[f32]| d.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     eprintln!(
@@ -223,14 +136,7 @@ struct Plain;
 
 impl ChatTokenizer for Plain {
     fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, String> {
-        let mut s: String = messages
-            .iter()
-            .map(|m| format!("{}:\n{}\n", m.role, m.content))
-            .collect();
-        if add_generation_prompt {
-            s.push_str("assistant:\n");
-        }
-        Ok(s)
+        Ok(common::render_plain(messages, add_generation_prompt))
     }
 
     fn tokenize(&self, text: &str) -> Result<Vec<u32>, String> {

@@ -6,63 +6,18 @@
 //! LoRA adapter written by kolm-train and loaded by llama.cpp; and training
 //! on it must lower the loss.
 
-use std::num::NonZeroU32;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use candle_core::{Device, Tensor};
+use common::{llama_logits, top1_agreement};
 use kolm_train::{
     ChatTokenizer, Lora, Message, Model, NoProgress, Target, TrainConfig, TrainExample,
 };
-use llama_cpp_2::context::params::LlamaContextParams;
-use llama_cpp_2::llama_backend::LlamaBackend;
-use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::token::LlamaToken;
 
 fn tiny_qwen2() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny-qwen2.gguf")
-}
-
-/// Full-sequence logits from llama.cpp, with or without an adapter.
-fn llama_logits(tokens: &[u32], adapter: Option<&Path>) -> Vec<Vec<f32>> {
-    static BACKEND: OnceLock<LlamaBackend> = OnceLock::new();
-    let backend = BACKEND.get_or_init(|| LlamaBackend::init().unwrap());
-    let mut model =
-        LlamaModel::load_from_file(backend, tiny_qwen2(), &LlamaModelParams::default()).unwrap();
-    let mut lora = adapter.map(|p| {
-        model
-            .lora_adapter_init(p)
-            .expect("llama.cpp loads the adapter")
-    });
-    let n = tokens.len() as u32;
-    let params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(n.max(64)))
-        .with_n_batch(n.max(64))
-        .with_n_ubatch(n.max(64));
-    let mut ctx = model.new_context(backend, params).unwrap();
-    if let Some(a) = lora.as_mut() {
-        ctx.lora_adapter_set(a, 1.0).unwrap();
-    }
-    let mut batch = LlamaBatch::new(tokens.len(), 1);
-    for (i, t) in tokens.iter().enumerate() {
-        batch
-            .add(LlamaToken(*t as i32), i as i32, &[0], true)
-            .unwrap();
-    }
-    ctx.decode(&mut batch).unwrap();
-    (0..tokens.len())
-        .map(|i| ctx.get_logits_ith(i as i32).to_vec())
-        .collect()
-}
-
-fn argmax(v: &[f32]) -> usize {
-    v.iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map(|(i, _)| i)
-        .unwrap()
 }
 
 fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
@@ -124,12 +79,10 @@ fn candle_matches_llama_cpp_on_qwen2_with_and_without_an_adapter() {
 
     let c_base = model.logits(&tokens, None).unwrap();
     let c_lora = model.logits(&tokens, Some(&lora)).unwrap();
-    let l_base = llama_logits(&tokens, None);
-    let l_lora = llama_logits(&tokens, Some(&adapter));
-    let n = tokens.len();
-    let agree = |a: &[Vec<f32>], b: &[Vec<f32>]| {
-        (0..n).filter(|&i| argmax(&a[i]) == argmax(&b[i])).count() as f32 / n as f32
-    };
+    let mut llama = common::load(&tiny_qwen2());
+    let l_base = llama_logits(&mut llama, &tokens, None);
+    let l_lora = llama_logits(&mut llama, &tokens, Some(&adapter));
+    let agree = |a: &[Vec<f32>], b: &[Vec<f32>]| top1_agreement(a, b, 0);
     let (base_diff, lora_diff) = (
         max_abs_diff(&c_base, &l_base),
         max_abs_diff(&c_lora, &l_lora),
@@ -149,20 +102,13 @@ fn candle_matches_llama_cpp_on_qwen2_with_and_without_an_adapter() {
     assert!(moved > 1.0, "{moved}");
 }
 
-/// A byte-level tokenizer matching the tiny model's vocabulary, with a
-/// plain `role: content` template.
+/// A byte-level tokenizer matching the tiny model's vocabulary, with the
+/// plain template.
 struct Bytes;
 
 impl ChatTokenizer for Bytes {
     fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, String> {
-        let mut s: String = messages
-            .iter()
-            .map(|m| format!("{}: {}\n", m.role, m.content))
-            .collect();
-        if add_generation_prompt {
-            s.push_str("assistant: ");
-        }
-        Ok(s)
+        Ok(common::render_plain(messages, add_generation_prompt))
     }
 
     fn tokenize(&self, text: &str) -> Result<Vec<u32>, String> {

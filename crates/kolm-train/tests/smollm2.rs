@@ -3,45 +3,30 @@
 //! changes greedy answers as trained, resume reproduces the loss curve, and
 //! bad input is refused before training.
 
+mod common;
+
 use std::num::NonZeroU32;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
+use common::{adapter_effect, argmax, pearson, top1_agreement};
 use kolm_runtime::{ChatMessage, ChatTemplate};
 use kolm_train::{
     ChatTokenizer, Message, Model, NoProgress, Progress, StepStats, Target, TrainConfig,
     TrainError, TrainExample, TrainReport,
 };
 use llama_cpp_2::context::params::LlamaContextParams;
-use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
+use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
-fn fixture(name: &str) -> PathBuf {
-    let dir = std::env::var_os("KOLM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/kolm/fixtures")
-        });
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/fixtures.sh",
-        path.display()
-    );
-    path
-}
-
 fn smollm2() -> PathBuf {
-    fixture("SmolLM2-135M-Instruct.Q4_1.gguf")
+    common::fixture("SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
 /// llama.cpp: one backend and one model for the whole binary.
 struct Llama {
-    backend: LlamaBackend,
     model: Mutex<LlamaModel>,
     template: ChatTemplate,
 }
@@ -49,9 +34,7 @@ struct Llama {
 fn llama() -> &'static Llama {
     static L: OnceLock<Llama> = OnceLock::new();
     L.get_or_init(|| {
-        let backend = LlamaBackend::init().unwrap();
-        let model =
-            LlamaModel::load_from_file(&backend, smollm2(), &LlamaModelParams::default()).unwrap();
+        let model = common::load(&smollm2());
         let vocab = model.vocab();
         let piece = |t| String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned();
         let template = ChatTemplate::new(
@@ -61,7 +44,6 @@ fn llama() -> &'static Llama {
         )
         .unwrap();
         Llama {
-            backend,
             model: Mutex::new(model),
             template,
         }
@@ -164,55 +146,7 @@ fn the_loss_falls_by_half() {
 
 /// Full-sequence logits from llama.cpp, with or without an adapter.
 fn llama_logits(tokens: &[u32], adapter: Option<&Path>) -> Vec<Vec<f32>> {
-    let l = llama();
-    let mut model = l.model.lock().unwrap();
-    let mut lora: Option<LlamaLoraAdapter> = adapter.map(|p| {
-        model
-            .lora_adapter_init(p)
-            .expect("llama.cpp loads the adapter")
-    });
-    let n = tokens.len() as u32;
-    let params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(n.max(64)))
-        .with_n_batch(n.max(64))
-        .with_n_ubatch(n.max(64));
-    let mut ctx = model.new_context(&l.backend, params).unwrap();
-    if let Some(a) = lora.as_mut() {
-        ctx.lora_adapter_set(a, 1.0).unwrap();
-    }
-    let mut batch = LlamaBatch::new(tokens.len(), 1);
-    for (i, t) in tokens.iter().enumerate() {
-        batch
-            .add(LlamaToken(*t as i32), i as i32, &[0], true)
-            .unwrap();
-    }
-    ctx.decode(&mut batch).unwrap();
-    (0..tokens.len())
-        .map(|i| ctx.get_logits_ith(i as i32).to_vec())
-        .collect()
-}
-
-fn argmax(v: &[f32]) -> usize {
-    v.iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map(|(i, _)| i)
-        .unwrap()
-}
-
-fn log_prob(v: &[f32], i: usize) -> f32 {
-    let m = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let lse = v.iter().map(|x| (x - m).exp()).sum::<f32>().ln() + m;
-    v[i] - lse
-}
-
-fn pearson(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len() as f32;
-    let (ma, mb) = (a.iter().sum::<f32>() / n, b.iter().sum::<f32>() / n);
-    let cov: f32 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
-    let va: f32 = a.iter().map(|x| (x - ma).powi(2)).sum();
-    let vb: f32 = b.iter().map(|y| (y - mb).powi(2)).sum();
-    cov / (va.sqrt() * vb.sqrt())
+    common::llama_logits(&mut llama().model.lock().unwrap(), tokens, adapter)
 }
 
 fn candle_and_llama_cpp_agree_with_the_adapter() {
@@ -238,11 +172,8 @@ fn candle_and_llama_cpp_agree_with_the_adapter() {
     let l_base = llama_logits(&tokens, None);
     let l_lora = llama_logits(&tokens, Some(&adapter));
     let n = tokens.len();
-    let agree = |a: &[Vec<f32>], b: &[Vec<f32>]| {
-        (0..n).filter(|&i| argmax(&a[i]) == argmax(&b[i])).count() as f32 / n as f32
-    };
-    let base_agree = agree(&c_base, &l_base);
-    let lora_agree = agree(&c_lora, &l_lora);
+    let base_agree = top1_agreement(&c_base, &l_base, 0);
+    let lora_agree = top1_agreement(&c_lora, &l_lora, 0);
     eprintln!(
         "top-1 agreement: base {base_agree:.3}, with adapter {lora_agree:.3} over {n} positions"
     );
@@ -250,16 +181,8 @@ fn candle_and_llama_cpp_agree_with_the_adapter() {
     assert!(lora_agree >= 0.95, "{lora_agree}");
     // The adapter moves both the same way: the change in log-probability
     // of each actual next token, candle vs llama.cpp.
-    let delta = |base: &[Vec<f32>], lora: &[Vec<f32>]| -> Vec<f32> {
-        (0..n - 1)
-            .map(|i| {
-                let t = tokens[i + 1] as usize;
-                log_prob(&lora[i], t) - log_prob(&base[i], t)
-            })
-            .collect()
-    };
-    let dc = delta(&c_base, &c_lora);
-    let dl = delta(&l_base, &l_lora);
+    let dc = adapter_effect(&tokens, &c_base, &c_lora);
+    let dl = adapter_effect(&tokens, &l_base, &l_lora);
     let r = pearson(&dc, &dl);
     eprintln!("correlation of the adapter's effect: {r:.4}");
     assert!(r > 0.95, "{r}");
@@ -291,7 +214,7 @@ fn greedy(prompt: &str, adapter: Option<&Path>, max: usize) -> String {
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(512))
         .with_n_batch(512);
-    let mut ctx = model.new_context(&l.backend, params).unwrap();
+    let mut ctx = model.new_context(common::backend(), params).unwrap();
     if let Some(a) = lora.as_mut() {
         ctx.lora_adapter_set(a, 1.0).unwrap();
     }
