@@ -239,7 +239,7 @@ impl Daemon for ControlService {
             .map_err(|e| status_from(&e))?;
         Ok(Response::new(pb::LoadResponse {
             reference: info.model.clone(),
-            memory_bytes: info.base_bytes + info.context_bytes + info.recall_bytes,
+            memory_bytes: info.base_bytes + info.own_bytes(),
             device: info.device.clone(),
             load_ms: if already_loaded {
                 0
@@ -277,7 +277,7 @@ impl Daemon for ControlService {
         for m in &targets {
             if scheduler.unload(&m.model).map_err(|e| status_from(&e))? {
                 unloaded.push(m.model.clone());
-                freed_bytes += m.context_bytes + m.recall_bytes;
+                freed_bytes += m.own_bytes();
             }
         }
         // A base whose last artifact went is freed too.
@@ -319,12 +319,12 @@ impl Daemon for ControlService {
             .into_iter()
             .map(|m| {
                 // Shared weights count once, on the first artifact listed.
-                let weights = if counted_bases.contains(&m.base) {
+                let memory = if counted_bases.contains(&m.base) {
                     0
                 } else {
                     counted_bases.push(m.base.clone());
                     m.base_bytes
-                };
+                } + m.own_bytes();
                 let keep_alive = if m.keep_alive_seconds < 0.0 {
                     kolm_proto::KeepAlive::Forever
                 } else {
@@ -333,7 +333,7 @@ impl Daemon for ControlService {
                 pb::LoadedModel {
                     reference: m.model,
                     base_digest: format!("sha256:{}", m.base),
-                    memory_bytes: weights + m.context_bytes + m.recall_bytes,
+                    memory_bytes: memory,
                     device: m.device,
                     idle_seconds: m.idle_seconds as u64,
                     requests_served: m.requests_served,

@@ -226,7 +226,7 @@ impl Metrics {
                 "kolm_model_memory_bytes{{model=\"{}\",base=\"{}\"}} {}",
                 esc(&m.model),
                 m.base,
-                m.context_bytes + m.recall_bytes
+                m.own_bytes()
             );
         }
         header(

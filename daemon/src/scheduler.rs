@@ -156,6 +156,13 @@ pub struct LoadedInfo {
     pub queued: usize,
 }
 
+impl LoadedInfo {
+    /// Memory it holds beyond its (shared) base: KV cache and embedder.
+    pub fn own_bytes(&self) -> u64 {
+        self.context_bytes + self.recall_bytes
+    }
+}
+
 /// A memory snapshot for metrics.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryReport {

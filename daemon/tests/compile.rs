@@ -417,8 +417,7 @@ fn a_corpus_grounds_the_teacher_and_ships_in_the_artifact() {
         .load_task()
         .unwrap();
     let test = &task_def.tests[0];
-    let shots = prompts::pick_shots(&task_def.train, test, prompts::DEFAULT_SHOTS);
-    let plain = prompts::teacher_messages(TASK, &shots, &test.input);
+    let plain = prompts::teacher_prompt(&task_def, test, prompts::DEFAULT_SHOTS);
     let question = plain.last().unwrap().content.clone();
     let hits = kolm_recall::artifact::open(&verified)
         .unwrap()

@@ -385,14 +385,9 @@ fn generate(
     Ok(answer)
 }
 
-/// `notes.md, bytes 0-312`, `report.pdf, page 3`, `rows.csv, record 7`: as
-/// the grounding template labels sources.
+/// A citation labelled as the grounding template labels its source.
 fn citation_label(c: &pb::Citation) -> String {
-    match (c.page, c.record) {
-        (Some(p), _) => format!("{}, page {p}", c.source),
-        (None, Some(r)) => format!("{}, record {r}", c.source),
-        (None, None) => format!("{}, bytes {}-{}", c.source, c.offset, c.end),
-    }
+    kolm_recall::prompt::source_label(&c.source, c.page, c.record, c.offset, c.end)
 }
 
 fn finish(reason: pb::FinishReason) -> &'static str {

@@ -16,12 +16,24 @@ pub const MAX_K: usize = 32;
 pub const INSTRUCTION: &str = "Answer using the numbered sources below when they are relevant, \
 and cite them by number like [1]. If they do not contain the answer, say so.";
 
-/// How a source is labelled: `path`, `path, page 3` or `path, record 7`.
+/// How a source is labelled: `path, page 3`, `path, record 7` or
+/// `path, bytes 0-312`.
 pub fn label(hit: &Hit) -> String {
-    match (hit.page, hit.record) {
-        (Some(p), _) => format!("{}, page {p}", hit.source),
-        (None, Some(r)) => format!("{}, record {r}", hit.source),
-        (None, None) => format!("{}, bytes {}-{}", hit.source, hit.offset, hit.end),
+    source_label(&hit.source, hit.page, hit.record, hit.offset, hit.end)
+}
+
+/// [`label`] from a citation's parts (as clients receive them).
+pub fn source_label(
+    source: &str,
+    page: Option<u32>,
+    record: Option<u64>,
+    offset: u64,
+    end: u64,
+) -> String {
+    match (page, record) {
+        (Some(p), _) => format!("{source}, page {p}"),
+        (None, Some(r)) => format!("{source}, record {r}"),
+        (None, None) => format!("{source}, bytes {offset}-{end}"),
     }
 }
 

@@ -492,10 +492,7 @@ pub async fn compile(
         options,
         task.train
             .iter()
-            .map(|e| {
-                let shots = prompts::pick_shots(&task.train, e, options.shots);
-                prompts::teacher_messages(&task.description, &shots, &e.input)
-            })
+            .map(|e| prompts::teacher_prompt(task, e, options.shots))
             .collect(),
     )
     .await?;
@@ -886,10 +883,7 @@ async fn evaluate(
         options,
         task.tests
             .iter()
-            .map(|t| {
-                let shots = prompts::pick_shots(&task.train, t, options.shots);
-                prompts::teacher_messages(&task.description, &shots, &t.input)
-            })
+            .map(|t| prompts::teacher_prompt(task, t, options.shots))
             .collect(),
     )
     .await?;

@@ -3,7 +3,7 @@
 //! and the input, zero-shot), and what the student is trained and evaluated
 //! on (the input as the user will send it, nothing added).
 
-use crate::task::{Example, Input, Message};
+use crate::task::{Example, Input, Message, Task};
 
 /// Solved examples shown to the teacher by default.
 pub const DEFAULT_SHOTS: usize = 4;
@@ -25,6 +25,13 @@ pub fn teacher_messages(description: &str, shots: &[&Example], input: &Input) ->
         }
     }
     with_system(system, input)
+}
+
+/// The teacher's conversation for `example` of `task` (a training example
+/// or a test), with up to `shots` solved training examples.
+pub fn teacher_prompt(task: &Task, example: &Example, shots: usize) -> Vec<Message> {
+    let shots = pick_shots(&task.train, example, shots);
+    teacher_messages(&task.description, &shots, &example.input)
 }
 
 /// The base model's zero-shot conversation: the task description as the
