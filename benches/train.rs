@@ -9,7 +9,9 @@
 //! The anchor needs the Python virtualenv of `scripts/pyref-venv.sh`
 //! (`$KOLM_PYREF_PYTHON`, else `~/.cache/kolm/pyref-venv/bin/python`).
 //! Environment: `KOLM_BENCH_STEPS` (default 20), `KOLM_BENCH_THREADS`
-//! (default: every core), `KOLM_FIXTURES`, `KOLMCTL`.
+//! (default: every core), `KOLM_BENCH_DEVICE` (`cpu`, the default, or
+//! `cuda`: both sides on the GPU; kolmctl built with `--features cuda`),
+//! `KOLM_FIXTURES`, `KOLMCTL`.
 //!
 //! Both runs: SmolLM2-135M-Instruct Q4_1 (PEFT through transformers' GGUF
 //! loader, which dequantizes to f32 as kolm-train does), 8 chat examples in
@@ -97,6 +99,11 @@ fn run() -> Result<()> {
         "KOLM_BENCH_THREADS",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
     )?;
+    let device = std::env::var("KOLM_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
+    ensure!(
+        device == "cpu" || device == "cuda",
+        "KOLM_BENCH_DEVICE={device}: expected cpu or cuda"
+    );
     let fixtures = std::env::var_os("KOLM_FIXTURES")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -132,7 +139,7 @@ fn run() -> Result<()> {
     let warmup = steps / 10;
     let (rank, alpha, lr, max_len) = (8, 16.0, 1e-3, 128);
 
-    eprintln!("kolmctl train: {steps} steps, {threads} threads...");
+    eprintln!("kolmctl train: {steps} steps, {threads} threads, {device}...");
     let mut k = Command::new(&kolmctl);
     k.args(["train", "-q", "--json", "--base"])
         .arg(&base)
@@ -156,13 +163,14 @@ fn run() -> Result<()> {
             &batch.to_string(),
         ])
         .args(["--max-steps", &steps.to_string(), "--seed", "0"])
+        .args(["--device", &device])
         .env("RAYON_NUM_THREADS", threads.to_string());
     let km = measure(&k)?;
     ensure!(km.success(), "kolmctl train failed: {}", km.stderr_text());
     let kr: Value = serde_json::from_slice(&km.output.stdout)
         .context("kolmctl train --json printed no JSON object")?;
 
-    eprintln!("PyTorch + PEFT: {steps} steps, {threads} threads...");
+    eprintln!("PyTorch + PEFT: {steps} steps, {threads} threads, {device}...");
     let settings = dir.path().join("settings.json");
     std::fs::write(
         &settings,
@@ -170,6 +178,7 @@ fn run() -> Result<()> {
             "base": base, "data": data, "rank": rank, "alpha": alpha, "dropout": 0.0,
             "targets": ["q", "k", "v", "o"], "lr": lr, "warmup": warmup, "steps": steps,
             "batch_size": batch, "max_seq_len": max_len, "threads": threads, "seed": 0,
+            "device": device,
         })
         .to_string(),
     )?;
@@ -226,7 +235,7 @@ fn run() -> Result<()> {
     println!(
         "{}",
         json!({
-            "bench": "train", "steps": steps, "threads": threads,
+            "bench": "train", "steps": steps, "threads": threads, "device": device,
             "kolm": {"tokens_per_second": ktps, "first_loss": f(&kr, "first_loss"),
                      "last_loss": kloss, "peak_rss_mib": rss(&km), "wall_s": km.secs()},
             "peft": {"tokens_per_second": ptps, "first_loss": f(&pr, "first_loss"),

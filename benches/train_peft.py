@@ -1,5 +1,5 @@
 """The anchor of benches/train.rs: the same LoRA run as `kolmctl train`,
-with PyTorch + PEFT on the CPU, on the same GGUF (dequantized by
+with PyTorch + PEFT on the CPU (or the GPU: settings "device": "cuda"), on the same GGUF (dequantized by
 transformers' GGUF loader), the same data, chat template, assistant-only
 loss, rank, alpha, targets, learning-rate schedule, clipping, steps and
 threads. Prints one JSON line: tokens_per_second, first_loss, last_loss,
@@ -48,6 +48,8 @@ def main():
     d, f = os.path.dirname(s["base"]), os.path.basename(s["base"])
     tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
     model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
+    device = torch.device(s.get("device", "cpu"))
+    model.to(device)
     model = get_peft_model(model, LoraConfig(
         r=s["rank"], lora_alpha=s["alpha"], lora_dropout=s["dropout"],
         target_modules=[MODULES[t] for t in s["targets"]], bias="none",
@@ -88,6 +90,7 @@ def main():
                 if target[p]:
                     labels[b, p] = ids[p]
             tokens += len(ids)
+        input_ids, labels, attn = input_ids.to(device), labels.to(device), attn.to(device)
         out = model(input_ids=input_ids, attention_mask=attn)
         logits = out.logits[:, :-1, :]
         lab = labels[:, 1:]

@@ -516,6 +516,11 @@ pub struct TrainArgs {
     /// Steps between checkpoints.
     #[arg(long, default_value_t = 50)]
     pub checkpoint_every: usize,
+    /// Where to compute: auto (a GPU this build supports, else the CPU),
+    /// cpu, cuda[:N] (builds with `--features cuda`) or metal[:N] (macOS
+    /// builds with `--features metal`).
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    pub device: kolm_train::DeviceChoice,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

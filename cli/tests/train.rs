@@ -1,5 +1,6 @@
 //! `kolmctl train` end to end on the real SmolLM2-135M: a short run with
-//! `--json`, and a malformed data line refused with its line number.
+//! `--json`, a malformed data line refused with its line number, and a
+//! device this build cannot use refused by name.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -63,6 +64,7 @@ fn a_short_run_prints_its_report_as_json() {
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["ok"], true);
     assert_eq!(v["steps"], 2);
+    assert_eq!(v["device"], "cpu");
     for key in ["first_loss", "last_loss", "tokens_per_second"] {
         assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
     }
@@ -81,4 +83,22 @@ fn a_malformed_line_is_refused_with_its_number() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.contains("train.jsonl:2:"), "{stdout}");
     assert!(!dir.path().join("adapter.gguf").exists());
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn a_device_this_build_lacks_is_refused_before_training() {
+    let data = "{\"prompt\":\"a\",\"completion\":\"b\"}\n";
+    let (out, dir) = train(data, &["--device", "cuda"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no CUDA support") && stderr.contains("--device cpu"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("adapter.gguf").exists());
+    let (out, _) = train(data, &["--device", "tpu"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown device 'tpu'"), "{stderr}");
 }

@@ -62,6 +62,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<()> {
     config.checkpoint_every = args.checkpoint_every;
     config.resume = args.checkpoint_dir.is_some();
     config.checkpoint_dir = args.checkpoint_dir;
+    config.device = args.device;
     config.validate()?;
     // Refuse an unsupported base before llama.cpp loads it.
     kolm_train::model::read_config(&args.base)?;
@@ -96,11 +97,13 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<()> {
             "examples_truncated": report.examples_truncated,
             "trainable_parameters": report.trainable_parameters,
             "resumed_from": report.resumed_from,
+            "device": report.device,
         }));
     }
     println!(
-        "trained {} steps in {:.1}s ({:.0} tokens/s): loss {:.4} -> {:.4}; adapter written to {}",
+        "trained {} steps on {} in {:.1}s ({:.0} tokens/s): loss {:.4} -> {:.4}; adapter written to {}",
         report.steps,
+        report.device,
         report.seconds,
         report.tokens_per_second,
         report.first_loss,

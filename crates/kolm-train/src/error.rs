@@ -46,8 +46,15 @@ pub enum TrainError {
     #[error("example {index} has no assistant tokens to train on{why}")]
     NoTargets { index: usize, why: String },
     /// The run is estimated to need more memory than is available.
-    #[error("the run needs about {needed_mib} MiB but only {available_mib} MiB is available (lower --max-seq-len or the batch size)")]
-    OutOfMemory { needed_mib: u64, available_mib: u64 },
+    #[error("the run needs about {needed_mib} MiB but only {available_mib} MiB is free on {device} (lower --max-seq-len or the batch size)")]
+    OutOfMemory {
+        needed_mib: u64,
+        available_mib: u64,
+        device: String,
+    },
+    /// The device asked for cannot be used.
+    #[error("device: {0}")]
+    Device(String),
     /// The chat tokenizer failed.
     #[error("tokenizer: {0}")]
     Tokenizer(String),

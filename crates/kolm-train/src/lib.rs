@@ -7,15 +7,17 @@
 //! the same call behind flags. `docs/train.md` describes the choices.
 //!
 //! - [`data`]: examples and the JSONL reader.
+//! - [`device`]: the CPU or GPU a run computes on, and its free memory.
 //! - [`tokenize`]: the tokenizer trait and assistant-only loss masks.
 //! - [`model`]: the GGUF header, the dequantized frozen base and its
-//!   differentiable forward pass (llama, qwen2).
+//!   differentiable forward pass (llama, qwen2, gemma3).
 //! - [`lora`], [`optim`], [`rng`]: parameters, AdamW and schedule, seeds.
 //! - [`adapter`]: the llama.cpp GGUF adapter writer and reader.
 //! - [`train`](mod@train): the run itself, checkpoints and resume.
 
 pub mod adapter;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod lora;
 pub mod model;
@@ -26,11 +28,9 @@ pub mod train;
 
 pub use adapter::{read_adapter, write_adapter};
 pub use data::{load_jsonl, Message, TrainExample};
+pub use device::{available_memory, device_name, free_memory, DeviceChoice};
 pub use error::TrainError;
 pub use lora::{parse_targets, Lora, Target};
 pub use model::{Model, ModelConfig, SUPPORTED_ARCHITECTURES};
 pub use tokenize::{encode, ChatTokenizer, Encoded};
-pub use train::{
-    available_memory, default_device, train, NoProgress, Progress, StepStats, TrainConfig,
-    TrainReport,
-};
+pub use train::{train, NoProgress, Progress, StepStats, TrainConfig, TrainReport};

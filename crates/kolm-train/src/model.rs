@@ -17,8 +17,12 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
+use candle_core::backend::BackendStorage;
 use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Storage, Tensor, D};
+use candle_core::{
+    CpuStorage, CudaStorage, CustomOp1, DType, Device, Layout, MetalStorage, Shape, Storage,
+    Tensor, D,
+};
 
 use crate::error::TrainError;
 use crate::lora::{Lora, Target};
@@ -184,9 +188,33 @@ pub fn read_config(path: &Path) -> Result<(ModelConfig, Content), TrainError> {
 /// `x · Wᵀ` for a frozen `W`: its backward pass gives the gradient of `x`
 /// only. candle's matmul backward always computes the weight's gradient
 /// too, which for a frozen base is a third of the work and a copy of every
-/// weight.
+/// weight. The forward pass is the backend's own matmul, so the op runs on
+/// every device candle has.
 struct FrozenLinear {
     w: Tensor,
+}
+
+impl FrozenLinear {
+    /// `x [n, k] · Wᵀ` on one backend's storage; `weight_of` picks the
+    /// weight's storage of that backend.
+    fn forward<S: BackendStorage>(
+        &self,
+        x: &S,
+        x_layout: &Layout,
+        weight_of: fn(&Storage) -> Option<&S>,
+    ) -> candle_core::Result<(S, Shape)> {
+        let (n, k) = x_layout.shape().dims2()?;
+        let (out, w_k) = self.w.dims2()?;
+        if k != w_k {
+            candle_core::bail!("frozen-linear: input width {k} does not match the weight's {w_k}")
+        }
+        let (storage, w_layout) = self.w.storage_and_layout();
+        let Some(w) = weight_of(&storage) else {
+            candle_core::bail!("frozen-linear: the weight is on another device than its input")
+        };
+        let y = x.matmul(w, (1, n, out, k), x_layout, &w_layout.transpose(0, 1)?)?;
+        Ok((y, Shape::from((n, out))))
+    }
 }
 
 impl CustomOp1 for FrozenLinear {
@@ -194,23 +222,33 @@ impl CustomOp1 for FrozenLinear {
         "frozen-linear"
     }
 
-    fn cpu_fwd(
+    fn cpu_fwd(&self, x: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.forward(x, layout, |s| match s {
+            Storage::Cpu(w) => Some(w),
+            _ => None,
+        })
+    }
+
+    fn cuda_fwd(
         &self,
-        storage: &CpuStorage,
+        x: &CudaStorage,
         layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let data = storage.as_slice::<f32>()?;
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("frozen-linear needs a contiguous input")
-        };
-        let x = Tensor::from_slice(&data[start..end], layout.shape().clone(), &Device::Cpu)?;
-        let y = x.matmul(&self.w.t()?)?;
-        let shape = y.shape().clone();
-        let (s, l) = y.storage_and_layout();
-        match &*s {
-            Storage::Cpu(c) if l.is_contiguous() && l.start_offset() == 0 => Ok((c.clone(), shape)),
-            _ => candle_core::bail!("frozen-linear produced an unexpected layout"),
-        }
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        self.forward(x, layout, |s| match s {
+            Storage::Cuda(w) => Some(w),
+            _ => None,
+        })
+    }
+
+    fn metal_fwd(
+        &self,
+        x: &MetalStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(MetalStorage, Shape)> {
+        self.forward(x, layout, |s| match s {
+            Storage::Metal(w) => Some(w),
+            _ => None,
+        })
     }
 
     fn bwd(
@@ -225,11 +263,7 @@ impl CustomOp1 for FrozenLinear {
 
 /// `x [N, in] · Wᵀ` with `W [out, in]` frozen.
 fn frozen_linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
-        x.contiguous()?.apply_op1(FrozenLinear { w: w.clone() })
-    } else {
-        x.matmul(&w.t()?)
-    }
+    x.contiguous()?.apply_op1(FrozenLinear { w: w.clone() })
 }
 
 struct Layer {

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::adapter::write_adapter;
 use crate::data::TrainExample;
+use crate::device::{device_name, free_memory, DeviceChoice};
 use crate::error::TrainError;
 use crate::lora::{Lora, Target};
 use crate::model::{activation_bytes, read_config, Dropout, Model};
@@ -62,14 +63,17 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// Continue from the checkpoint in `checkpoint_dir` if there is one.
     pub resume: bool,
-    /// Bytes the run may use; `None` uses the memory the system reports
-    /// available.
+    /// Bytes the run may use; `None` uses the memory free on the device
+    /// (the system's available memory for the CPU).
     pub memory_limit: Option<u64>,
+    /// Where the run computes.
+    pub device: DeviceChoice,
 }
 
 impl TrainConfig {
     /// The defaults: rank 8, alpha 16, dropout 0.05, q/k/v/o, 3 epochs,
-    /// lr 2e-4, batch 4, sequences up to 512 tokens, seed 0.
+    /// lr 2e-4, batch 4, sequences up to 512 tokens, seed 0, a GPU if this
+    /// build and machine have one, else the CPU.
     pub fn new(base: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
         TrainConfig {
             base: base.into(),
@@ -93,6 +97,7 @@ impl TrainConfig {
             checkpoint_every: 50,
             resume: false,
             memory_limit: None,
+            device: DeviceChoice::Auto,
         }
     }
 
@@ -179,6 +184,8 @@ pub struct TrainReport {
     pub examples_used: usize,
     pub examples_truncated: usize,
     pub trainable_parameters: usize,
+    /// The device the run computed on: `cpu`, `cuda:0`, `metal:0`.
+    pub device: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -197,28 +204,6 @@ fn fingerprint(c: &TrainConfig, examples: usize, total_steps: usize) -> String {
         c.rank, c.alpha, c.dropout, targets.join(","), c.learning_rate, c.weight_decay,
         c.max_grad_norm, c.batch_size, c.grad_accum, c.max_seq_len, c.seed, examples, total_steps
     )
-}
-
-/// Memory the system reports available (Linux), in bytes.
-pub fn available_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-/// The device runs use: a CUDA or Metal GPU when built with that feature
-/// and one is present, else the CPU.
-pub fn default_device() -> Device {
-    #[cfg(feature = "cuda")]
-    if let Ok(d) = Device::new_cuda(0) {
-        return d;
-    }
-    #[cfg(feature = "metal")]
-    if let Ok(d) = Device::new_metal(0) {
-        return d;
-    }
-    Device::Cpu
 }
 
 /// Micro-batch `m` of the run: examples of its epoch's shuffled order.
@@ -404,16 +389,16 @@ pub fn train(
     let needed = model_config.f32_bytes
         + activation_bytes(&model_config, config.batch_size, longest, most_targets)
         + lora_params * 4 * 5;
-    if let Some(available) = config.memory_limit.or_else(available_memory) {
+    let device = config.device.open()?;
+    if let Some(available) = config.memory_limit.or_else(|| free_memory(&device)) {
         if needed > available {
             return Err(TrainError::OutOfMemory {
                 needed_mib: needed >> 20,
                 available_mib: available >> 20,
+                device: device_name(&device),
             });
         }
     }
-
-    let device = default_device();
     let model = Model::load(&config.base, longest, &device)?;
     let per_epoch = encoded.len().div_ceil(config.batch_size);
     let total_steps = config
@@ -554,5 +539,6 @@ pub fn train(
         examples_used: encoded.len(),
         examples_truncated: truncated,
         trainable_parameters: lora.parameter_count(),
+        device: device_name(&device),
     })
 }

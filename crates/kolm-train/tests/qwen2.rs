@@ -8,25 +8,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
 use candle_core::{Device, Tensor};
-use common::{llama_logits, top1_agreement};
-use kolm_train::{
-    ChatTokenizer, Lora, Message, Model, NoProgress, Target, TrainConfig, TrainExample,
-};
-
-fn tiny_qwen2() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny-qwen2.gguf")
-}
-
-fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
-    a.iter()
-        .flatten()
-        .zip(b.iter().flatten())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
+use common::{llama_logits, max_abs_diff, tiny_qwen2, top1_agreement, Bytes};
+use kolm_train::{Lora, Message, Model, NoProgress, Target, TrainConfig, TrainExample};
 
 /// Byte tokens (ids 3..259) of seeded pseudo-random text.
 fn tokens(n: usize) -> Vec<u32> {
@@ -100,20 +84,6 @@ fn candle_matches_llama_cpp_on_qwen2_with_and_without_an_adapter() {
     assert!(base_diff < 0.01, "{base_diff}");
     assert!(lora_diff < 0.01, "{lora_diff}");
     assert!(moved > 1.0, "{moved}");
-}
-
-/// A byte-level tokenizer matching the tiny model's vocabulary, with the
-/// plain template.
-struct Bytes;
-
-impl ChatTokenizer for Bytes {
-    fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, String> {
-        Ok(common::render_plain(messages, add_generation_prompt))
-    }
-
-    fn tokenize(&self, text: &str) -> Result<Vec<u32>, String> {
-        Ok(text.bytes().map(|b| 3 + u32::from(b)).collect())
-    }
 }
 
 #[test]

@@ -4,11 +4,13 @@
 
 #![allow(dead_code)]
 
+pub mod smollm2;
+
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use kolm_train::Message;
+use kolm_train::{ChatTokenizer, Message};
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -93,6 +95,18 @@ pub fn top1_agreement(a: &[Vec<f32>], b: &[Vec<f32>], from: usize) -> f32 {
         / (n - from) as f32
 }
 
+/// Where `a` and `b` pick different top-1 tokens: the position and by how
+/// much each engine prefers its own pick over the other's (logits). Small
+/// margins on both sides are near-ties that rounding can flip.
+pub fn disagreements(a: &[Vec<f32>], b: &[Vec<f32>]) -> Vec<(usize, f32, f32)> {
+    (0..a.len())
+        .filter_map(|i| {
+            let (ta, tb) = (argmax(&a[i]), argmax(&b[i]));
+            (ta != tb).then(|| (i, a[i][ta] - a[i][tb], b[i][tb] - b[i][ta]))
+        })
+        .collect()
+}
+
 pub fn log_prob(v: &[f32], i: usize) -> f32 {
     let m = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let lse = v.iter().map(|x| (x - m).exp()).sum::<f32>().ln() + m;
@@ -131,4 +145,32 @@ pub fn render_plain(messages: &[Message], add_generation_prompt: bool) -> String
         s.push_str("assistant:\n");
     }
     s
+}
+
+/// The seeded two-layer Qwen2 of `tests/data` (written by
+/// `make_tiny_qwen2.py`), with a byte vocabulary.
+pub fn tiny_qwen2() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny-qwen2.gguf")
+}
+
+/// A byte-level tokenizer matching the tiny model's vocabulary (ids
+/// 3..259), with the plain template.
+pub struct Bytes;
+
+impl ChatTokenizer for Bytes {
+    fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, String> {
+        Ok(render_plain(messages, add_generation_prompt))
+    }
+
+    fn tokenize(&self, text: &str) -> Result<Vec<u32>, String> {
+        Ok(text.bytes().map(|b| 3 + u32::from(b)).collect())
+    }
+}
+
+pub fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
