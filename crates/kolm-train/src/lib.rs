@@ -11,6 +11,7 @@
 //! - [`tokenize`]: the tokenizer trait and assistant-only loss masks.
 //! - [`model`]: the GGUF header, the dequantized frozen base and its
 //!   differentiable forward pass (llama, qwen2, gemma3).
+//! - [`fused`]: multi-threaded CPU kernels for the row-wise ops.
 //! - [`lora`], [`optim`], [`rng`]: parameters, AdamW and schedule, seeds.
 //! - [`adapter`]: the llama.cpp GGUF adapter writer and reader.
 //! - [`train`](mod@train): the run itself, checkpoints and resume.
@@ -19,6 +20,7 @@ pub mod adapter;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod fused;
 pub mod lora;
 pub mod model;
 pub mod optim;

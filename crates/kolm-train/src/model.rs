@@ -1,7 +1,8 @@
 //! The frozen base: its GGUF header (architecture, shapes) read before any
-//! weight, its weights dequantized to f32, and a forward pass written only
-//! with differentiable candle primitives (candle's fused `rms_norm`,
-//! `softmax_last_dim` and `rope` have no backward pass).
+//! weight, its weights dequantized to f32, and a forward pass written with
+//! differentiable candle primitives (candle's fused `rms_norm`,
+//! `softmax_last_dim` and `rope` have no backward pass) and, on the CPU,
+//! the multi-threaded kernels of [`crate::fused`].
 //!
 //! Weights stay in the GGUF's own layout, so the rotary embedding follows
 //! llama.cpp's convention per architecture (adjacent pairs for `llama`,
@@ -20,11 +21,11 @@ use std::path::{Path, PathBuf};
 use candle_core::backend::BackendStorage;
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{
-    CpuStorage, CudaStorage, CustomOp1, DType, Device, Layout, MetalStorage, Shape, Storage,
-    Tensor, D,
+    CpuStorage, CudaStorage, CustomOp1, DType, Device, Layout, MetalStorage, Shape, Storage, Tensor,
 };
 
 use crate::error::TrainError;
+use crate::fused;
 use crate::lora::{Lora, Target};
 use crate::rng::Rng;
 
@@ -435,37 +436,20 @@ impl Model {
     }
 
     fn rms_norm(&self, x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-        let r = (ms + self.config.rms_eps)?.sqrt()?.recip()?;
-        x.broadcast_mul(&r)?.broadcast_mul(w)
+        fused::rms_norm(x, w, self.config.rms_eps)
     }
 
     fn rope(&self, x: &Tensor, t: usize, sliding: bool) -> candle_core::Result<Tensor> {
-        // x: [B, H, T, D]
-        let (b, h, _, d) = x.dims4()?;
-        let half = d / 2;
         let (cos, sin) = match (&self.swa_rope, sliding) {
             (Some((c, s)), true) => (c, s),
             _ => (&self.cos, &self.sin),
         };
-        let cos = cos.narrow(0, 0, t)?;
-        let sin = sin.narrow(0, 0, t)?;
-        if self.config.rope_neox {
-            let x1 = x.narrow(3, 0, half)?;
-            let x2 = x.narrow(3, half, half)?;
-            let a = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
-            let c = (x1.broadcast_mul(&sin)? + x2.broadcast_mul(&cos)?)?;
-            Tensor::cat(&[a, c], 3)
-        } else {
-            let xr = x.reshape((b, h, t, half, 2))?;
-            let x0 = xr.narrow(4, 0, 1)?;
-            let x1 = xr.narrow(4, 1, 1)?;
-            let cos = cos.reshape((t, half, 1))?;
-            let sin = sin.reshape((t, half, 1))?;
-            let a = (x0.broadcast_mul(&cos)? - x1.broadcast_mul(&sin)?)?;
-            let c = (x0.broadcast_mul(&sin)? + x1.broadcast_mul(&cos)?)?;
-            Tensor::cat(&[a, c], 4)?.reshape((b, h, t, d))
-        }
+        fused::rope(
+            x,
+            &cos.narrow(0, 0, t)?,
+            &sin.narrow(0, 0, t)?,
+            self.config.rope_neox,
+        )
     }
 
     /// A linear layer of the base plus its LoRA delta, if any.
@@ -570,12 +554,8 @@ impl Model {
                 Some(m) if layer.sliding => m,
                 _ => &mask,
             };
-            let scores = (q.matmul(&k.t()?)? * scale)?
-                .reshape((b, kvh, rep, t, t))?
-                .broadcast_add(mask)?;
-            let max = scores.max_keepdim(D::Minus1)?.detach();
-            let e = scores.broadcast_sub(&max)?.exp()?;
-            let p = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
+            let scores = q.matmul(&k.t()?)?.reshape((b, kvh, rep, t, t))?;
+            let p = fused::masked_softmax(&scores, mask, scale)?;
             let att = p
                 .reshape((b, kvh, rep * t, t))?
                 .matmul(&v)?
@@ -591,8 +571,11 @@ impl Model {
             let xn = self.rms_norm(&x, &layer.ffn_norm)?;
             let g = self.linear(&xn, li, Target::Gate, lora, &mut dropout)?;
             let u = self.linear(&xn, li, Target::Up, lora, &mut dropout)?;
-            let g = if c.gelu { g.gelu()? } else { g.silu()? };
-            let m = (g * u)?;
+            let m = if c.gelu {
+                (g.gelu()? * u)?
+            } else {
+                fused::swiglu(&g, &u)?
+            };
             let mut d = self.linear(&m, li, Target::Down, lora, &mut dropout)?;
             if let Some(n) = &layer.post_ffn_norm {
                 d = self.rms_norm(&d, n)?;
@@ -606,11 +589,7 @@ impl Model {
     pub(crate) fn log_probs(&self, hidden: &Tensor, rows: &Tensor) -> candle_core::Result<Tensor> {
         let hs = hidden.index_select(rows, 0)?;
         let hs = self.rms_norm(&hs, &self.out_norm)?;
-        let logits = frozen_linear(&hs, &self.output)?;
-        let max = logits.max_keepdim(D::Minus1)?.detach();
-        let shifted = logits.broadcast_sub(&max)?;
-        let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-        shifted.broadcast_sub(&lse)
+        fused::log_softmax(&frozen_linear(&hs, &self.output)?)
     }
 
     /// Logits `[T, V]` of one sequence, with an optional LoRA (no dropout).
