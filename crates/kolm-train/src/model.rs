@@ -482,10 +482,10 @@ impl Model {
                 }
                 _ => x.clone(),
             };
-            let delta = xd
-                .matmul(&pair.a.as_tensor().t()?)?
+            // Scaled at rank width ([N, r]), not at the output's ([N, out]).
+            let delta = (xd.matmul(&pair.a.as_tensor().t()?)? * pair.scale)?
                 .matmul(&pair.b.as_tensor().t()?)?;
-            y = (y + (delta * pair.scale)?)?;
+            y = (y + delta)?;
         }
         Ok(y)
     }
