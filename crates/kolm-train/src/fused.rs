@@ -18,6 +18,51 @@ fn rows_per_task(width: usize) -> usize {
     (TASK / width.max(1)).max(1)
 }
 
+/// `f(out_row, row)` for each row of `width` elements of `a`, the rows
+/// spread over rayon's threads; returns the output rows.
+fn map_rows(a: &[f32], width: usize, f: impl Fn(&mut [f32], &[f32]) + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; a.len()];
+    let k = rows_per_task(width) * width;
+    out.par_chunks_mut(k)
+        .zip(a.par_chunks(k))
+        .for_each(|(o, a)| {
+            for (o, a) in o.chunks_mut(width).zip(a.chunks(width)) {
+                f(o, a);
+            }
+        });
+    out
+}
+
+/// [`map_rows`] over the rows of two inputs of the same shape.
+fn map_rows2(
+    a: &[f32],
+    b: &[f32],
+    width: usize,
+    f: impl Fn(&mut [f32], &[f32], &[f32]) + Sync,
+) -> candle_core::Result<Vec<f32>> {
+    if a.len() != b.len() {
+        candle_core::bail!(
+            "fused op: inputs of different sizes ({} and {})",
+            a.len(),
+            b.len()
+        )
+    }
+    let mut out = vec![0f32; a.len()];
+    let k = rows_per_task(width) * width;
+    out.par_chunks_mut(k)
+        .zip(a.par_chunks(k).zip(b.par_chunks(k)))
+        .for_each(|(o, (a, b))| {
+            for ((o, a), b) in o
+                .chunks_mut(width)
+                .zip(a.chunks(width))
+                .zip(b.chunks(width))
+            {
+                f(o, a, b);
+            }
+        });
+    Ok(out)
+}
+
 /// The f32 data of a contiguous tensor's storage.
 fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
     let data = s.as_slice::<f32>()?;
@@ -27,7 +72,8 @@ fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Resul
     }
 }
 
-fn weights(w: &Tensor) -> candle_core::Result<Vec<f32>> {
+/// A small tensor (weights, mask, rotary tables) as a host vector.
+fn host_f32(w: &Tensor) -> candle_core::Result<Vec<f32>> {
     w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
 }
 
@@ -45,7 +91,7 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor>
         return x.broadcast_mul(&r)?.broadcast_mul(w);
     }
     let op = RmsNorm {
-        w: weights(w)?,
+        w: host_f32(w)?,
         eps: eps as f32,
     };
     x.contiguous()?.apply_op1(op)
@@ -74,14 +120,10 @@ impl CustomOp1 for RmsNorm {
         if l.dims().last() != Some(&d) {
             candle_core::bail!("fused-rms-norm: last dimension is not {d}")
         }
-        let mut y = vec![0f32; x.len()];
-        let k = rows_per_task(d) * d;
-        y.par_chunks_mut(k).zip(x.par_chunks(k)).for_each(|(y, x)| {
-            for (y, x) in y.chunks_mut(d).zip(x.chunks(d)) {
-                let r = self.inv_rms(x);
-                for ((y, x), w) in y.iter_mut().zip(x).zip(&self.w) {
-                    *y = x * r * w;
-                }
+        let y = map_rows(x, d, |y, x| {
+            let r = self.inv_rms(x);
+            for ((y, x), w) in y.iter_mut().zip(x).zip(&self.w) {
+                *y = x * r * w;
             }
         });
         Ok((CpuStorage::F32(y), l.shape().clone()))
@@ -121,25 +163,19 @@ impl CustomOp2 for RmsNormGrad {
             w: Vec::new(),
             eps: self.eps,
         };
-        let mut dx = vec![0f32; x.len()];
-        let k = rows_per_task(d) * d;
-        dx.par_chunks_mut(k)
-            .zip(x.par_chunks(k).zip(g.par_chunks(k)))
-            .for_each(|(dx, (x, g))| {
-                for ((dx, x), g) in dx.chunks_mut(d).zip(x.chunks(d)).zip(g.chunks(d)) {
-                    let r = norm.inv_rms(x);
-                    let dot: f32 = g
-                        .iter()
-                        .zip(&self.w)
-                        .zip(x)
-                        .map(|((g, w), x)| g * w * x)
-                        .sum();
-                    let c = r * r * r * dot / d as f32;
-                    for (((dx, x), g), w) in dx.iter_mut().zip(x).zip(g).zip(&self.w) {
-                        *dx = r * g * w - x * c;
-                    }
-                }
-            });
+        let dx = map_rows2(x, g, d, |dx, x, g| {
+            let r = norm.inv_rms(x);
+            let dot: f32 = g
+                .iter()
+                .zip(&self.w)
+                .zip(x)
+                .map(|((g, w), x)| g * w * x)
+                .sum();
+            let c = r * r * r * dot / d as f32;
+            for (((dx, x), g), w) in dx.iter_mut().zip(x).zip(g).zip(&self.w) {
+                *dx = r * g * w - x * c;
+            }
+        })?;
         Ok((CpuStorage::F32(dx), xl.shape().clone()))
     }
 }
@@ -157,7 +193,7 @@ pub fn masked_softmax(s: &Tensor, mask: &Tensor, scale: f64) -> candle_core::Res
         return e.broadcast_div(&e.sum_keepdim(D::Minus1)?);
     }
     let op = MaskedSoftmax {
-        mask: weights(mask)?,
+        mask: host_f32(mask)?,
         t: mask.dim(D::Minus1)?,
         scale: scale as f32,
     };
@@ -181,15 +217,12 @@ impl CustomOp1 for MaskedSoftmax {
         if l.dims().last() != Some(&t) || x.len() % (t * t) != 0 {
             candle_core::bail!("fused-masked-softmax: scores are not [.., {t}, {t}]")
         }
-        let mut p = vec![0f32; x.len()];
-        // One task per T × T block: its rows line up with the mask's.
-        p.par_chunks_mut(t * t)
-            .zip(x.par_chunks(t * t))
-            .for_each(|(p, x)| {
-                for ((p, x), m) in p.chunks_mut(t).zip(x.chunks(t)).zip(self.mask.chunks(t)) {
-                    softmax_row(p, x.iter().zip(m).map(|(x, m)| x * self.scale + m));
-                }
-            });
+        // Whole T × T blocks, so that rows line up with the mask's.
+        let p = map_rows(x, t * t, |p, x| {
+            for ((p, x), m) in p.chunks_mut(t).zip(x.chunks(t)).zip(self.mask.chunks(t)) {
+                softmax_row(p, x.iter().zip(m).map(|(x, m)| x * self.scale + m));
+            }
+        });
         Ok((CpuStorage::F32(p), l.shape().clone()))
     }
 
@@ -236,18 +269,12 @@ impl CustomOp2 for SoftmaxGrad {
         let p = contiguous(ps, pl, self.name())?;
         let g = contiguous(gs, gl, self.name())?;
         let t = pl.dims().last().copied().unwrap_or(1);
-        let mut ds = vec![0f32; p.len()];
-        let k = rows_per_task(t) * t;
-        ds.par_chunks_mut(k)
-            .zip(p.par_chunks(k).zip(g.par_chunks(k)))
-            .for_each(|(ds, (p, g))| {
-                for ((ds, p), g) in ds.chunks_mut(t).zip(p.chunks(t)).zip(g.chunks(t)) {
-                    let dot: f32 = p.iter().zip(g).map(|(p, g)| p * g).sum();
-                    for ((ds, p), g) in ds.iter_mut().zip(p).zip(g) {
-                        *ds = self.scale * p * (g - dot);
-                    }
-                }
-            });
+        let ds = map_rows2(p, g, t, |ds, p, g| {
+            let dot: f32 = p.iter().zip(g).map(|(p, g)| p * g).sum();
+            for ((ds, p), g) in ds.iter_mut().zip(p).zip(g) {
+                *ds = self.scale * p * (g - dot);
+            }
+        })?;
         Ok((CpuStorage::F32(ds), pl.shape().clone()))
     }
 }
@@ -275,15 +302,11 @@ impl CustomOp1 for LogSoftmax {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = contiguous(s, l, self.name())?;
         let v = l.dims().last().copied().unwrap_or(1);
-        let mut y = vec![0f32; x.len()];
-        let k = rows_per_task(v) * v;
-        y.par_chunks_mut(k).zip(x.par_chunks(k)).for_each(|(y, x)| {
-            for (y, x) in y.chunks_mut(v).zip(x.chunks(v)) {
-                let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let lse = x.iter().map(|x| (x - max).exp()).sum::<f32>().ln() + max;
-                for (y, x) in y.iter_mut().zip(x) {
-                    *y = x - lse;
-                }
+        let y = map_rows(x, v, |y, x| {
+            let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let lse = x.iter().map(|x| (x - max).exp()).sum::<f32>().ln() + max;
+            for (y, x) in y.iter_mut().zip(x) {
+                *y = x - lse;
             }
         });
         Ok((CpuStorage::F32(y), l.shape().clone()))
@@ -312,18 +335,12 @@ impl CustomOp2 for LogSoftmaxGrad {
         let y = contiguous(ys, yl, self.name())?;
         let g = contiguous(gs, gl, self.name())?;
         let v = yl.dims().last().copied().unwrap_or(1);
-        let mut dx = vec![0f32; y.len()];
-        let k = rows_per_task(v) * v;
-        dx.par_chunks_mut(k)
-            .zip(y.par_chunks(k).zip(g.par_chunks(k)))
-            .for_each(|(dx, (y, g))| {
-                for ((dx, y), g) in dx.chunks_mut(v).zip(y.chunks(v)).zip(g.chunks(v)) {
-                    let sum: f32 = g.iter().sum();
-                    for ((dx, y), g) in dx.iter_mut().zip(y).zip(g) {
-                        *dx = g - y.exp() * sum;
-                    }
-                }
-            });
+        let dx = map_rows2(y, g, v, |dx, y, g| {
+            let sum: f32 = g.iter().sum();
+            for ((dx, y), g) in dx.iter_mut().zip(y).zip(g) {
+                *dx = g - y.exp() * sum;
+            }
+        })?;
         Ok((CpuStorage::F32(dx), yl.shape().clone()))
     }
 }
@@ -355,8 +372,8 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, neox: bool) -> candle_core::
         };
     }
     let op = Rope {
-        cos: weights(cos)?.into(),
-        sin: weights(sin)?.into(),
+        cos: host_f32(cos)?.into(),
+        sin: host_f32(sin)?.into(),
         neox,
         inverse: false,
     };
@@ -384,25 +401,23 @@ impl CustomOp1 for Rope {
             candle_core::bail!("fused-rope: tables are not [{t}, {half}]")
         }
         let sign = if self.inverse { -1.0 } else { 1.0 };
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(t * d)
-            .zip(x.par_chunks(t * d))
-            .for_each(|(y, x)| {
-                for (p, (y, x)) in y.chunks_mut(d).zip(x.chunks(d)).enumerate() {
-                    let cos = &self.cos[p * half..(p + 1) * half];
-                    let sin = &self.sin[p * half..(p + 1) * half];
-                    for i in 0..half {
-                        let (ia, ic) = if self.neox {
-                            (i, i + half)
-                        } else {
-                            (2 * i, 2 * i + 1)
-                        };
-                        let (a, c, sn) = (x[ia], x[ic], sign * sin[i]);
-                        y[ia] = a * cos[i] - c * sn;
-                        y[ic] = a * sn + c * cos[i];
-                    }
+        // Whole [T, D] blocks, so that a row's position is its index.
+        let y = map_rows(x, t * d, |y, x| {
+            for (p, (y, x)) in y.chunks_mut(d).zip(x.chunks(d)).enumerate() {
+                let cos = &self.cos[p * half..(p + 1) * half];
+                let sin = &self.sin[p * half..(p + 1) * half];
+                for i in 0..half {
+                    let (ia, ic) = if self.neox {
+                        (i, i + half)
+                    } else {
+                        (2 * i, 2 * i + 1)
+                    };
+                    let (a, c, sn) = (x[ia], x[ic], sign * sin[i]);
+                    y[ia] = a * cos[i] - c * sn;
+                    y[ic] = a * sn + c * cos[i];
                 }
-            });
+            }
+        });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -431,37 +446,27 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
 #[derive(Clone, Copy)]
 enum Swiglu {
     Forward,
-    /// `d gate = g ⊙ up ⊙ silu'(gate)`, with `(gate, up, g)` as its inputs
-    /// packed by the backward pass.
+    /// `d gate = (g ⊙ up) ⊙ silu'(gate)`; its inputs are `gate` and `g ⊙ up`.
     GradGate,
     /// `d up = g ⊙ silu(gate)`.
     GradUp,
 }
 
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+/// `f(a, b)` element by element, over rayon's threads.
+fn elementwise(
+    a: &[f32],
+    b: &[f32],
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) -> candle_core::Result<Vec<f32>> {
+    map_rows2(a, b, TASK, |o, a, b| {
+        for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
+            *o = f(*a, *b);
+        }
+    })
 }
 
-impl Swiglu {
-    fn map(
-        self,
-        a: &[f32],
-        b: &[f32],
-        f: impl Fn(f32, f32) -> f32 + Sync,
-    ) -> candle_core::Result<Vec<f32>> {
-        if a.len() != b.len() {
-            candle_core::bail!("fused-swiglu: inputs of different sizes")
-        }
-        let mut out = vec![0f32; a.len()];
-        out.par_chunks_mut(TASK)
-            .zip(a.par_chunks(TASK).zip(b.par_chunks(TASK)))
-            .for_each(|(o, (a, b))| {
-                for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
-                    *o = f(*a, *b);
-                }
-            });
-        Ok(out)
-    }
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
 }
 
 impl CustomOp2 for Swiglu {
@@ -479,14 +484,14 @@ impl CustomOp2 for Swiglu {
         let a = contiguous(s1, l1, self.name())?;
         let b = contiguous(s2, l2, self.name())?;
         let out = match self {
-            Swiglu::Forward => self.map(a, b, |x, u| x * sigmoid(x) * u)?,
+            Swiglu::Forward => elementwise(a, b, |x, u| x * sigmoid(x) * u)?,
             // a = gate, b = g ⊙ up.
-            Swiglu::GradGate => self.map(a, b, |x, gu| {
+            Swiglu::GradGate => elementwise(a, b, |x, gu| {
                 let s = sigmoid(x);
                 gu * s * (1.0 + x * (1.0 - s))
             })?,
             // a = gate, b = g.
-            Swiglu::GradUp => self.map(a, b, |x, g| g * x * sigmoid(x))?,
+            Swiglu::GradUp => elementwise(a, b, |x, g| g * x * sigmoid(x))?,
         };
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
