@@ -2,6 +2,7 @@
 //! (offline on the store, or through kolmd's gRPC API), and maps failures to
 //! exit codes scripts can rely on.
 
+mod allocator;
 mod base_chat;
 mod cli;
 mod commands;
@@ -18,6 +19,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    allocator::keep_freed_memory();
     let args = cli::Cli::parse();
     let json = args.command.wants_json();
     match commands::run(args) {

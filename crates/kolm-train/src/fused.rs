@@ -73,7 +73,7 @@ fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Resul
 }
 
 /// A small tensor (weights, mask, rotary tables) as a host vector.
-fn host_f32(w: &Tensor) -> candle_core::Result<Vec<f32>> {
+pub(crate) fn host_f32(w: &Tensor) -> candle_core::Result<Vec<f32>> {
     w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
 }
 

@@ -12,15 +12,21 @@
 //! - [`model`]: the GGUF header, the dequantized frozen base and its
 //!   differentiable forward pass (llama, qwen2, gemma3).
 //! - [`fused`]: multi-threaded CPU kernels for the row-wise ops.
+//! - `linear`, `attention`: the frozen linear layers with their LoRA
+//!   delta, and causal attention, each one fused node on the CPU; `gemm`:
+//!   the CPU matrix products those nodes use.
 //! - [`lora`], [`optim`], [`rng`]: parameters, AdamW and schedule, seeds.
 //! - [`adapter`]: the llama.cpp GGUF adapter writer and reader.
 //! - [`train`](mod@train): the run itself, checkpoints and resume.
 
 pub mod adapter;
+mod attention;
 pub mod data;
 pub mod device;
 pub mod error;
 pub mod fused;
+mod gemm;
+mod linear;
 pub mod lora;
 pub mod model;
 pub mod optim;

@@ -18,14 +18,13 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use candle_core::backend::BackendStorage;
 use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::{
-    CpuStorage, CudaStorage, CustomOp1, DType, Device, Layout, MetalStorage, Shape, Storage, Tensor,
-};
+use candle_core::{DType, Device, Tensor};
 
+use crate::attention::{attention, Attention};
 use crate::error::TrainError;
 use crate::fused;
+use crate::linear::{frozen_linear, lora_linear, Delta};
 use crate::lora::{Lora, Target};
 use crate::rng::Rng;
 
@@ -184,87 +183,6 @@ pub fn read_config(path: &Path) -> Result<(ModelConfig, Content), TrainError> {
         f32_bytes,
     };
     Ok((config, content))
-}
-
-/// `x · Wᵀ` for a frozen `W`: its backward pass gives the gradient of `x`
-/// only. candle's matmul backward always computes the weight's gradient
-/// too, which for a frozen base is a third of the work and a copy of every
-/// weight. The forward pass is the backend's own matmul, so the op runs on
-/// every device candle has.
-struct FrozenLinear {
-    w: Tensor,
-}
-
-impl FrozenLinear {
-    /// `x [n, k] · Wᵀ` on one backend's storage; `weight_of` picks the
-    /// weight's storage of that backend.
-    fn forward<S: BackendStorage>(
-        &self,
-        x: &S,
-        x_layout: &Layout,
-        weight_of: fn(&Storage) -> Option<&S>,
-    ) -> candle_core::Result<(S, Shape)> {
-        let (n, k) = x_layout.shape().dims2()?;
-        let (out, w_k) = self.w.dims2()?;
-        if k != w_k {
-            candle_core::bail!("frozen-linear: input width {k} does not match the weight's {w_k}")
-        }
-        let (storage, w_layout) = self.w.storage_and_layout();
-        let Some(w) = weight_of(&storage) else {
-            candle_core::bail!("frozen-linear: the weight is on another device than its input")
-        };
-        let y = x.matmul(w, (1, n, out, k), x_layout, &w_layout.transpose(0, 1)?)?;
-        Ok((y, Shape::from((n, out))))
-    }
-}
-
-impl CustomOp1 for FrozenLinear {
-    fn name(&self) -> &'static str {
-        "frozen-linear"
-    }
-
-    fn cpu_fwd(&self, x: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        self.forward(x, layout, |s| match s {
-            Storage::Cpu(w) => Some(w),
-            _ => None,
-        })
-    }
-
-    fn cuda_fwd(
-        &self,
-        x: &CudaStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(CudaStorage, Shape)> {
-        self.forward(x, layout, |s| match s {
-            Storage::Cuda(w) => Some(w),
-            _ => None,
-        })
-    }
-
-    fn metal_fwd(
-        &self,
-        x: &MetalStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(MetalStorage, Shape)> {
-        self.forward(x, layout, |s| match s {
-            Storage::Metal(w) => Some(w),
-            _ => None,
-        })
-    }
-
-    fn bwd(
-        &self,
-        _arg: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(grad.matmul(&self.w)?))
-    }
-}
-
-/// `x [N, in] · Wᵀ` with `W [out, in]` frozen.
-fn frozen_linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-    x.contiguous()?.apply_op1(FrozenLinear { w: w.clone() })
 }
 
 struct Layer {
@@ -439,19 +357,6 @@ impl Model {
         fused::rms_norm(x, w, self.config.rms_eps)
     }
 
-    fn rope(&self, x: &Tensor, t: usize, sliding: bool) -> candle_core::Result<Tensor> {
-        let (cos, sin) = match (&self.swa_rope, sliding) {
-            (Some((c, s)), true) => (c, s),
-            _ => (&self.cos, &self.sin),
-        };
-        fused::rope(
-            x,
-            &cos.narrow(0, 0, t)?,
-            &sin.narrow(0, 0, t)?,
-            self.config.rope_neox,
-        )
-    }
-
     /// A linear layer of the base plus its LoRA delta, if any.
     fn linear(
         &self,
@@ -462,13 +367,14 @@ impl Model {
         dropout: &mut Option<Dropout<'_>>,
     ) -> candle_core::Result<Tensor> {
         let w = &self.layers[layer].weights[target as usize];
-        let mut y = frozen_linear(x, w)?;
-        if let Some(pair) = lora.and_then(|l| l.get(layer, target)) {
-            let xd = match dropout {
-                Some(d) if d.p > 0.0 => {
-                    let keep = 1.0 - d.p;
-                    let n = x.elem_count();
-                    let mask: Vec<f32> = (0..n)
+        let Some(pair) = lora.and_then(|l| l.get(layer, target)) else {
+            return frozen_linear(x, w);
+        };
+        let mask = match dropout {
+            Some(d) if d.p > 0.0 => {
+                let keep = 1.0 - d.p;
+                Some(
+                    (0..x.elem_count())
                         .map(|_| {
                             if d.rng.next_f32() < keep {
                                 1.0 / keep
@@ -476,18 +382,18 @@ impl Model {
                                 0.0
                             }
                         })
-                        .collect();
-                    let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
-                    x.mul(&mask)?
-                }
-                _ => x.clone(),
-            };
-            // Scaled at rank width ([N, r]), not at the output's ([N, out]).
-            let delta = (xd.matmul(&pair.a.as_tensor().t()?)? * pair.scale)?
-                .matmul(&pair.b.as_tensor().t()?)?;
-            y = (y + delta)?;
-        }
-        Ok(y)
+                        .collect(),
+                )
+            }
+            _ => None,
+        };
+        let delta = Delta {
+            a: pair.a.as_tensor(),
+            b: pair.b.as_tensor(),
+            scale: pair.scale,
+            mask,
+        };
+        lora_linear(x, w, delta)
     }
 
     /// Final hidden states `[B*T, E]` (before the output norm) of `tokens [B, T]`.
@@ -500,27 +406,33 @@ impl Model {
         let (b, t) = tokens.dims2()?;
         let c = &self.config;
         let (h, kvh, hd) = (c.heads, c.kv_heads, c.head_dim);
-        let rep = h / kvh;
         let mut x = self.embed.index_select(&tokens.flatten_all()?, 0)?; // [B*T, E]
         if let Some(s) = c.embed_scale {
             x = (x * f64::from(s))?;
         }
-        // Causal, and for sliding-window layers also at most `window - 1`
-        // positions back (llama.cpp masks `i - j >= window`).
-        let mask_for = |window: usize| {
-            let mask: Vec<f32> = (0..t)
-                .flat_map(|i| {
-                    (0..t).map(move |j| if j > i || i - j >= window { -1e9 } else { 0.0 })
-                })
-                .collect();
-            Tensor::from_vec(mask, (t, t), &self.device)
+        let narrow = |table: &Tensor| table.narrow(0, 0, t);
+        let (cos, sin) = (narrow(&self.cos)?, narrow(&self.sin)?);
+        let swa_tables = match &self.swa_rope {
+            Some((c, s)) => Some((narrow(c)?, narrow(s)?)),
+            None => None,
         };
-        let mask = mask_for(usize::MAX)?;
-        let swa_mask = match c.sliding_window {
-            Some((w, _)) if w < t => Some(mask_for(w)?),
-            _ => None,
+        let spec = |sliding: bool| {
+            let (cos, sin) = match (&swa_tables, sliding) {
+                (Some((c, s)), true) => (c, s),
+                _ => (&cos, &sin),
+            };
+            Attention {
+                batch: b,
+                seq: t,
+                heads: h,
+                kv_heads: kvh,
+                head_dim: hd,
+                window: c.sliding_window.filter(|_| sliding).map(|(w, _)| w),
+                neox: c.rope_neox,
+                cos,
+                sin,
+            }
         };
-        let scale = 1.0 / (hd as f64).sqrt();
         for (li, layer) in self.layers.iter().enumerate() {
             let xn = self.rms_norm(&x, &layer.attn_norm)?;
             let mut q = self.linear(&xn, li, Target::Q, lora, &mut dropout)?;
@@ -535,34 +447,18 @@ impl Model {
             if let Some(bv) = &layer.biases[2] {
                 v = v.broadcast_add(bv)?;
             }
-            let mut q = q.reshape((b, t, h, hd))?;
-            let mut k = k.reshape((b, t, kvh, hd))?;
+            // Gemma 3 normalises each head's query and key.
             if let Some(n) = &layer.q_norm {
-                q = self.rms_norm(&q, n)?;
+                q = self
+                    .rms_norm(&q.reshape((b * t, h, hd))?, n)?
+                    .reshape((b * t, h * hd))?;
             }
             if let Some(n) = &layer.k_norm {
-                k = self.rms_norm(&k, n)?;
+                k = self
+                    .rms_norm(&k.reshape((b * t, kvh, hd))?, n)?
+                    .reshape((b * t, kvh * hd))?;
             }
-            let q = q.transpose(1, 2)?.contiguous()?;
-            let k = k.transpose(1, 2)?.contiguous()?;
-            let v = v.reshape((b, t, kvh, hd))?.transpose(1, 2)?.contiguous()?;
-            let q = self
-                .rope(&q, t, layer.sliding)?
-                .reshape((b, kvh, rep * t, hd))?;
-            let k = self.rope(&k, t, layer.sliding)?;
-            let mask = match &swa_mask {
-                Some(m) if layer.sliding => m,
-                _ => &mask,
-            };
-            let scores = q.matmul(&k.t()?)?.reshape((b, kvh, rep, t, t))?;
-            let p = fused::masked_softmax(&scores, mask, scale)?;
-            let att = p
-                .reshape((b, kvh, rep * t, t))?
-                .matmul(&v)?
-                .reshape((b, h, t, hd))?
-                .transpose(1, 2)?
-                .contiguous()?
-                .reshape((b * t, h * hd))?;
+            let att = attention(&q, &k, &v, &spec(layer.sliding))?;
             let mut o = self.linear(&att, li, Target::O, lora, &mut dropout)?;
             if let Some(n) = &layer.post_attn_norm {
                 o = self.rms_norm(&o, n)?;

@@ -108,13 +108,16 @@ pub fn llama_logits(tokens: &[u32], adapter: Option<&Path>) -> Vec<Vec<f32>> {
     super::llama_logits(&mut llama().model.lock().unwrap(), tokens, adapter)
 }
 
-/// The conversations parity is measured on: one the adapter was trained
-/// on, plus one it was not.
+/// The conversations parity is measured on: two the adapter was trained
+/// on, two it was not (about 190 positions, so that one flipped near-tie
+/// moves the agreement by half a percent).
 pub fn parity_tokens() -> Vec<u32> {
     let mut tokens = Vec::new();
     for q in [
         "Who wrote Hamlet?",
         "Name a large animal that lives in the sea.",
+        "How many legs does a spider have?",
+        "At what temperature does water boil?",
     ] {
         let msgs = [Message::new("user", q), Message::new("assistant", ANSWER)];
         tokens.extend(Tok.tokenize(&Tok.render(&msgs, false).unwrap()).unwrap());
@@ -122,9 +125,11 @@ pub fn parity_tokens() -> Vec<u32> {
     tokens
 }
 
-/// Logits within this of each other are a near-tie that llama.cpp's 8-bit
-/// activations can flip (e^0.5: the two tokens' odds differ by under 1.65x).
-pub const NEAR_TIE: f32 = 0.5;
+/// Where the engines pick different tokens, the logit gap between the two
+/// tokens moved by less than this from one engine to the other: a
+/// near-tie that llama.cpp's 8-bit activations can flip (e^1: the two
+/// tokens' odds moved by under 2.7x).
+pub const NEAR_TIE: f32 = 1.0;
 
 /// Candle (on `device`) and llama.cpp (Q4_1 base, CPU) agree on the top-1
 /// token with `adapter` at `min_top1` of the positions or more, differ only
@@ -156,7 +161,7 @@ pub fn candle_and_llama_cpp_agree_with_the_adapter(
     assert!(base_agree >= 0.95, "{base_agree}");
     assert!(lora_agree >= min_top1, "{lora_agree}");
     assert!(
-        differ.iter().all(|&(_, c, l)| c < NEAR_TIE && l < NEAR_TIE),
+        differ.iter().all(|&(_, c, l)| c + l < NEAR_TIE),
         "a disagreement that is no near-tie: {differ:?}"
     );
     // The adapter moves both the same way: the change in log-probability

@@ -1,0 +1,386 @@
+//! The base's linear layers: `x · Wᵀ` with `W` frozen, plus, on the
+//! modules being trained, the LoRA delta `scale · (x ⊙ mask) · Aᵀ · Bᵀ`
+//! (`mask`: the dropout's, `1/keep` or 0 per input value).
+//!
+//! [`FrozenLinear`] computes no gradient for `W` (candle's matmul would:
+//! a third of the work and a copy of every weight) and runs on every
+//! device. On the CPU, [`LoraLinear`] makes the frozen product, the delta
+//! and their backward one node of the graph: composed, the delta is six
+//! small ops, and candle's backward pays a zero tensor and an add per op
+//! input, which cost more than the products themselves.
+
+use std::sync::Arc;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{
+    CpuStorage, CudaStorage, CustomOp1, CustomOp3, DType, Device, Layout, MetalStorage, Shape,
+    Storage, Tensor,
+};
+
+use crate::gemm::{matmul, Mat};
+
+/// `x [N, in] · Wᵀ` for a frozen `W [out, in]`.
+pub(crate) fn frozen_linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op1(FrozenLinear { w: w.clone() })
+}
+
+/// A LoRA pair of one module: `A [r, in]`, `B [out, r]` and the scale.
+pub(crate) struct Delta<'a> {
+    pub a: &'a Tensor,
+    pub b: &'a Tensor,
+    pub scale: f64,
+    /// The dropout mask over `x`, `N × in` values, when dropout is on.
+    pub mask: Option<Vec<f32>>,
+}
+
+/// `x · Wᵀ + scale · (x ⊙ mask) · Aᵀ · Bᵀ`.
+pub(crate) fn lora_linear(x: &Tensor, w: &Tensor, delta: Delta<'_>) -> candle_core::Result<Tensor> {
+    let x = x.contiguous()?;
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        let op = LoraLinear {
+            w: w.clone(),
+            scale: delta.scale as f32,
+            mask: delta.mask.map(Arc::from),
+        };
+        return x.apply_op3(&delta.a.contiguous()?, &delta.b.contiguous()?, op);
+    }
+    let xd = match delta.mask {
+        Some(mask) => (&x * Tensor::from_vec(mask, x.shape(), x.device())?)?,
+        None => x.clone(),
+    };
+    // Scaled at rank width ([N, r]), not at the output's ([N, out]).
+    let d = (xd.matmul(&delta.a.t()?)? * delta.scale)?.matmul(&delta.b.t()?)?;
+    frozen_linear(&x, w)? + d
+}
+
+/// See [`frozen_linear`]. The forward pass is the backend's own matmul, so
+/// the op runs on every device candle has.
+struct FrozenLinear {
+    w: Tensor,
+}
+
+impl FrozenLinear {
+    /// `x [n, k] · Wᵀ` on one backend's storage; `weight_of` picks the
+    /// weight's storage of that backend.
+    fn forward<S: BackendStorage>(
+        &self,
+        x: &S,
+        x_layout: &Layout,
+        weight_of: fn(&Storage) -> Option<&S>,
+    ) -> candle_core::Result<(S, Shape)> {
+        let (n, k) = x_layout.shape().dims2()?;
+        let (out, w_k) = self.w.dims2()?;
+        if k != w_k {
+            candle_core::bail!("frozen-linear: input width {k} does not match the weight's {w_k}")
+        }
+        let (storage, w_layout) = self.w.storage_and_layout();
+        let Some(w) = weight_of(&storage) else {
+            candle_core::bail!("frozen-linear: the weight is on another device than its input")
+        };
+        let y = x.matmul(w, (1, n, out, k), x_layout, &w_layout.transpose(0, 1)?)?;
+        Ok((y, Shape::from((n, out))))
+    }
+}
+
+impl CustomOp1 for FrozenLinear {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.forward(x, layout, |s| match s {
+            Storage::Cpu(w) => Some(w),
+            _ => None,
+        })
+    }
+
+    fn cuda_fwd(
+        &self,
+        x: &CudaStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        self.forward(x, layout, |s| match s {
+            Storage::Cuda(w) => Some(w),
+            _ => None,
+        })
+    }
+
+    fn metal_fwd(
+        &self,
+        x: &MetalStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(MetalStorage, Shape)> {
+        self.forward(x, layout, |s| match s {
+            Storage::Metal(w) => Some(w),
+            _ => None,
+        })
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad.matmul(&self.w)?))
+    }
+}
+
+/// The f32 values of a contiguous CPU storage.
+pub(crate) fn cpu_values<'a>(s: &'a Storage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    match s {
+        Storage::Cpu(s) => cpu_slice(s, l),
+        _ => candle_core::bail!("a fused CPU op got a tensor of another device"),
+    }
+}
+
+/// The f32 values of a contiguous CPU tensor's storage.
+pub(crate) fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("a fused CPU op needs contiguous f32 inputs"),
+    }
+}
+
+/// A CPU tensor of `values`.
+pub(crate) fn cpu_tensor(values: Vec<f32>, shape: impl Into<Shape>) -> candle_core::Result<Tensor> {
+    Tensor::from_vec(values, shape, &Device::Cpu)
+}
+
+/// See [`lora_linear`]: the CPU op over `(x, A, B)`.
+struct LoraLinear {
+    w: Tensor,
+    scale: f32,
+    mask: Option<Arc<[f32]>>,
+}
+
+/// Sizes of one [`LoraLinear`] product.
+struct Dims {
+    n: usize,
+    inp: usize,
+    out: usize,
+    rank: usize,
+}
+
+impl LoraLinear {
+    fn dims(&self, x: &Shape, a: &Shape, b: &Shape) -> candle_core::Result<Dims> {
+        let (n, inp) = x.dims2()?;
+        let (out, w_in) = self.w.dims2()?;
+        let (rank, a_in) = a.dims2()?;
+        let (b_out, b_rank) = b.dims2()?;
+        if w_in != inp || a_in != inp || b_out != out || b_rank != rank {
+            candle_core::bail!(
+                "lora-linear: x {x:?}, W {:?}, A {a:?}, B {b:?} do not fit",
+                self.w.shape()
+            )
+        }
+        if self.mask.as_ref().is_some_and(|m| m.len() != n * inp) {
+            candle_core::bail!("lora-linear: the dropout mask is not {n}×{inp}")
+        }
+        Ok(Dims { n, inp, out, rank })
+    }
+
+    /// `x ⊙ mask`, or `x` itself without dropout.
+    fn dropped<'a>(&self, x: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
+        match &self.mask {
+            Some(mask) => x.iter().zip(mask.iter()).map(|(x, m)| x * m).collect(),
+            None => x.into(),
+        }
+    }
+}
+
+impl CustomOp3 for LoraLinear {
+    fn name(&self) -> &'static str {
+        "lora-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        as_: &CpuStorage,
+        al: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let d = self.dims(xl.shape(), al.shape(), bl.shape())?;
+        let (x, a, b) = (cpu_slice(xs, xl)?, cpu_slice(as_, al)?, cpu_slice(bs, bl)?);
+        let (ws, wl) = self.w.storage_and_layout();
+        let w = cpu_values(&ws, wl)?;
+        let mut y = vec![0f32; d.n * d.out];
+        matmul(
+            &mut y,
+            Mat::new(x, d.n, d.inp)?,
+            Mat::new(w, d.out, d.inp)?.t(),
+            1.0,
+            false,
+        )?;
+        let xd = self.dropped(x);
+        let mut h = vec![0f32; d.n * d.rank];
+        matmul(
+            &mut h,
+            Mat::new(&xd, d.n, d.inp)?,
+            Mat::new(a, d.rank, d.inp)?.t(),
+            1.0,
+            false,
+        )?;
+        matmul(
+            &mut y,
+            Mat::new(&h, d.n, d.rank)?,
+            Mat::new(b, d.out, d.rank)?.t(),
+            self.scale,
+            true,
+        )?;
+        Ok((CpuStorage::F32(y), Shape::from((d.n, d.out))))
+    }
+
+    /// With `g = ∂L/∂y`, `xd = x ⊙ mask`, `h = xd·Aᵀ` and `gB = g·B`:
+    /// `dx = g·W + scale·(gB·A) ⊙ mask`, `dA = scale·gBᵀ·xd`,
+    /// `dB = scale·gᵀ·h`.
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        _y: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let d = self.dims(x.shape(), a.shape(), b.shape())?;
+        let g = g.contiguous()?;
+        let (gs, gl) = g.storage_and_layout();
+        let (xs, xl) = x.storage_and_layout();
+        let (as_, al) = a.storage_and_layout();
+        let (bs, bl) = b.storage_and_layout();
+        let (ws, wl) = self.w.storage_and_layout();
+        let g = Mat::new(cpu_values(&gs, gl)?, d.n, d.out)?;
+        let xd = self.dropped(cpu_values(&xs, xl)?);
+        let xd = Mat::new(&xd, d.n, d.inp)?;
+        let a = Mat::new(cpu_values(&as_, al)?, d.rank, d.inp)?;
+        let b = Mat::new(cpu_values(&bs, bl)?, d.out, d.rank)?;
+        let w = Mat::new(cpu_values(&ws, wl)?, d.out, d.inp)?;
+
+        let mut gb = vec![0f32; d.n * d.rank];
+        matmul(&mut gb, g, b, 1.0, false)?;
+        let gb = Mat::new(&gb, d.n, d.rank)?;
+        let mut dx = vec![0f32; d.n * d.inp];
+        matmul(&mut dx, g, w, 1.0, false)?;
+        match &self.mask {
+            None => matmul(&mut dx, gb, a, self.scale, true)?,
+            Some(mask) => {
+                let mut t = vec![0f32; d.n * d.inp];
+                matmul(&mut t, gb, a, self.scale, false)?;
+                for ((dx, t), m) in dx.iter_mut().zip(&t).zip(mask.iter()) {
+                    *dx += t * m;
+                }
+            }
+        }
+        let mut h = vec![0f32; d.n * d.rank];
+        matmul(&mut h, xd, a.t(), 1.0, false)?;
+        let mut da = vec![0f32; d.rank * d.inp];
+        matmul(&mut da, gb.t(), xd, self.scale, false)?;
+        let mut db = vec![0f32; d.out * d.rank];
+        matmul(
+            &mut db,
+            g.t(),
+            Mat::new(&h, d.n, d.rank)?,
+            self.scale,
+            false,
+        )?;
+        Ok((
+            Some(cpu_tensor(dx, (d.n, d.inp))?),
+            Some(cpu_tensor(da, (d.rank, d.inp))?),
+            Some(cpu_tensor(db, (d.out, d.rank))?),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Var;
+
+    use super::*;
+
+    /// The fused op and the composed ops (on f64 tensors, which take the
+    /// composed path) agree on the output and the gradients of x, A and B.
+    #[test]
+    fn the_fused_op_matches_the_composed_ops_with_and_without_dropout() {
+        let (n, inp, out, rank) = (13, 24, 20, 4);
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 0.3, (out, inp), &dev).unwrap();
+        let x0 = Tensor::randn(0f32, 1.0, (n, inp), &dev).unwrap();
+        let a0 = Tensor::randn(0f32, 0.3, (rank, inp), &dev).unwrap();
+        let b0 = Tensor::randn(0f32, 0.3, (out, rank), &dev).unwrap();
+        let probe = Tensor::randn(0f64, 1.0, (n, out), &dev).unwrap();
+        let mask: Vec<f32> = (0..n * inp)
+            .map(|i| if i % 5 == 0 { 0.0 } else { 1.25 })
+            .collect();
+        for mask in [None, Some(mask)] {
+            let run = |dtype: DType| {
+                let vars: Vec<Var> = [&x0, &a0, &b0]
+                    .iter()
+                    .map(|t| Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap())
+                    .collect();
+                let delta = Delta {
+                    a: vars[1].as_tensor(),
+                    b: vars[2].as_tensor(),
+                    scale: 1.5,
+                    mask: mask.clone(),
+                };
+                let y = if dtype == DType::F32 {
+                    lora_linear(vars[0].as_tensor(), &w, delta).unwrap()
+                } else {
+                    // The composed formula, spelled out in f64.
+                    let x = vars[0].as_tensor();
+                    let xd = match &mask {
+                        Some(m) => (x * Tensor::from_vec(m.clone(), (n, inp), &dev)
+                            .unwrap()
+                            .to_dtype(dtype)
+                            .unwrap())
+                        .unwrap(),
+                        None => x.clone(),
+                    };
+                    let w = w.to_dtype(dtype).unwrap();
+                    let d = (xd.matmul(&delta.a.t().unwrap()).unwrap() * 1.5)
+                        .unwrap()
+                        .matmul(&delta.b.t().unwrap())
+                        .unwrap();
+                    (x.matmul(&w.t().unwrap()).unwrap() + d).unwrap()
+                };
+                let y = y.to_dtype(DType::F64).unwrap();
+                let grads = (&y * &probe)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let mut outs = vec![y];
+                for v in &vars {
+                    outs.push(
+                        grads
+                            .get(v.as_tensor())
+                            .unwrap()
+                            .to_dtype(DType::F64)
+                            .unwrap(),
+                    );
+                }
+                outs
+            };
+            let (fused, composed) = (run(DType::F32), run(DType::F64));
+            for (what, (f, c)) in ["y", "dx", "dA", "dB"]
+                .iter()
+                .zip(fused.iter().zip(&composed))
+            {
+                let diff = (f - c)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap();
+                assert!(diff < 1e-4, "{what}: max difference {diff}");
+            }
+        }
+    }
+}
