@@ -44,21 +44,11 @@ pub(crate) fn attention(
     spec: &Attention<'_>,
 ) -> candle_core::Result<Tensor> {
     if q.device().is_cpu() && q.dtype() == DType::F32 {
-        let op = FusedAttention {
-            batch: spec.batch,
-            seq: spec.seq,
-            heads: spec.heads,
-            kv_heads: spec.kv_heads,
-            head_dim: spec.head_dim,
-            window: spec.window.unwrap_or(usize::MAX).max(1),
-            neox: spec.neox,
-            scale: 1.0 / (spec.head_dim as f32).sqrt(),
-            cos: fused::host_f32(spec.cos)?.into(),
-            sin: fused::host_f32(spec.sin)?.into(),
-        };
-        return q
-            .contiguous()?
-            .apply_op3(&k.contiguous()?, &v.contiguous()?, op);
+        return q.contiguous()?.apply_op3(
+            &k.contiguous()?,
+            &v.contiguous()?,
+            FusedAttention::new(spec)?,
+        );
     }
     composed(q, k, v, spec)
 }
@@ -103,8 +93,9 @@ fn composed(
         .reshape((b * t, h * hd))
 }
 
-/// See [`attention`]: the CPU op over `(q, k, v)`.
-struct FusedAttention {
+/// See [`attention`]: the CPU kernel, on host values or as an op over
+/// `(q, k, v)`.
+pub(crate) struct FusedAttention {
     batch: usize,
     seq: usize,
     heads: usize,
@@ -152,6 +143,60 @@ struct UnitGrads {
 }
 
 impl FusedAttention {
+    pub fn new(spec: &Attention<'_>) -> candle_core::Result<FusedAttention> {
+        Ok(FusedAttention {
+            batch: spec.batch,
+            seq: spec.seq,
+            heads: spec.heads,
+            kv_heads: spec.kv_heads,
+            head_dim: spec.head_dim,
+            window: spec.window.unwrap_or(usize::MAX).max(1),
+            neox: spec.neox,
+            scale: 1.0 / (spec.head_dim as f32).sqrt(),
+            cos: fused::host_f32(spec.cos)?.into(),
+            sin: fused::host_f32(spec.sin)?.into(),
+        })
+    }
+
+    /// The attention of `q [B·T, H·D]`, `k`, `v [B·T, KVH·D]` (host values).
+    pub fn forward_host(&self, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
+        let units: Vec<Vec<f32>> = self
+            .units()
+            .map(|(s, g)| self.forward_unit(q, k, v, s, g))
+            .collect();
+        let width = self.heads * self.head_dim;
+        let mut out = vec![0f32; self.batch * self.seq * width];
+        for (u, unit) in units.iter().enumerate() {
+            let (s, g) = (u / self.kv_heads, u % self.kv_heads);
+            self.scatter(&mut out, width, unit, s, g * self.rep());
+        }
+        out
+    }
+
+    /// The gradients `(dq, dk, dv)` given `go`, the output's gradient.
+    pub fn backward_host(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        go: &[f32],
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let units: Vec<UnitGrads> = self
+            .units()
+            .map(|(s, g)| self.backward_unit(q, k, v, go, s, g))
+            .collect();
+        let (qw, kw) = (self.heads * self.head_dim, self.kv_heads * self.head_dim);
+        let n = self.batch * self.seq;
+        let (mut dq, mut dk, mut dv) = (vec![0f32; n * qw], vec![0f32; n * kw], vec![0f32; n * kw]);
+        for (u, unit) in units.iter().enumerate() {
+            let (s, g) = (u / self.kv_heads, u % self.kv_heads);
+            self.scatter(&mut dq, qw, &unit.dq, s, g * self.rep());
+            self.scatter(&mut dk, kw, &unit.dk, s, g);
+            self.scatter(&mut dv, kw, &unit.dv, s, g);
+        }
+        (dq, dk, dv)
+    }
+
     fn rep(&self) -> usize {
         self.heads / self.kv_heads
     }
@@ -353,18 +398,7 @@ impl CustomOp3 for FusedAttention {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         self.check(ql.shape(), kl.shape(), vl.shape())?;
         let (q, k, v) = (cpu_slice(qs, ql)?, cpu_slice(ks, kl)?, cpu_slice(vs, vl)?);
-        let units: Vec<Vec<f32>> = self
-            .units()
-            .map(|(s, g)| self.forward_unit(q, k, v, s, g))
-            .collect();
-        let width = self.heads * self.head_dim;
-        let mut out = vec![0f32; self.batch * self.seq * width];
-        for ((s, g), unit) in (0..self.batch * self.kv_heads)
-            .map(|u| (u / self.kv_heads, u % self.kv_heads))
-            .zip(&units)
-        {
-            self.scatter(&mut out, width, unit, s, g * self.rep());
-        }
+        let out = self.forward_host(q, k, v);
         Ok((CpuStorage::F32(out), ql.shape().clone()))
     }
 
@@ -388,19 +422,9 @@ impl CustomOp3 for FusedAttention {
             cpu_values(&ks, kl)?,
             cpu_values(&vs, vl)?,
         );
-        let units: Vec<UnitGrads> = self
-            .units()
-            .map(|(s, g)| self.backward_unit(qv, kv, vv, go, s, g))
-            .collect();
+        let (dq, dk, dv) = self.backward_host(qv, kv, vv, go);
         let (qw, kw) = (self.heads * self.head_dim, self.kv_heads * self.head_dim);
         let n = self.batch * self.seq;
-        let (mut dq, mut dk, mut dv) = (vec![0f32; n * qw], vec![0f32; n * kw], vec![0f32; n * kw]);
-        for (u, unit) in units.iter().enumerate() {
-            let (s, g) = (u / self.kv_heads, u % self.kv_heads);
-            self.scatter(&mut dq, qw, &unit.dq, s, g * self.rep());
-            self.scatter(&mut dk, kw, &unit.dk, s, g);
-            self.scatter(&mut dv, kw, &unit.dv, s, g);
-        }
         Ok((
             Some(cpu_tensor(dq, (n, qw))?),
             Some(cpu_tensor(dk, (n, kw))?),

@@ -102,11 +102,39 @@ struct RmsNorm {
     eps: f32,
 }
 
-impl RmsNorm {
-    fn inv_rms(&self, row: &[f32]) -> f32 {
-        let ms = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
-        1.0 / (ms + self.eps).sqrt()
-    }
+/// `1 / sqrt(mean(row²) + eps)`.
+fn inv_rms(row: &[f32], eps: f32) -> f32 {
+    let ms = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
+    1.0 / (ms + eps).sqrt()
+}
+
+/// RMS norm of each row of `x` (rows as long as `w`), on host values.
+pub(crate) fn rms_norm_host(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    map_rows(x, w.len(), |y, x| {
+        let r = inv_rms(x, eps);
+        for ((y, x), w) in y.iter_mut().zip(x).zip(w) {
+            *y = x * r * w;
+        }
+    })
+}
+
+/// The gradient of [`rms_norm_host`]'s input given the output's, `g`:
+/// `dx = r·(g⊙w) − x·r³·mean((g⊙w)⊙x)` with `r = 1/rms(x)`.
+pub(crate) fn rms_norm_grad_host(
+    x: &[f32],
+    g: &[f32],
+    w: &[f32],
+    eps: f32,
+) -> candle_core::Result<Vec<f32>> {
+    let d = w.len();
+    map_rows2(x, g, d, |dx, x, g| {
+        let r = inv_rms(x, eps);
+        let dot: f32 = g.iter().zip(w).zip(x).map(|((g, w), x)| g * w * x).sum();
+        let c = r * r * r * dot / d as f32;
+        for (((dx, x), g), w) in dx.iter_mut().zip(x).zip(g).zip(w) {
+            *dx = r * g * w - x * c;
+        }
+    })
 }
 
 impl CustomOp1 for RmsNorm {
@@ -120,12 +148,7 @@ impl CustomOp1 for RmsNorm {
         if l.dims().last() != Some(&d) {
             candle_core::bail!("fused-rms-norm: last dimension is not {d}")
         }
-        let y = map_rows(x, d, |y, x| {
-            let r = self.inv_rms(x);
-            for ((y, x), w) in y.iter_mut().zip(x).zip(&self.w) {
-                *y = x * r * w;
-            }
-        });
+        let y = rms_norm_host(x, &self.w, self.eps);
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -138,7 +161,7 @@ impl CustomOp1 for RmsNorm {
     }
 }
 
-/// `dx = r·(g⊙w) − x·r³·mean((g⊙w)⊙x)` with `r = 1/rms(x)`.
+/// See [`rms_norm_grad_host`].
 struct RmsNormGrad {
     w: Vec<f32>,
     eps: f32,
@@ -158,24 +181,7 @@ impl CustomOp2 for RmsNormGrad {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = contiguous(xs, xl, self.name())?;
         let g = contiguous(gs, gl, self.name())?;
-        let d = self.w.len();
-        let norm = RmsNorm {
-            w: Vec::new(),
-            eps: self.eps,
-        };
-        let dx = map_rows2(x, g, d, |dx, x, g| {
-            let r = norm.inv_rms(x);
-            let dot: f32 = g
-                .iter()
-                .zip(&self.w)
-                .zip(x)
-                .map(|((g, w), x)| g * w * x)
-                .sum();
-            let c = r * r * r * dot / d as f32;
-            for (((dx, x), g), w) in dx.iter_mut().zip(x).zip(g).zip(&self.w) {
-                *dx = r * g * w - x * c;
-            }
-        })?;
+        let dx = rms_norm_grad_host(x, g, &self.w, self.eps)?;
         Ok((CpuStorage::F32(dx), xl.shape().clone()))
     }
 }
@@ -508,6 +514,78 @@ impl CustomOp2 for Swiglu {
         let d_up = gate.apply_op2_no_bwd(&g, &Swiglu::GradUp)?;
         Ok((Some(d_gate), Some(d_up)))
     }
+}
+
+// ------------------------------------------------ gating, on host values
+
+/// The feed-forward's gate activation: `act(gate) ⊙ up`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Gating {
+    /// SwiGLU (llama, qwen2).
+    Silu,
+    /// GELU, tanh approximation as candle's `gelu` (gemma3).
+    Gelu,
+}
+
+const SQRT_TWO_OVER_PI: f32 = 0.797_884_6;
+
+impl Gating {
+    /// `act(x)` and `act'(x)`.
+    fn eval(self, x: f32) -> (f32, f32) {
+        match self {
+            Gating::Silu => {
+                let s = sigmoid(x);
+                (x * s, s * (1.0 + x * (1.0 - s)))
+            }
+            Gating::Gelu => {
+                let t = (SQRT_TWO_OVER_PI * x * (1.0 + 0.044715 * x * x)).tanh();
+                let dt = SQRT_TWO_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x);
+                (
+                    0.5 * x * (1.0 + t),
+                    0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dt,
+                )
+            }
+        }
+    }
+}
+
+/// `act(gate) ⊙ up`, element by element over rayon's threads.
+pub(crate) fn gate_host(kind: Gating, gate: &[f32], up: &[f32]) -> candle_core::Result<Vec<f32>> {
+    elementwise(gate, up, |x, u| kind.eval(x).0 * u)
+}
+
+/// The gradients of `gate` and `up` given the output's, `g`.
+pub(crate) fn gate_grad_host(
+    kind: Gating,
+    gate: &[f32],
+    up: &[f32],
+    g: &[f32],
+) -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
+    if gate.len() != up.len() || gate.len() != g.len() {
+        candle_core::bail!("gate gradient: inputs of different sizes")
+    }
+    let (mut d_gate, mut d_up) = (vec![0f32; gate.len()], vec![0f32; gate.len()]);
+    d_gate
+        .par_chunks_mut(TASK)
+        .zip(d_up.par_chunks_mut(TASK))
+        .zip(
+            gate.par_chunks(TASK)
+                .zip(up.par_chunks(TASK))
+                .zip(g.par_chunks(TASK)),
+        )
+        .for_each(|((dg, du), ((x, u), g))| {
+            for ((((dg, du), x), u), g) in dg.iter_mut().zip(du).zip(x).zip(u).zip(g) {
+                let (act, slope) = kind.eval(*x);
+                *dg = g * u * slope;
+                *du = g * act;
+            }
+        });
+    Ok((d_gate, d_up))
+}
+
+/// `a + b`, element by element over rayon's threads.
+pub(crate) fn add_host(a: &[f32], b: &[f32]) -> candle_core::Result<Vec<f32>> {
+    elementwise(a, b, |a, b| a + b)
 }
 
 #[cfg(test)]

@@ -13,8 +13,9 @@
 //!   differentiable forward pass (llama, qwen2, gemma3).
 //! - [`fused`]: multi-threaded CPU kernels for the row-wise ops.
 //! - `linear`, `attention`: the frozen linear layers with their LoRA
-//!   delta, and causal attention, each one fused node on the CPU; `gemm`:
-//!   the CPU matrix products those nodes use.
+//!   delta, and causal attention (CPU kernels, and the composed ops for
+//!   other devices); `layer`: a whole layer as one CPU node with its own
+//!   backward; `gemm`: the CPU matrix products.
 //! - [`lora`], [`optim`], [`rng`]: parameters, AdamW and schedule, seeds.
 //! - [`adapter`]: the llama.cpp GGUF adapter writer and reader.
 //! - [`train`](mod@train): the run itself, checkpoints and resume.
@@ -26,6 +27,7 @@ pub mod device;
 pub mod error;
 pub mod fused;
 mod gemm;
+mod layer;
 mod linear;
 pub mod lora;
 pub mod model;

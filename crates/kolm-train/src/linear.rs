@@ -148,6 +148,111 @@ pub(crate) fn cpu_tensor(values: Vec<f32>, shape: impl Into<Shape>) -> candle_co
     Tensor::from_vec(values, shape, &Device::Cpu)
 }
 
+/// One module's LoRA pair as host values, for the CPU kernels.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HostLora<'a> {
+    /// `A [rank, in]`, `B [out, rank]`, row-major.
+    pub a: &'a [f32],
+    pub b: &'a [f32],
+    pub rank: usize,
+    pub scale: f32,
+    /// The dropout mask over `x` (`N × in`), when dropout is on.
+    pub mask: Option<&'a [f32]>,
+}
+
+impl HostLora<'_> {
+    /// `x ⊙ mask`, or `x` itself without dropout.
+    fn dropped<'x>(&self, x: &'x [f32]) -> std::borrow::Cow<'x, [f32]> {
+        match self.mask {
+            Some(mask) => x.iter().zip(mask).map(|(x, m)| x * m).collect(),
+            None => x.into(),
+        }
+    }
+}
+
+/// `x [n, in] · Wᵀ` (`W [out, in]`) plus the LoRA delta, on host values.
+pub(crate) fn forward_host(
+    x: &[f32],
+    n: usize,
+    w: &[f32],
+    out: usize,
+    lora: Option<&HostLora<'_>>,
+) -> candle_core::Result<Vec<f32>> {
+    let inp = x.len() / n.max(1);
+    let mut y = vec![0f32; n * out];
+    matmul(
+        &mut y,
+        Mat::new(x, n, inp)?,
+        Mat::new(w, out, inp)?.t(),
+        1.0,
+        false,
+    )?;
+    if let Some(l) = lora {
+        let xd = l.dropped(x);
+        let mut h = vec![0f32; n * l.rank];
+        matmul(
+            &mut h,
+            Mat::new(&xd, n, inp)?,
+            Mat::new(l.a, l.rank, inp)?.t(),
+            1.0,
+            false,
+        )?;
+        // Scaled at rank width ([N, r]), not at the output's ([N, out]).
+        matmul(
+            &mut y,
+            Mat::new(&h, n, l.rank)?,
+            Mat::new(l.b, out, l.rank)?.t(),
+            l.scale,
+            true,
+        )?;
+    }
+    Ok(y)
+}
+
+/// The backward pass of [`forward_host`] given `g = ∂L/∂y [n, out]`: adds
+/// `∂L/∂x` into `dx [n, in]` and returns `(∂L/∂A, ∂L/∂B)` with a LoRA.
+/// With `xd = x ⊙ mask`, `h = xd·Aᵀ` and `gB = g·B`: `dx = g·W +
+/// scale·(gB·A) ⊙ mask`, `dA = scale·gBᵀ·xd`, `dB = scale·gᵀ·h`.
+pub(crate) fn backward_host(
+    x: &[f32],
+    g: &[f32],
+    n: usize,
+    w: &[f32],
+    lora: Option<&HostLora<'_>>,
+    dx: &mut [f32],
+) -> candle_core::Result<Option<(Vec<f32>, Vec<f32>)>> {
+    let inp = x.len() / n.max(1);
+    let out = g.len() / n.max(1);
+    let g = Mat::new(g, n, out)?;
+    matmul(dx, g, Mat::new(w, out, inp)?, 1.0, true)?;
+    let Some(l) = lora else {
+        return Ok(None);
+    };
+    let (a, b) = (Mat::new(l.a, l.rank, inp)?, Mat::new(l.b, out, l.rank)?);
+    let mut gb = vec![0f32; n * l.rank];
+    matmul(&mut gb, g, b, 1.0, false)?;
+    let gb = Mat::new(&gb, n, l.rank)?;
+    match l.mask {
+        None => matmul(dx, gb, a, l.scale, true)?,
+        Some(mask) => {
+            let mut t = vec![0f32; n * inp];
+            matmul(&mut t, gb, a, l.scale, false)?;
+            for ((dx, t), m) in dx.iter_mut().zip(&t).zip(mask) {
+                *dx += t * m;
+            }
+        }
+    }
+    let xd = l.dropped(x);
+    let xd = Mat::new(&xd, n, inp)?;
+    let mut h = vec![0f32; n * l.rank];
+    matmul(&mut h, xd, a.t(), 1.0, false)?;
+    let mut da = vec![0f32; l.rank * inp];
+    matmul(&mut da, gb.t(), xd, l.scale, false)?;
+    let mut db = vec![0f32; out * l.rank];
+    matmul(&mut db, g.t(), Mat::new(&h, n, l.rank)?, l.scale, false)?;
+    Ok(Some((da, db)))
+}
+
 /// See [`lora_linear`]: the CPU op over `(x, A, B)`.
 struct LoraLinear {
     w: Tensor,
@@ -155,16 +260,14 @@ struct LoraLinear {
     mask: Option<Arc<[f32]>>,
 }
 
-/// Sizes of one [`LoraLinear`] product.
-struct Dims {
-    n: usize,
-    inp: usize,
-    out: usize,
-    rank: usize,
-}
-
 impl LoraLinear {
-    fn dims(&self, x: &Shape, a: &Shape, b: &Shape) -> candle_core::Result<Dims> {
+    /// Checks the shapes; returns `(n, in, out, rank)`.
+    fn dims(
+        &self,
+        x: &Shape,
+        a: &Shape,
+        b: &Shape,
+    ) -> candle_core::Result<(usize, usize, usize, usize)> {
         let (n, inp) = x.dims2()?;
         let (out, w_in) = self.w.dims2()?;
         let (rank, a_in) = a.dims2()?;
@@ -178,14 +281,16 @@ impl LoraLinear {
         if self.mask.as_ref().is_some_and(|m| m.len() != n * inp) {
             candle_core::bail!("lora-linear: the dropout mask is not {n}×{inp}")
         }
-        Ok(Dims { n, inp, out, rank })
+        Ok((n, inp, out, rank))
     }
 
-    /// `x ⊙ mask`, or `x` itself without dropout.
-    fn dropped<'a>(&self, x: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
-        match &self.mask {
-            Some(mask) => x.iter().zip(mask.iter()).map(|(x, m)| x * m).collect(),
-            None => x.into(),
+    fn host<'a>(&'a self, a: &'a [f32], b: &'a [f32], rank: usize) -> HostLora<'a> {
+        HostLora {
+            a,
+            b,
+            rank,
+            scale: self.scale,
+            mask: self.mask.as_deref(),
         }
     }
 }
@@ -204,40 +309,19 @@ impl CustomOp3 for LoraLinear {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let d = self.dims(xl.shape(), al.shape(), bl.shape())?;
-        let (x, a, b) = (cpu_slice(xs, xl)?, cpu_slice(as_, al)?, cpu_slice(bs, bl)?);
+        let (n, _, out, rank) = self.dims(xl.shape(), al.shape(), bl.shape())?;
         let (ws, wl) = self.w.storage_and_layout();
-        let w = cpu_values(&ws, wl)?;
-        let mut y = vec![0f32; d.n * d.out];
-        matmul(
-            &mut y,
-            Mat::new(x, d.n, d.inp)?,
-            Mat::new(w, d.out, d.inp)?.t(),
-            1.0,
-            false,
+        let lora = self.host(cpu_slice(as_, al)?, cpu_slice(bs, bl)?, rank);
+        let y = forward_host(
+            cpu_slice(xs, xl)?,
+            n,
+            cpu_values(&ws, wl)?,
+            out,
+            Some(&lora),
         )?;
-        let xd = self.dropped(x);
-        let mut h = vec![0f32; d.n * d.rank];
-        matmul(
-            &mut h,
-            Mat::new(&xd, d.n, d.inp)?,
-            Mat::new(a, d.rank, d.inp)?.t(),
-            1.0,
-            false,
-        )?;
-        matmul(
-            &mut y,
-            Mat::new(&h, d.n, d.rank)?,
-            Mat::new(b, d.out, d.rank)?.t(),
-            self.scale,
-            true,
-        )?;
-        Ok((CpuStorage::F32(y), Shape::from((d.n, d.out))))
+        Ok((CpuStorage::F32(y), Shape::from((n, out))))
     }
 
-    /// With `g = ∂L/∂y`, `xd = x ⊙ mask`, `h = xd·Aᵀ` and `gB = g·B`:
-    /// `dx = g·W + scale·(gB·A) ⊙ mask`, `dA = scale·gBᵀ·xd`,
-    /// `dB = scale·gᵀ·h`.
     fn bwd(
         &self,
         x: &Tensor,
@@ -246,51 +330,28 @@ impl CustomOp3 for LoraLinear {
         _y: &Tensor,
         g: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let d = self.dims(x.shape(), a.shape(), b.shape())?;
+        let (n, inp, out, rank) = self.dims(x.shape(), a.shape(), b.shape())?;
         let g = g.contiguous()?;
         let (gs, gl) = g.storage_and_layout();
         let (xs, xl) = x.storage_and_layout();
         let (as_, al) = a.storage_and_layout();
         let (bs, bl) = b.storage_and_layout();
         let (ws, wl) = self.w.storage_and_layout();
-        let g = Mat::new(cpu_values(&gs, gl)?, d.n, d.out)?;
-        let xd = self.dropped(cpu_values(&xs, xl)?);
-        let xd = Mat::new(&xd, d.n, d.inp)?;
-        let a = Mat::new(cpu_values(&as_, al)?, d.rank, d.inp)?;
-        let b = Mat::new(cpu_values(&bs, bl)?, d.out, d.rank)?;
-        let w = Mat::new(cpu_values(&ws, wl)?, d.out, d.inp)?;
-
-        let mut gb = vec![0f32; d.n * d.rank];
-        matmul(&mut gb, g, b, 1.0, false)?;
-        let gb = Mat::new(&gb, d.n, d.rank)?;
-        let mut dx = vec![0f32; d.n * d.inp];
-        matmul(&mut dx, g, w, 1.0, false)?;
-        match &self.mask {
-            None => matmul(&mut dx, gb, a, self.scale, true)?,
-            Some(mask) => {
-                let mut t = vec![0f32; d.n * d.inp];
-                matmul(&mut t, gb, a, self.scale, false)?;
-                for ((dx, t), m) in dx.iter_mut().zip(&t).zip(mask.iter()) {
-                    *dx += t * m;
-                }
-            }
-        }
-        let mut h = vec![0f32; d.n * d.rank];
-        matmul(&mut h, xd, a.t(), 1.0, false)?;
-        let mut da = vec![0f32; d.rank * d.inp];
-        matmul(&mut da, gb.t(), xd, self.scale, false)?;
-        let mut db = vec![0f32; d.out * d.rank];
-        matmul(
-            &mut db,
-            g.t(),
-            Mat::new(&h, d.n, d.rank)?,
-            self.scale,
-            false,
-        )?;
+        let lora = self.host(cpu_values(&as_, al)?, cpu_values(&bs, bl)?, rank);
+        let mut dx = vec![0f32; n * inp];
+        let (da, db) = backward_host(
+            cpu_values(&xs, xl)?,
+            cpu_values(&gs, gl)?,
+            n,
+            cpu_values(&ws, wl)?,
+            Some(&lora),
+            &mut dx,
+        )?
+        .ok_or_else(|| candle_core::Error::Msg("lora-linear: no LoRA gradients".into()))?;
         Ok((
-            Some(cpu_tensor(dx, (d.n, d.inp))?),
-            Some(cpu_tensor(da, (d.rank, d.inp))?),
-            Some(cpu_tensor(db, (d.out, d.rank))?),
+            Some(cpu_tensor(dx, (n, inp))?),
+            Some(cpu_tensor(da, (rank, inp))?),
+            Some(cpu_tensor(db, (out, rank))?),
         ))
     }
 }

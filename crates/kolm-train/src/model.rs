@@ -21,9 +21,10 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{DType, Device, Tensor};
 
-use crate::attention::{attention, Attention};
+use crate::attention::{attention, Attention, FusedAttention};
 use crate::error::TrainError;
-use crate::fused;
+use crate::fused::{self, Gating};
+use crate::layer::{self, LayerNode, LayerWeights};
 use crate::linear::{frozen_linear, lora_linear, Delta};
 use crate::lora::{Lora, Target};
 use crate::rng::Rng;
@@ -215,6 +216,9 @@ pub struct Model {
     /// Rotary tables of the sliding-window layers, when their base differs.
     swa_rope: Option<(Tensor, Tensor)>,
     device: Device,
+    /// On the CPU, run each layer as one fused node (`layer.rs`) rather
+    /// than op by op; tests compare the two.
+    pub(crate) fused_layers: bool,
 }
 
 impl std::fmt::Debug for Model {
@@ -341,6 +345,7 @@ impl Model {
             out_norm,
             output,
             device: device.clone(),
+            fused_layers: true,
         })
     }
 
@@ -370,23 +375,7 @@ impl Model {
         let Some(pair) = lora.and_then(|l| l.get(layer, target)) else {
             return frozen_linear(x, w);
         };
-        let mask = match dropout {
-            Some(d) if d.p > 0.0 => {
-                let keep = 1.0 - d.p;
-                Some(
-                    (0..x.elem_count())
-                        .map(|_| {
-                            if d.rng.next_f32() < keep {
-                                1.0 / keep
-                            } else {
-                                0.0
-                            }
-                        })
-                        .collect(),
-                )
-            }
-            _ => None,
-        };
+        let mask = dropout_mask(dropout, x.elem_count());
         let delta = Delta {
             a: pair.a.as_tensor(),
             b: pair.b.as_tensor(),
@@ -394,6 +383,57 @@ impl Model {
             mask,
         };
         lora_linear(x, w, delta)
+    }
+
+    /// Layer `li` as one fused CPU node (see `layer.rs`).
+    fn fused_layer(
+        &self,
+        x: &Tensor,
+        li: usize,
+        lora: Option<&Lora>,
+        dropout: &mut Option<Dropout<'_>>,
+        spec: &Attention<'_>,
+    ) -> candle_core::Result<Tensor> {
+        let layer = &self.layers[li];
+        let n = x.dim(0)?;
+        let (packed, slots) = layer::pack(lora, li)?;
+        let mut masks: [Option<Vec<f32>>; 7] = Default::default();
+        for t in Target::ALL {
+            if slots[t as usize].is_some() {
+                let inputs = layer.weights[t as usize].dim(1)?;
+                masks[t as usize] = dropout_mask(dropout, n * inputs);
+            }
+        }
+        let host = |t: &Option<Tensor>| t.as_ref().map(fused::host_f32).transpose();
+        let frozen = LayerWeights {
+            weights: layer.weights.clone(),
+            biases: [
+                host(&layer.biases[0])?,
+                host(&layer.biases[1])?,
+                host(&layer.biases[2])?,
+            ],
+            attn_norm: fused::host_f32(&layer.attn_norm)?,
+            ffn_norm: fused::host_f32(&layer.ffn_norm)?,
+            q_norm: host(&layer.q_norm)?,
+            k_norm: host(&layer.k_norm)?,
+            post_attn_norm: host(&layer.post_attn_norm)?,
+            post_ffn_norm: host(&layer.post_ffn_norm)?,
+        };
+        let gating = if self.config.gelu {
+            Gating::Gelu
+        } else {
+            Gating::Silu
+        };
+        let node = LayerNode::new(
+            frozen,
+            slots,
+            masks,
+            FusedAttention::new(spec)?,
+            gating,
+            self.config.rms_eps as f32,
+            dropout.is_some(),
+        );
+        x.contiguous()?.apply_op2(&packed, node)
     }
 
     /// Final hidden states `[B*T, E]` (before the output norm) of `tokens [B, T]`.
@@ -433,7 +473,12 @@ impl Model {
                 sin,
             }
         };
+        let fused_layers = self.fused_layers && self.device.is_cpu();
         for (li, layer) in self.layers.iter().enumerate() {
+            if fused_layers {
+                x = self.fused_layer(&x, li, lora, &mut dropout, &spec(layer.sliding))?;
+                continue;
+            }
             let xn = self.rms_norm(&x, &layer.attn_norm)?;
             let mut q = self.linear(&xn, li, Target::Q, lora, &mut dropout)?;
             let mut k = self.linear(&xn, li, Target::K, lora, &mut dropout)?;
@@ -508,6 +553,24 @@ impl Model {
     pub fn weight(&self, layer: usize, target: Target) -> &Tensor {
         &self.layers[layer].weights[target as usize]
     }
+}
+
+/// A dropout mask of `len` values (`1/keep` or 0) from the step's
+/// generator, or `None` without dropout.
+fn dropout_mask(dropout: &mut Option<Dropout<'_>>, len: usize) -> Option<Vec<f32>> {
+    let d = dropout.as_mut().filter(|d| d.p > 0.0)?;
+    let keep = 1.0 - d.p;
+    Some(
+        (0..len)
+            .map(|_| {
+                if d.rng.next_f32() < keep {
+                    1.0 / keep
+                } else {
+                    0.0
+                }
+            })
+            .collect(),
+    )
 }
 
 /// Rough bytes of one micro-batch's activations and gradients.
