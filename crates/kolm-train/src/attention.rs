@@ -3,20 +3,19 @@
 //! (optionally a sliding window) and the weighted sum of values, with
 //! grouped key/value heads.
 //!
-//! On the CPU it is one node of the graph ([`FusedAttention`]), forward and
-//! backward computed per (sequence, key/value head) over rayon's threads
-//! with no `T × T` tensor kept: the backward pass recomputes the
-//! probabilities. Composed from candle's ops it was some twenty nodes a
-//! layer, each paying candle's per-node gradient bookkeeping. Elsewhere the
-//! composed ops run (with [`crate::fused`]'s rope and softmax).
+//! [`attention`] composes it from candle's ops (any device, with
+//! [`crate::fused`]'s rope and softmax). [`FusedAttention`] is the CPU
+//! kernel of the fused layer node (`layer.rs`): forward and backward on
+//! host values, computed per (sequence, query head) over rayon's threads
+//! with no `T × T` tensor kept (the backward pass recomputes the
+//! probabilities).
 
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::Tensor;
 use rayon::prelude::*;
 
 use crate::fused;
-use crate::linear::{cpu_slice, cpu_tensor, cpu_values};
 
 /// The shape and rules of one layer's attention.
 pub(crate) struct Attention<'a> {
@@ -38,23 +37,6 @@ pub(crate) struct Attention<'a> {
 /// `softmax(rope(q)·rope(k)ᵀ / √D + mask) · v` for `q [B·T, H·D]` and
 /// `k`, `v [B·T, KVH·D]`; returns `[B·T, H·D]`.
 pub(crate) fn attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    spec: &Attention<'_>,
-) -> candle_core::Result<Tensor> {
-    if q.device().is_cpu() && q.dtype() == DType::F32 {
-        return q.contiguous()?.apply_op3(
-            &k.contiguous()?,
-            &v.contiguous()?,
-            FusedAttention::new(spec)?,
-        );
-    }
-    composed(q, k, v, spec)
-}
-
-/// The same attention from candle's primitives, for the other devices.
-fn composed(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -93,8 +75,7 @@ fn composed(
         .reshape((b * t, h * hd))
 }
 
-/// See [`attention`]: the CPU kernel, on host values or as an op over
-/// `(q, k, v)`.
+/// See [`attention`]: the CPU kernel, on host values.
 pub(crate) struct FusedAttention {
     batch: usize,
     seq: usize,
@@ -134,8 +115,8 @@ fn axpy(acc: &mut [f32], s: f32, x: &[f32]) {
     }
 }
 
-/// What one (sequence, key/value head) unit contributes to the gradients:
-/// `dq [T, rep·D]` (its query heads side by side), `dk`, `dv [T, D]`.
+/// What one (sequence, query head) unit contributes to the gradients, each
+/// `[T, D]`: its query's, and its share of its key/value head's.
 struct UnitGrads {
     dq: Vec<f32>,
     dk: Vec<f32>,
@@ -159,7 +140,8 @@ impl FusedAttention {
     }
 
     /// The attention of `q [B·T, H·D]`, `k`, `v [B·T, KVH·D]` (host values).
-    pub fn forward_host(&self, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
+    pub fn forward_host(&self, q: &[f32], k: &[f32], v: &[f32]) -> candle_core::Result<Vec<f32>> {
+        self.check(q, k, v)?;
         let units: Vec<Vec<f32>> = self
             .units()
             .map(|(s, g)| self.forward_unit(q, k, v, s, g))
@@ -167,10 +149,9 @@ impl FusedAttention {
         let width = self.heads * self.head_dim;
         let mut out = vec![0f32; self.batch * self.seq * width];
         for (u, unit) in units.iter().enumerate() {
-            let (s, g) = (u / self.kv_heads, u % self.kv_heads);
-            self.scatter(&mut out, width, unit, s, g * self.rep());
+            self.scatter(&mut out, width, unit, u / self.heads, u % self.heads, false);
         }
-        out
+        Ok(out)
     }
 
     /// The gradients `(dq, dk, dv)` given `go`, the output's gradient.
@@ -180,7 +161,15 @@ impl FusedAttention {
         k: &[f32],
         v: &[f32],
         go: &[f32],
-    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    ) -> candle_core::Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+        self.check(q, k, v)?;
+        if go.len() != q.len() {
+            candle_core::bail!(
+                "fused attention: a gradient of {} values for {}",
+                go.len(),
+                q.len()
+            )
+        }
         let units: Vec<UnitGrads> = self
             .units()
             .map(|(s, g)| self.backward_unit(q, k, v, go, s, g))
@@ -189,30 +178,35 @@ impl FusedAttention {
         let n = self.batch * self.seq;
         let (mut dq, mut dk, mut dv) = (vec![0f32; n * qw], vec![0f32; n * kw], vec![0f32; n * kw]);
         for (u, unit) in units.iter().enumerate() {
-            let (s, g) = (u / self.kv_heads, u % self.kv_heads);
-            self.scatter(&mut dq, qw, &unit.dq, s, g * self.rep());
-            self.scatter(&mut dk, kw, &unit.dk, s, g);
-            self.scatter(&mut dv, kw, &unit.dv, s, g);
+            let (s, h) = (u / self.heads, u % self.heads);
+            let g = h / self.rep();
+            self.scatter(&mut dq, qw, &unit.dq, s, h, false);
+            self.scatter(&mut dk, kw, &unit.dk, s, g, true);
+            self.scatter(&mut dv, kw, &unit.dv, s, g, true);
         }
-        (dq, dk, dv)
+        Ok((dq, dk, dv))
     }
 
     fn rep(&self) -> usize {
         self.heads / self.kv_heads
     }
 
-    fn check(&self, q: &Shape, k: &Shape, v: &Shape) -> candle_core::Result<()> {
+    /// Checks the sizes of `q`, `k`, `v` and of the rotary tables.
+    fn check(&self, q: &[f32], k: &[f32], v: &[f32]) -> candle_core::Result<()> {
         let n = self.batch * self.seq;
         let half = self.head_dim / 2;
-        if q.dims2()? != (n, self.heads * self.head_dim)
-            || k.dims2()? != (n, self.kv_heads * self.head_dim)
-            || v.dims2()? != k.dims2()?
+        if q.len() != n * self.heads * self.head_dim
+            || k.len() != n * self.kv_heads * self.head_dim
+            || v.len() != k.len()
             || !self.heads.is_multiple_of(self.kv_heads)
             || self.cos.len() != self.seq * half
             || self.sin.len() != self.seq * half
         {
             candle_core::bail!(
-                "fused-attention: q {q:?}, k {k:?}, v {v:?} do not fit {} sequences of {} with {}/{} heads of {}",
+                "fused attention: q, k, v of {}, {}, {} values do not fit {} sequences of {} with {}/{} heads of {}",
+                q.len(),
+                k.len(),
+                v.len(),
                 self.batch,
                 self.seq,
                 self.heads,
@@ -291,29 +285,27 @@ impl FusedAttention {
         }
     }
 
-    /// The output rows `[T, rep·D]` of sequence `s`, key/value head `g`.
-    fn forward_unit(&self, q: &[f32], k: &[f32], v: &[f32], s: usize, g: usize) -> Vec<f32> {
-        let (t, d, rep) = (self.seq, self.head_dim, self.rep());
-        let kv_width = self.kv_heads * d;
+    /// The output rows `[T, D]` of sequence `s`, query head `h`.
+    fn forward_unit(&self, q: &[f32], k: &[f32], v: &[f32], s: usize, h: usize) -> Vec<f32> {
+        let (t, d) = (self.seq, self.head_dim);
+        let (kv_width, g) = (self.kv_heads * d, h / self.rep());
         let kr = self.head_rows(k, kv_width, s, g, true);
         let vs = self.head_rows(v, kv_width, s, g, false);
-        let mut out = vec![0f32; t * rep * d];
+        let qr = self.head_rows(q, self.heads * d, s, h, true);
+        let mut out = vec![0f32; t * d];
         let mut p = vec![0f32; t];
-        for r in 0..rep {
-            let qr = self.head_rows(q, self.heads * d, s, g * rep + r, true);
-            for pos in 0..t {
-                self.probs(&mut p, &qr[pos * d..(pos + 1) * d], &kr, pos);
-                let o = &mut out[(pos * rep + r) * d..(pos * rep + r + 1) * d];
-                for j in self.span(pos) {
-                    axpy(o, p[j], &vs[j * d..(j + 1) * d]);
-                }
+        for (pos, o) in out.chunks_mut(d).enumerate() {
+            self.probs(&mut p, &qr[pos * d..(pos + 1) * d], &kr, pos);
+            for j in self.span(pos) {
+                axpy(o, p[j], &vs[j * d..(j + 1) * d]);
             }
         }
         out
     }
 
-    /// The gradients of sequence `s`, key/value head `g`, given `go`, the
-    /// output's gradient `[B·T, H·D]`.
+    /// The gradients from sequence `s`, query head `h`, given `go`, the
+    /// output's gradient `[B·T, H·D]`: its query's, and its share of its
+    /// key/value head's.
     fn backward_unit(
         &self,
         q: &[f32],
@@ -321,43 +313,39 @@ impl FusedAttention {
         v: &[f32],
         go: &[f32],
         s: usize,
-        g: usize,
+        h: usize,
     ) -> UnitGrads {
-        let (t, d, rep) = (self.seq, self.head_dim, self.rep());
-        let kv_width = self.kv_heads * d;
+        let (t, d) = (self.seq, self.head_dim);
+        let (kv_width, g) = (self.kv_heads * d, h / self.rep());
         let kr = self.head_rows(k, kv_width, s, g, true);
         let vs = self.head_rows(v, kv_width, s, g, false);
+        let qr = self.head_rows(q, self.heads * d, s, h, true);
+        let gh = self.head_rows(go, self.heads * d, s, h, false);
         let mut grads = UnitGrads {
-            dq: vec![0f32; t * rep * d],
+            dq: vec![0f32; t * d],
             dk: vec![0f32; t * d],
             dv: vec![0f32; t * d],
         };
         let mut dkr = vec![0f32; t * d];
         let (mut p, mut ds, mut dqr) = (vec![0f32; t], vec![0f32; t], vec![0f32; d]);
-        for r in 0..rep {
-            let h = g * rep + r;
-            let qr = self.head_rows(q, self.heads * d, s, h, true);
-            let gh = self.head_rows(go, self.heads * d, s, h, false);
-            for pos in 0..t {
-                let qi = &qr[pos * d..(pos + 1) * d];
-                let gi = &gh[pos * d..(pos + 1) * d];
-                self.probs(&mut p, qi, &kr, pos);
-                let span = self.span(pos);
-                let mut mean = 0.0;
-                for j in span.clone() {
-                    ds[j] = dot(gi, &vs[j * d..(j + 1) * d]);
-                    mean += p[j] * ds[j];
-                    axpy(&mut grads.dv[j * d..(j + 1) * d], p[j], gi);
-                }
-                dqr.fill(0.0);
-                for j in span {
-                    let s = self.scale * p[j] * (ds[j] - mean);
-                    axpy(&mut dqr, s, &kr[j * d..(j + 1) * d]);
-                    axpy(&mut dkr[j * d..(j + 1) * d], s, qi);
-                }
-                let at = (pos * rep + r) * d;
-                self.rotate(&mut grads.dq[at..at + d], &dqr, pos, true);
+        for pos in 0..t {
+            let qi = &qr[pos * d..(pos + 1) * d];
+            let gi = &gh[pos * d..(pos + 1) * d];
+            self.probs(&mut p, qi, &kr, pos);
+            let span = self.span(pos);
+            let mut mean = 0.0;
+            for j in span.clone() {
+                ds[j] = dot(gi, &vs[j * d..(j + 1) * d]);
+                mean += p[j] * ds[j];
+                axpy(&mut grads.dv[j * d..(j + 1) * d], p[j], gi);
             }
+            dqr.fill(0.0);
+            for j in span {
+                let s = self.scale * p[j] * (ds[j] - mean);
+                axpy(&mut dqr, s, &kr[j * d..(j + 1) * d]);
+                axpy(&mut dkr[j * d..(j + 1) * d], s, qi);
+            }
+            self.rotate(&mut grads.dq[pos * d..(pos + 1) * d], &dqr, pos, true);
         }
         for (pos, (dk, dkr)) in grads.dk.chunks_mut(d).zip(dkr.chunks(d)).enumerate() {
             self.rotate(dk, dkr, pos, true);
@@ -365,156 +353,105 @@ impl FusedAttention {
         grads
     }
 
-    /// Copies unit rows `[T, n·D]` of sequence `s`, heads `first..first+n`
-    /// into `x [B·T, width]`.
-    fn scatter(&self, x: &mut [f32], width: usize, unit: &[f32], s: usize, first: usize) {
-        let span = unit.len() / self.seq;
-        for (pos, row) in unit.chunks(span).enumerate() {
-            let at = (s * self.seq + pos) * width + first * self.head_dim;
-            x[at..at + span].copy_from_slice(row);
+    /// Copies (or, when `add`, adds) unit rows `[T, D]` of sequence `s`
+    /// into head `head` of `x [B·T, width]`.
+    fn scatter(&self, x: &mut [f32], width: usize, unit: &[f32], s: usize, head: usize, add: bool) {
+        let d = self.head_dim;
+        for (pos, row) in unit.chunks(d).enumerate() {
+            let at = (s * self.seq + pos) * width + head * d;
+            let dst = &mut x[at..at + d];
+            if add {
+                axpy(dst, 1.0, row);
+            } else {
+                dst.copy_from_slice(row);
+            }
         }
     }
 
+    /// (sequence, query head) pairs, the units of work, over rayon.
     fn units(&self) -> impl IndexedParallelIterator<Item = (usize, usize)> + '_ {
-        (0..self.batch * self.kv_heads)
+        (0..self.batch * self.heads)
             .into_par_iter()
-            .map(|u| (u / self.kv_heads, u % self.kv_heads))
-    }
-}
-
-impl CustomOp3 for FusedAttention {
-    fn name(&self) -> &'static str {
-        "fused-attention"
-    }
-
-    fn cpu_fwd(
-        &self,
-        qs: &CpuStorage,
-        ql: &Layout,
-        ks: &CpuStorage,
-        kl: &Layout,
-        vs: &CpuStorage,
-        vl: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        self.check(ql.shape(), kl.shape(), vl.shape())?;
-        let (q, k, v) = (cpu_slice(qs, ql)?, cpu_slice(ks, kl)?, cpu_slice(vs, vl)?);
-        let out = self.forward_host(q, k, v);
-        Ok((CpuStorage::F32(out), ql.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        _out: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        self.check(q.shape(), k.shape(), v.shape())?;
-        let grad = grad.contiguous()?;
-        let (gs, gl) = grad.storage_and_layout();
-        let (qs, ql) = q.storage_and_layout();
-        let (ks, kl) = k.storage_and_layout();
-        let (vs, vl) = v.storage_and_layout();
-        let (go, qv, kv, vv) = (
-            cpu_values(&gs, gl)?,
-            cpu_values(&qs, ql)?,
-            cpu_values(&ks, kl)?,
-            cpu_values(&vs, vl)?,
-        );
-        let (dq, dk, dv) = self.backward_host(qv, kv, vv, go);
-        let (qw, kw) = (self.heads * self.head_dim, self.kv_heads * self.head_dim);
-        let n = self.batch * self.seq;
-        Ok((
-            Some(cpu_tensor(dq, (n, qw))?),
-            Some(cpu_tensor(dk, (n, kw))?),
-            Some(cpu_tensor(dv, (n, kw))?),
-        ))
+            .map(|u| (u / self.heads, u % self.heads))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{Device, Var};
+    use candle_core::{DType, Device, Var};
 
     use super::*;
+    use crate::test_support::{assert_close, value_and_grads};
 
-    /// The fused op and the composed ops (on f64 tensors, which take the
-    /// composed path) agree on the output and the gradients of q, k and v,
-    /// for grouped heads, both rotary layouts and a sliding window.
+    /// The host kernel and the composed ops (in f64, through candle's
+    /// autograd) agree on the output and the gradients of q, k and v, for
+    /// grouped heads, both rotary layouts and a sliding window.
     #[test]
-    fn the_fused_op_matches_the_composed_ops() {
+    fn the_host_kernel_matches_the_composed_ops() {
         let (b, t, h, kvh, d) = (2, 7, 4, 2, 8);
         let dev = Device::Cpu;
         let angles = Tensor::randn(0f32, 2.0, (t, d / 2), &dev).unwrap();
         let (cos, sin) = (angles.cos().unwrap(), angles.sin().unwrap());
-        let q0 = Tensor::randn(0f32, 1.0, (b * t, h * d), &dev).unwrap();
-        let k0 = Tensor::randn(0f32, 1.0, (b * t, kvh * d), &dev).unwrap();
-        let v0 = Tensor::randn(0f32, 1.0, (b * t, kvh * d), &dev).unwrap();
-        let probe = Tensor::randn(0f64, 1.0, (b * t, h * d), &dev).unwrap();
+        let rand = |w: usize| Tensor::randn(0f32, 1.0, (b * t, w * d), &dev).unwrap();
+        let (q, k, v, probe) = (rand(h), rand(kvh), rand(kvh), rand(h));
+        let host = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let f64_of = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
         for (neox, window) in [(true, None), (false, None), (true, Some(3))] {
-            let run = |dtype: DType| {
-                let vars: Vec<Var> = [&q0, &k0, &v0]
-                    .iter()
-                    .map(|t| Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap())
-                    .collect();
-                let (c, s) = (cos.to_dtype(dtype).unwrap(), sin.to_dtype(dtype).unwrap());
-                let spec = Attention {
-                    batch: b,
-                    seq: t,
-                    heads: h,
-                    kv_heads: kvh,
-                    head_dim: d,
-                    window,
-                    neox,
-                    cos: &c,
-                    sin: &s,
-                };
-                let y = attention(
-                    vars[0].as_tensor(),
-                    vars[1].as_tensor(),
-                    vars[2].as_tensor(),
-                    &spec,
-                )
-                .unwrap()
-                .to_dtype(DType::F64)
-                .unwrap();
-                let grads = (&y * &probe)
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .backward()
-                    .unwrap();
-                let mut outs = vec![y];
-                for v in &vars {
-                    outs.push(
-                        grads
-                            .get(v.as_tensor())
-                            .unwrap()
-                            .to_dtype(DType::F64)
-                            .unwrap(),
-                    );
-                }
-                outs
+            let spec = |cos, sin| Attention {
+                batch: b,
+                seq: t,
+                heads: h,
+                kv_heads: kvh,
+                head_dim: d,
+                window,
+                neox,
+                cos,
+                sin,
             };
-            let (fused, composed) = (run(DType::F32), run(DType::F64));
-            for (what, (f, c)) in ["out", "dq", "dk", "dv"]
+            let vars: Vec<Var> = [&q, &k, &v]
                 .iter()
-                .zip(fused.iter().zip(&composed))
+                .map(|t| Var::from_tensor(&f64_of(t)).unwrap())
+                .collect();
+            let (c64, s64) = (f64_of(&cos), f64_of(&sin));
+            let y = attention(
+                vars[0].as_tensor(),
+                vars[1].as_tensor(),
+                vars[2].as_tensor(),
+                &spec(&c64, &s64),
+            )
+            .unwrap();
+            let want = value_and_grads(y, &f64_of(&probe), &vars);
+            let kernel = FusedAttention::new(&spec(&cos, &sin)).unwrap();
+            let (qv, kv, vv) = (host(&q), host(&k), host(&v));
+            let out = kernel.forward_host(&qv, &kv, &vv).unwrap();
+            let (dq, dk, dv) = kernel.backward_host(&qv, &kv, &vv, &host(&probe)).unwrap();
+            for (what, (got, want)) in ["out", "dq", "dk", "dv"]
+                .iter()
+                .zip([out, dq, dk, dv].iter().zip(&want))
             {
-                let diff = (f - c)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f64>()
-                    .unwrap();
-                assert!(
-                    diff < 1e-4,
-                    "{what} (neox {neox}, window {window:?}): max difference {diff}"
+                assert_close(
+                    &format!("{what} (neox {neox}, window {window:?})"),
+                    got,
+                    want,
+                    1e-4,
                 );
             }
         }
+        // A wrong size is an error, not a panic.
+        let kernel = FusedAttention::new(&Attention {
+            batch: b,
+            seq: t,
+            heads: h,
+            kv_heads: kvh,
+            head_dim: d,
+            window: None,
+            neox: true,
+            cos: &cos,
+            sin: &sin,
+        })
+        .unwrap();
+        assert!(kernel
+            .forward_host(&[0.0; 3], &[0.0; 3], &[0.0; 3])
+            .is_err());
     }
 }

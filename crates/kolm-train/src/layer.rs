@@ -226,7 +226,7 @@ impl LayerNode {
         add_bias(&mut v, f.biases[2].as_ref());
         let (q, q_raw) = optional_norm(q, f.q_norm.as_ref(), self.eps);
         let (k, k_raw) = optional_norm(k, f.k_norm.as_ref(), self.eps);
-        let att = self.attention.forward_host(&q, &k, &v);
+        let att = self.attention.forward_host(&q, &k, &v)?;
         let (o, o_raw) = optional_norm(lin(&att, Target::O)?, f.post_attn_norm.as_ref(), self.eps);
         let x1 = add_host(x, &o)?;
         let xn2 = rms_norm_host(&x1, &f.ffn_norm, self.eps);
@@ -305,7 +305,7 @@ impl LayerNode {
         )?;
         let mut gatt = vec![0f32; s.att.len()];
         lin(&s.att, &go, Target::O, &mut gatt)?;
-        let (gq, gk, gv) = self.attention.backward_host(&s.q, &s.k, &s.v, &gatt);
+        let (gq, gk, gv) = self.attention.backward_host(&s.q, &s.k, &s.v, &gatt)?;
         let gq = optional_norm_grad(gq, s.q_raw.as_ref(), f.q_norm.as_ref(), self.eps)?;
         let gk = optional_norm_grad(gk, s.k_raw.as_ref(), f.k_norm.as_ref(), self.eps)?;
         let mut gxn = vec![0f32; s.xn.len()];

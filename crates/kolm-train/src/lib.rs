@@ -33,6 +33,8 @@ pub mod lora;
 pub mod model;
 pub mod optim;
 pub mod rng;
+#[cfg(test)]
+mod test_support;
 pub mod tokenize;
 pub mod train;
 

@@ -2,19 +2,16 @@
 //! modules being trained, the LoRA delta `scale · (x ⊙ mask) · Aᵀ · Bᵀ`
 //! (`mask`: the dropout's, `1/keep` or 0 per input value).
 //!
-//! [`FrozenLinear`] computes no gradient for `W` (candle's matmul would:
-//! a third of the work and a copy of every weight) and runs on every
-//! device. On the CPU, [`LoraLinear`] makes the frozen product, the delta
-//! and their backward one node of the graph: composed, the delta is six
-//! small ops, and candle's backward pays a zero tensor and an add per op
-//! input, which cost more than the products themselves.
-
-use std::sync::Arc;
+//! [`lora_linear`] composes it from candle's ops (any device); the frozen
+//! product is [`FrozenLinear`], which computes no gradient for `W`
+//! (candle's matmul would: a third of the work and a copy of every
+//! weight). [`forward_host`] and [`backward_host`] are the same layer on
+//! host values, forward and backward, for the CPU's fused layer node
+//! (`layer.rs`).
 
 use candle_core::backend::BackendStorage;
 use candle_core::{
-    CpuStorage, CudaStorage, CustomOp1, CustomOp3, DType, Device, Layout, MetalStorage, Shape,
-    Storage, Tensor,
+    CpuStorage, CudaStorage, CustomOp1, Device, Layout, MetalStorage, Shape, Storage, Tensor,
 };
 
 use crate::gemm::{matmul, Mat};
@@ -36,16 +33,8 @@ pub(crate) struct Delta<'a> {
 /// `x · Wᵀ + scale · (x ⊙ mask) · Aᵀ · Bᵀ`.
 pub(crate) fn lora_linear(x: &Tensor, w: &Tensor, delta: Delta<'_>) -> candle_core::Result<Tensor> {
     let x = x.contiguous()?;
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
-        let op = LoraLinear {
-            w: w.clone(),
-            scale: delta.scale as f32,
-            mask: delta.mask.map(Arc::from),
-        };
-        return x.apply_op3(&delta.a.contiguous()?, &delta.b.contiguous()?, op);
-    }
     let xd = match delta.mask {
-        Some(mask) => (&x * Tensor::from_vec(mask, x.shape(), x.device())?)?,
+        Some(mask) => (&x * Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?)?,
         None => x.clone(),
     };
     // Scaled at rank width ([N, r]), not at the output's ([N, out]).
@@ -253,194 +242,66 @@ pub(crate) fn backward_host(
     Ok(Some((da, db)))
 }
 
-/// See [`lora_linear`]: the CPU op over `(x, A, B)`.
-struct LoraLinear {
-    w: Tensor,
-    scale: f32,
-    mask: Option<Arc<[f32]>>,
-}
-
-impl LoraLinear {
-    /// Checks the shapes; returns `(n, in, out, rank)`.
-    fn dims(
-        &self,
-        x: &Shape,
-        a: &Shape,
-        b: &Shape,
-    ) -> candle_core::Result<(usize, usize, usize, usize)> {
-        let (n, inp) = x.dims2()?;
-        let (out, w_in) = self.w.dims2()?;
-        let (rank, a_in) = a.dims2()?;
-        let (b_out, b_rank) = b.dims2()?;
-        if w_in != inp || a_in != inp || b_out != out || b_rank != rank {
-            candle_core::bail!(
-                "lora-linear: x {x:?}, W {:?}, A {a:?}, B {b:?} do not fit",
-                self.w.shape()
-            )
-        }
-        if self.mask.as_ref().is_some_and(|m| m.len() != n * inp) {
-            candle_core::bail!("lora-linear: the dropout mask is not {n}×{inp}")
-        }
-        Ok((n, inp, out, rank))
-    }
-
-    fn host<'a>(&'a self, a: &'a [f32], b: &'a [f32], rank: usize) -> HostLora<'a> {
-        HostLora {
-            a,
-            b,
-            rank,
-            scale: self.scale,
-            mask: self.mask.as_deref(),
-        }
-    }
-}
-
-impl CustomOp3 for LoraLinear {
-    fn name(&self) -> &'static str {
-        "lora-linear"
-    }
-
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        as_: &CpuStorage,
-        al: &Layout,
-        bs: &CpuStorage,
-        bl: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, _, out, rank) = self.dims(xl.shape(), al.shape(), bl.shape())?;
-        let (ws, wl) = self.w.storage_and_layout();
-        let lora = self.host(cpu_slice(as_, al)?, cpu_slice(bs, bl)?, rank);
-        let y = forward_host(
-            cpu_slice(xs, xl)?,
-            n,
-            cpu_values(&ws, wl)?,
-            out,
-            Some(&lora),
-        )?;
-        Ok((CpuStorage::F32(y), Shape::from((n, out))))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        a: &Tensor,
-        b: &Tensor,
-        _y: &Tensor,
-        g: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (n, inp, out, rank) = self.dims(x.shape(), a.shape(), b.shape())?;
-        let g = g.contiguous()?;
-        let (gs, gl) = g.storage_and_layout();
-        let (xs, xl) = x.storage_and_layout();
-        let (as_, al) = a.storage_and_layout();
-        let (bs, bl) = b.storage_and_layout();
-        let (ws, wl) = self.w.storage_and_layout();
-        let lora = self.host(cpu_values(&as_, al)?, cpu_values(&bs, bl)?, rank);
-        let mut dx = vec![0f32; n * inp];
-        let (da, db) = backward_host(
-            cpu_values(&xs, xl)?,
-            cpu_values(&gs, gl)?,
-            n,
-            cpu_values(&ws, wl)?,
-            Some(&lora),
-            &mut dx,
-        )?
-        .ok_or_else(|| candle_core::Error::Msg("lora-linear: no LoRA gradients".into()))?;
-        Ok((
-            Some(cpu_tensor(dx, (n, inp))?),
-            Some(cpu_tensor(da, (rank, inp))?),
-            Some(cpu_tensor(db, (out, rank))?),
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use candle_core::Var;
+    use candle_core::{DType, Var};
 
     use super::*;
+    use crate::test_support::{assert_close, value_and_grads};
 
-    /// The fused op and the composed ops (on f64 tensors, which take the
-    /// composed path) agree on the output and the gradients of x, A and B.
+    /// The host kernels and the composed ops (in f64, through candle's
+    /// autograd) agree on the output and the gradients of x, A and B.
     #[test]
-    fn the_fused_op_matches_the_composed_ops_with_and_without_dropout() {
-        let (n, inp, out, rank) = (13, 24, 20, 4);
+    fn the_host_kernels_match_the_composed_ops_with_and_without_dropout() {
+        let (n, inp, out, rank, scale) = (13, 24, 20, 4, 1.5);
         let dev = Device::Cpu;
-        let w = Tensor::randn(0f32, 0.3, (out, inp), &dev).unwrap();
-        let x0 = Tensor::randn(0f32, 1.0, (n, inp), &dev).unwrap();
-        let a0 = Tensor::randn(0f32, 0.3, (rank, inp), &dev).unwrap();
-        let b0 = Tensor::randn(0f32, 0.3, (out, rank), &dev).unwrap();
-        let probe = Tensor::randn(0f64, 1.0, (n, out), &dev).unwrap();
+        let rand = |shape: (usize, usize)| Tensor::randn(0f32, 0.5, shape, &dev).unwrap();
+        let (w, x, a, b, probe) = (
+            rand((out, inp)),
+            rand((n, inp)),
+            rand((rank, inp)),
+            rand((out, rank)),
+            rand((n, out)),
+        );
+        let host = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let mask: Vec<f32> = (0..n * inp)
             .map(|i| if i % 5 == 0 { 0.0 } else { 1.25 })
             .collect();
         for mask in [None, Some(mask)] {
-            let run = |dtype: DType| {
-                let vars: Vec<Var> = [&x0, &a0, &b0]
-                    .iter()
-                    .map(|t| Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap())
-                    .collect();
-                let delta = Delta {
-                    a: vars[1].as_tensor(),
-                    b: vars[2].as_tensor(),
-                    scale: 1.5,
-                    mask: mask.clone(),
-                };
-                let y = if dtype == DType::F32 {
-                    lora_linear(vars[0].as_tensor(), &w, delta).unwrap()
-                } else {
-                    // The composed formula, spelled out in f64.
-                    let x = vars[0].as_tensor();
-                    let xd = match &mask {
-                        Some(m) => (x * Tensor::from_vec(m.clone(), (n, inp), &dev)
-                            .unwrap()
-                            .to_dtype(dtype)
-                            .unwrap())
-                        .unwrap(),
-                        None => x.clone(),
-                    };
-                    let w = w.to_dtype(dtype).unwrap();
-                    let d = (xd.matmul(&delta.a.t().unwrap()).unwrap() * 1.5)
-                        .unwrap()
-                        .matmul(&delta.b.t().unwrap())
-                        .unwrap();
-                    (x.matmul(&w.t().unwrap()).unwrap() + d).unwrap()
-                };
-                let y = y.to_dtype(DType::F64).unwrap();
-                let grads = (&y * &probe)
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .backward()
-                    .unwrap();
-                let mut outs = vec![y];
-                for v in &vars {
-                    outs.push(
-                        grads
-                            .get(v.as_tensor())
-                            .unwrap()
-                            .to_dtype(DType::F64)
-                            .unwrap(),
-                    );
-                }
-                outs
-            };
-            let (fused, composed) = (run(DType::F32), run(DType::F64));
-            for (what, (f, c)) in ["y", "dx", "dA", "dB"]
+            // Composed, in f64.
+            let f64_of = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+            let vars: Vec<Var> = [&x, &a, &b]
                 .iter()
-                .zip(fused.iter().zip(&composed))
+                .map(|t| Var::from_tensor(&f64_of(t)).unwrap())
+                .collect();
+            let delta = Delta {
+                a: vars[1].as_tensor(),
+                b: vars[2].as_tensor(),
+                scale,
+                mask: mask.clone(),
+            };
+            let y = lora_linear(vars[0].as_tensor(), &f64_of(&w), delta).unwrap();
+            let want = value_and_grads(y, &f64_of(&probe), &vars);
+            // Host kernels, in f32.
+            let (av, bv) = (host(&a), host(&b));
+            let lora = HostLora {
+                a: &av,
+                b: &bv,
+                rank,
+                scale: scale as f32,
+                mask: mask.as_deref(),
+            };
+            let (xv, wv) = (host(&x), host(&w));
+            let y = forward_host(&xv, n, &wv, out, Some(&lora)).unwrap();
+            let mut dx = vec![0f32; n * inp];
+            let (da, db) = backward_host(&xv, &host(&probe), n, &wv, Some(&lora), &mut dx)
+                .unwrap()
+                .unwrap();
+            for (what, (got, want)) in ["y", "dx", "dA", "dB"]
+                .iter()
+                .zip([y, dx, da, db].iter().zip(&want))
             {
-                let diff = (f - c)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f64>()
-                    .unwrap();
-                assert!(diff < 1e-4, "{what}: max difference {diff}");
+                assert_close(what, got, want, 1e-4);
             }
         }
     }
