@@ -69,22 +69,73 @@ pub(crate) fn matmul(
     alpha: f32,
     accumulate: bool,
 ) -> candle_core::Result<()> {
-    let (m, k) = a.shape();
-    let (k2, n) = b.shape();
-    if k != k2 || c.len() != m * n {
+    let (m, n) = product_shape(a, b)?;
+    if c.len() != m * n {
         candle_core::bail!(
-            "matmul of {m}×{k} by {k2}×{n} into a buffer of {} values",
+            "matmul of {m}×{} by {}×{n} into a buffer of {} values",
+            a.shape().1,
+            b.shape().0,
             c.len()
         )
     }
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    if k == 0 {
+    if a.shape().1 == 0 {
         if !accumulate {
             c.fill(0.0);
         }
         return Ok(());
+    }
+    // SAFETY: `c` holds exactly `m × n` values and is borrowed mutably, so
+    // it cannot alias `a` or `b`.
+    #[allow(unsafe_code)]
+    unsafe {
+        gemm_raw(c.as_mut_ptr(), a, b, alpha, accumulate);
+    }
+    Ok(())
+}
+
+/// `alpha · a · b` in a new row-major buffer, which is not zero-filled
+/// first (the product writes every value): most of a layer's buffers are
+/// products, and filling them cost a serial pass each.
+pub(crate) fn matmul_new(a: Mat<'_>, b: Mat<'_>, alpha: f32) -> candle_core::Result<Vec<f32>> {
+    let (m, n) = product_shape(a, b)?;
+    if a.shape().1 == 0 {
+        return Ok(vec![0f32; m * n]);
+    }
+    let mut c = Vec::<f32>::with_capacity(m * n);
+    // SAFETY: the capacity is `m × n` values; with `accumulate` false gemm
+    // writes every one of them (`c := alpha·a·b`) without reading any, so
+    // all are initialised when the length is set.
+    #[allow(unsafe_code)]
+    unsafe {
+        gemm_raw(c.as_mut_ptr(), a, b, alpha, false);
+        c.set_len(m * n);
+    }
+    Ok(c)
+}
+
+/// The `(m, n)` of `a · b`, or an error when the inner sizes differ.
+fn product_shape(a: Mat<'_>, b: Mat<'_>) -> candle_core::Result<(usize, usize)> {
+    let (m, k) = a.shape();
+    let (k2, n) = b.shape();
+    if k != k2 {
+        candle_core::bail!("matmul of {m}×{k} by {k2}×{n}")
+    }
+    Ok((m, n))
+}
+
+/// The gemm call behind [`matmul`] and [`matmul_new`].
+///
+/// # Safety
+/// `c` must be valid for writes (and, when `accumulate`, reads) of
+/// `m × n` values at row stride `n`, and must not alias `a` or `b`; `a`'s
+/// inner size must equal `b`'s and be non-zero. `Mat::new` has checked
+/// that each operand's strides stay inside its buffer.
+#[allow(unsafe_code)]
+unsafe fn gemm_raw(c: *mut f32, a: Mat<'_>, b: Mat<'_>, alpha: f32, accumulate: bool) {
+    let (m, k) = a.shape();
+    let (_, n) = b.shape();
+    if m == 0 || n == 0 {
+        return;
     }
     let (a_rs, a_cs) = a.strides();
     let (b_rs, b_cs) = b.strides();
@@ -94,17 +145,13 @@ pub(crate) fn matmul(
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: `Mat::new` checked that each operand's buffer holds its
-    // stored matrix, the strides above address only elements of it, and
-    // `c` holds exactly `m × n` values at row stride `n`; `c` is borrowed
-    // mutably, so it cannot alias `a` or `b`.
-    #[allow(unsafe_code)]
+    // SAFETY: guaranteed by the caller, see above.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            c.as_mut_ptr(),
+            c,
             1,
             n as isize,
             accumulate,
@@ -122,7 +169,6 @@ pub(crate) fn matmul(
             parallelism,
         );
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -174,6 +220,11 @@ mod tests {
             assert!(c.iter().zip(&want).all(|(c, w)| (c - 2.0 * w).abs() < 1e-3));
             matmul(&mut c, a, b, -1.0, true).unwrap();
             assert!(c.iter().zip(&want).all(|(c, w)| (c - w).abs() < 1e-3));
+            let fresh = matmul_new(a, b, 3.0).unwrap();
+            assert!(fresh
+                .iter()
+                .zip(&want)
+                .all(|(c, w)| (c - 3.0 * w).abs() < 1e-3));
         }
     }
 
@@ -185,5 +236,7 @@ mod tests {
         assert!(matmul(&mut [0f32; 4], x, y, 1.0, false).is_err());
         assert!(matmul(&mut [0f32; 5], x, y.t(), 1.0, false).is_err());
         assert!(matmul(&mut [0f32; 4], x, y.t(), 1.0, false).is_ok());
+        assert!(matmul_new(x, y, 1.0).is_err());
+        assert_eq!(matmul_new(x, y.t(), 1.0).unwrap().len(), 4);
     }
 }

@@ -266,9 +266,9 @@ impl LayerNode {
     ) -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
         let f = &self.frozen;
         let mut d_packed = vec![0f32; packed.len()];
-        // Adds the gradient of `input` into `dx` and stores the module's
-        // LoRA gradients in `d_packed`.
-        let mut lin = |input: &[f32], g: &[f32], t: Target, dx: &mut [f32]| {
+        // Adds the gradient of `input` into `dx` (fills it when empty) and
+        // stores the module's LoRA gradients in `d_packed`.
+        let mut lin = |input: &[f32], g: &[f32], t: Target, dx: &mut Vec<f32>| {
             let lora = self.lora(t, packed);
             if let (Some((da, db)), Some(slot)) = (
                 backward_host(input, g, n, w[t as usize], lora.as_ref(), dx)?,
@@ -286,10 +286,10 @@ impl LayerNode {
             f.post_ffn_norm.as_ref(),
             self.eps,
         )?;
-        let mut gm = vec![0f32; s.m.len()];
+        let mut gm = Vec::new();
         lin(&s.m, &gd, Target::Down, &mut gm)?;
         let (g_gate, g_up) = gate_grad_host(self.gating, &s.gate, &s.up, &gm)?;
-        let mut gxn2 = vec![0f32; s.xn2.len()];
+        let mut gxn2 = Vec::new();
         lin(&s.xn2, &g_gate, Target::Gate, &mut gxn2)?;
         lin(&s.xn2, &g_up, Target::Up, &mut gxn2)?;
         let gx1 = add_host(
@@ -303,12 +303,12 @@ impl LayerNode {
             f.post_attn_norm.as_ref(),
             self.eps,
         )?;
-        let mut gatt = vec![0f32; s.att.len()];
+        let mut gatt = Vec::new();
         lin(&s.att, &go, Target::O, &mut gatt)?;
         let (gq, gk, gv) = self.attention.backward_host(&s.q, &s.k, &s.v, &gatt)?;
         let gq = optional_norm_grad(gq, s.q_raw.as_ref(), f.q_norm.as_ref(), self.eps)?;
         let gk = optional_norm_grad(gk, s.k_raw.as_ref(), f.k_norm.as_ref(), self.eps)?;
-        let mut gxn = vec![0f32; s.xn.len()];
+        let mut gxn = Vec::new();
         lin(&s.xn, &gq, Target::Q, &mut gxn)?;
         lin(&s.xn, &gk, Target::K, &mut gxn)?;
         lin(&s.xn, &gv, Target::V, &mut gxn)?;

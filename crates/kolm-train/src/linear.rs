@@ -14,7 +14,7 @@ use candle_core::{
     CpuStorage, CudaStorage, CustomOp1, Device, Layout, MetalStorage, Shape, Storage, Tensor,
 };
 
-use crate::gemm::{matmul, Mat};
+use crate::gemm::{matmul, matmul_new, Mat};
 
 /// `x [N, in] · Wᵀ` for a frozen `W [out, in]`.
 pub(crate) fn frozen_linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
@@ -168,24 +168,10 @@ pub(crate) fn forward_host(
     lora: Option<&HostLora<'_>>,
 ) -> candle_core::Result<Vec<f32>> {
     let inp = x.len() / n.max(1);
-    let mut y = vec![0f32; n * out];
-    matmul(
-        &mut y,
-        Mat::new(x, n, inp)?,
-        Mat::new(w, out, inp)?.t(),
-        1.0,
-        false,
-    )?;
+    let mut y = matmul_new(Mat::new(x, n, inp)?, Mat::new(w, out, inp)?.t(), 1.0)?;
     if let Some(l) = lora {
         let xd = l.dropped(x);
-        let mut h = vec![0f32; n * l.rank];
-        matmul(
-            &mut h,
-            Mat::new(&xd, n, inp)?,
-            Mat::new(l.a, l.rank, inp)?.t(),
-            1.0,
-            false,
-        )?;
+        let h = matmul_new(Mat::new(&xd, n, inp)?, Mat::new(l.a, l.rank, inp)?.t(), 1.0)?;
         // Scaled at rank width ([N, r]), not at the output's ([N, out]).
         matmul(
             &mut y,
@@ -199,33 +185,36 @@ pub(crate) fn forward_host(
 }
 
 /// The backward pass of [`forward_host`] given `g = ∂L/∂y [n, out]`: adds
-/// `∂L/∂x` into `dx [n, in]` and returns `(∂L/∂A, ∂L/∂B)` with a LoRA.
-/// With `xd = x ⊙ mask`, `h = xd·Aᵀ` and `gB = g·B`: `dx = g·W +
-/// scale·(gB·A) ⊙ mask`, `dA = scale·gBᵀ·xd`, `dB = scale·gᵀ·h`.
+/// `∂L/∂x` into `dx` (or, when `dx` is empty, fills it with `∂L/∂x`) and
+/// returns `(∂L/∂A, ∂L/∂B)` with a LoRA. With `xd = x ⊙ mask`,
+/// `h = xd·Aᵀ` and `gB = g·B`: `dx = g·W + scale·(gB·A) ⊙ mask`,
+/// `dA = scale·gBᵀ·xd`, `dB = scale·gᵀ·h`.
 pub(crate) fn backward_host(
     x: &[f32],
     g: &[f32],
     n: usize,
     w: &[f32],
     lora: Option<&HostLora<'_>>,
-    dx: &mut [f32],
+    dx: &mut Vec<f32>,
 ) -> candle_core::Result<Option<(Vec<f32>, Vec<f32>)>> {
     let inp = x.len() / n.max(1);
     let out = g.len() / n.max(1);
     let g = Mat::new(g, n, out)?;
-    matmul(dx, g, Mat::new(w, out, inp)?, 1.0, true)?;
+    if dx.is_empty() {
+        *dx = matmul_new(g, Mat::new(w, out, inp)?, 1.0)?;
+    } else {
+        matmul(dx, g, Mat::new(w, out, inp)?, 1.0, true)?;
+    }
     let Some(l) = lora else {
         return Ok(None);
     };
     let (a, b) = (Mat::new(l.a, l.rank, inp)?, Mat::new(l.b, out, l.rank)?);
-    let mut gb = vec![0f32; n * l.rank];
-    matmul(&mut gb, g, b, 1.0, false)?;
+    let gb = matmul_new(g, b, 1.0)?;
     let gb = Mat::new(&gb, n, l.rank)?;
     match l.mask {
         None => matmul(dx, gb, a, l.scale, true)?,
         Some(mask) => {
-            let mut t = vec![0f32; n * inp];
-            matmul(&mut t, gb, a, l.scale, false)?;
+            let t = matmul_new(gb, a, l.scale)?;
             for ((dx, t), m) in dx.iter_mut().zip(&t).zip(mask) {
                 *dx += t * m;
             }
@@ -233,12 +222,9 @@ pub(crate) fn backward_host(
     }
     let xd = l.dropped(x);
     let xd = Mat::new(&xd, n, inp)?;
-    let mut h = vec![0f32; n * l.rank];
-    matmul(&mut h, xd, a.t(), 1.0, false)?;
-    let mut da = vec![0f32; l.rank * inp];
-    matmul(&mut da, gb.t(), xd, l.scale, false)?;
-    let mut db = vec![0f32; out * l.rank];
-    matmul(&mut db, g.t(), Mat::new(&h, n, l.rank)?, l.scale, false)?;
+    let h = matmul_new(xd, a.t(), 1.0)?;
+    let da = matmul_new(gb.t(), xd, l.scale)?;
+    let db = matmul_new(g.t(), Mat::new(&h, n, l.rank)?, l.scale)?;
     Ok(Some((da, db)))
 }
 
@@ -293,7 +279,7 @@ mod tests {
             };
             let (xv, wv) = (host(&x), host(&w));
             let y = forward_host(&xv, n, &wv, out, Some(&lora)).unwrap();
-            let mut dx = vec![0f32; n * inp];
+            let mut dx = Vec::new();
             let (da, db) = backward_host(&xv, &host(&probe), n, &wv, Some(&lora), &mut dx)
                 .unwrap()
                 .unwrap();
