@@ -521,6 +521,11 @@ pub struct TrainArgs {
     /// builds with `--features metal`).
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     pub device: kolm_train::DeviceChoice,
+    /// The dtype the frozen base is kept and multiplied in: auto (f32 on
+    /// the CPU, bf16 on CUDA, f16 on Metal), f32, bf16 or f16 (GPU only).
+    /// The LoRA parameters, norms and loss are always f32.
+    #[arg(long, default_value = "auto", value_name = "DTYPE")]
+    pub precision: kolm_train::Precision,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

@@ -65,6 +65,7 @@ fn a_short_run_prints_its_report_as_json() {
     assert_eq!(v["ok"], true);
     assert_eq!(v["steps"], 2);
     assert_eq!(v["device"], "cpu");
+    assert_eq!(v["precision"], "f32");
     for key in ["first_loss", "last_loss", "tokens_per_second"] {
         assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
     }
@@ -101,4 +102,21 @@ fn a_device_this_build_lacks_is_refused_before_training() {
     assert_eq!(out.status.code(), Some(2), "a usage error");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown device 'tpu'"), "{stderr}");
+}
+
+#[test]
+fn half_precision_on_the_cpu_is_refused_before_training() {
+    let data = "{\"prompt\":\"a\",\"completion\":\"b\"}\n";
+    let (out, dir) = train(data, &["--device", "cpu", "--precision", "bf16"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--precision bf16 needs a GPU") && stderr.contains("--precision f32"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("adapter.gguf").exists());
+    let (out, _) = train(data, &["--precision", "f8"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown precision 'f8'"), "{stderr}");
 }

@@ -63,6 +63,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<()> {
     config.resume = args.checkpoint_dir.is_some();
     config.checkpoint_dir = args.checkpoint_dir;
     config.device = args.device;
+    config.precision = args.precision;
     config.validate()?;
     // Refuse an unsupported base before llama.cpp loads it.
     kolm_train::model::read_config(&args.base)?;
@@ -98,12 +99,14 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<()> {
             "trainable_parameters": report.trainable_parameters,
             "resumed_from": report.resumed_from,
             "device": report.device,
+            "precision": report.precision,
         }));
     }
     println!(
-        "trained {} steps on {} in {:.1}s ({:.0} tokens/s): loss {:.4} -> {:.4}; adapter written to {}",
+        "trained {} steps on {} ({}) in {:.1}s ({:.0} tokens/s): loss {:.4} -> {:.4}; adapter written to {}",
         report.steps,
         report.device,
+        report.precision,
         report.seconds,
         report.tokens_per_second,
         report.first_loss,

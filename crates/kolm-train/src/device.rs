@@ -1,12 +1,13 @@
 //! Where a run computes: [`DeviceChoice`] (`auto`, `cpu`, `cuda[:N]`,
 //! `metal[:N]`), opened into a candle [`Device`] with a clear error when
-//! this build lacks the backend or the machine lacks the GPU, and the
-//! memory that device has free for the memory check.
+//! this build lacks the backend or the machine lacks the GPU; the memory
+//! that device has free for the memory check; and [`Precision`], the dtype
+//! the frozen base is kept and multiplied in there.
 
 use std::fmt;
 use std::str::FromStr;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 
 use crate::error::TrainError;
 
@@ -144,6 +145,69 @@ pub fn free_memory(device: &Device) -> Option<u64> {
     }
 }
 
+/// The dtype of the frozen base's weights and products (LoRA parameters,
+/// norms, softmaxes and the loss stay f32).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 on the CPU, bf16 on CUDA, f16 on Metal.
+    #[default]
+    Auto,
+    F32,
+    Bf16,
+    F16,
+}
+
+impl FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Precision::Auto),
+            "f32" | "fp32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            "f16" | "fp16" => Ok(Precision::F16),
+            other => Err(format!(
+                "unknown precision '{other}': expected auto, f32, bf16 or f16"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Precision::Auto => "auto",
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
+        })
+    }
+}
+
+impl Precision {
+    /// The dtype on `device`. The CPU trains in f32 only (its kernels are
+    /// f32, and half-precision products there are slower, not faster).
+    pub fn resolve(self, device: &Device) -> Result<DType, TrainError> {
+        match (self, device) {
+            (Precision::F32, _) | (Precision::Auto, Device::Cpu) => Ok(DType::F32),
+            (Precision::Bf16 | Precision::F16, Device::Cpu) => Err(TrainError::Config(format!(
+                "--precision {self} needs a GPU: the CPU trains in f32 (use --precision f32 or auto, or --device cuda/metal)"
+            ))),
+            (Precision::Auto, Device::Cuda(_)) | (Precision::Bf16, _) => Ok(DType::BF16),
+            (Precision::Auto, Device::Metal(_)) | (Precision::F16, _) => Ok(DType::F16),
+        }
+    }
+}
+
+/// The name `--precision` and reports use for `dtype`.
+pub fn dtype_name(dtype: DType) -> &'static str {
+    match dtype {
+        DType::BF16 => "bf16",
+        DType::F16 => "f16",
+        _ => "f32",
+    }
+}
+
 /// Memory the system reports available (Linux), in bytes.
 pub fn available_memory() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -171,6 +235,31 @@ mod tests {
         for bad in ["gpu", "cuda:x", "cpu:0", "auto:1", ""] {
             let e = bad.parse::<DeviceChoice>().unwrap_err();
             assert!(e.contains("cuda"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn precisions_parse_and_resolve_per_device() {
+        for (text, p) in [
+            ("auto", Precision::Auto),
+            ("F32", Precision::F32),
+            ("bf16", Precision::Bf16),
+            ("fp16", Precision::F16),
+        ] {
+            assert_eq!(text.parse::<Precision>().unwrap(), p);
+            assert_eq!(p.to_string().parse::<Precision>().unwrap(), p);
+        }
+        let e = "f8".parse::<Precision>().unwrap_err();
+        assert!(e.contains("auto, f32, bf16 or f16"), "{e}");
+        let cpu = Device::Cpu;
+        assert_eq!(Precision::Auto.resolve(&cpu).unwrap(), DType::F32);
+        assert_eq!(Precision::F32.resolve(&cpu).unwrap(), DType::F32);
+        for half in [Precision::Bf16, Precision::F16] {
+            let e = half.resolve(&cpu).unwrap_err().to_string();
+            assert!(
+                e.contains("needs a GPU") && e.contains("--precision f32"),
+                "{e}"
+            );
         }
     }
 

@@ -40,7 +40,7 @@ pub mod train;
 
 pub use adapter::{read_adapter, write_adapter};
 pub use data::{load_jsonl, Message, TrainExample};
-pub use device::{available_memory, device_name, free_memory, DeviceChoice};
+pub use device::{available_memory, device_name, dtype_name, free_memory, DeviceChoice, Precision};
 pub use error::TrainError;
 pub use lora::{parse_targets, Lora, Target};
 pub use model::{Model, ModelConfig, SUPPORTED_ARCHITECTURES};

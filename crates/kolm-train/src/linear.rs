@@ -16,9 +16,17 @@ use candle_core::{
 
 use crate::gemm::{matmul, matmul_new, Mat};
 
-/// `x [N, in] · Wᵀ` for a frozen `W [out, in]`.
+/// `x [N, in] · Wᵀ` for a frozen `W [out, in]`. A half-precision `W`
+/// multiplies `x` cast to its dtype; the result comes back in `x`'s.
 pub(crate) fn frozen_linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-    x.contiguous()?.apply_op1(FrozenLinear { w: w.clone() })
+    let op = FrozenLinear { w: w.clone() };
+    if x.dtype() == w.dtype() {
+        return x.contiguous()?.apply_op1(op);
+    }
+    x.to_dtype(w.dtype())?
+        .contiguous()?
+        .apply_op1(op)?
+        .to_dtype(x.dtype())
 }
 
 /// A LoRA pair of one module: `A [r, in]`, `B [out, r]` and the scale.

@@ -219,6 +219,8 @@ pub struct Model {
     /// On the CPU, run each layer as one fused node (`layer.rs`) rather
     /// than op by op; tests compare the two.
     pub(crate) fused_layers: bool,
+    /// The dtype of the big matrices (projections, embeddings, output).
+    dtype: DType,
 }
 
 impl std::fmt::Debug for Model {
@@ -237,8 +239,20 @@ pub(crate) struct Dropout<'a> {
 }
 
 impl Model {
-    /// Loads and dequantizes the base at `path` for sequences up to `max_seq_len`.
+    /// Loads and dequantizes the base at `path` to f32 for sequences up to
+    /// `max_seq_len`.
     pub fn load(path: &Path, max_seq_len: usize, device: &Device) -> Result<Model, TrainError> {
+        Model::load_as(path, max_seq_len, device, DType::F32)
+    }
+
+    /// [`Model::load`] with the projection, embedding and output matrices
+    /// in `dtype` (norms and biases stay f32).
+    pub fn load_as(
+        path: &Path,
+        max_seq_len: usize,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Model, TrainError> {
         let (config, content) = read_config(path)?;
         let base_err = |detail: String| TrainError::Base {
             path: path.to_path_buf(),
@@ -255,10 +269,14 @@ impl Model {
                 .map_err(|e| base_err(format!("{name}: {e}")))?;
             Ok(q.dequantize(device)?.to_dtype(DType::F32)?)
         };
-        let embed = load("token_embd.weight")?;
+        let embed = load("token_embd.weight")?.to_dtype(dtype)?;
         let mut layers = Vec::with_capacity(config.layers);
         for i in 0..config.layers {
-            let mut w = |t: Target| load(&format!("blk.{i}.{}.weight", t.gguf_name()));
+            let mut w = |t: Target| {
+                load(&format!("blk.{i}.{}.weight", t.gguf_name()))?
+                    .to_dtype(dtype)
+                    .map_err(TrainError::from)
+            };
             let weights = [
                 w(Target::Q)?,
                 w(Target::K)?,
@@ -299,7 +317,7 @@ impl Model {
         }
         let out_norm = load("output_norm.weight")?;
         let output = if content.tensor_infos.contains_key("output.weight") {
-            load("output.weight")?
+            load("output.weight")?.to_dtype(dtype)?
         } else {
             embed.clone()
         };
@@ -346,6 +364,7 @@ impl Model {
             output,
             device: device.clone(),
             fused_layers: true,
+            dtype,
         })
     }
 
@@ -446,7 +465,10 @@ impl Model {
         let (b, t) = tokens.dims2()?;
         let c = &self.config;
         let (h, kvh, hd) = (c.heads, c.kv_heads, c.head_dim);
-        let mut x = self.embed.index_select(&tokens.flatten_all()?, 0)?; // [B*T, E]
+        let mut x = self
+            .embed
+            .index_select(&tokens.flatten_all()?, 0)? // [B*T, E]
+            .to_dtype(DType::F32)?;
         if let Some(s) = c.embed_scale {
             x = (x * f64::from(s))?;
         }
@@ -473,7 +495,7 @@ impl Model {
                 sin,
             }
         };
-        let fused_layers = self.fused_layers && self.device.is_cpu();
+        let fused_layers = self.fused_layers && self.device.is_cpu() && self.dtype == DType::F32;
         for (li, layer) in self.layers.iter().enumerate() {
             if fused_layers {
                 x = self.fused_layer(&x, li, lora, &mut dropout, &spec(layer.sliding))?;
@@ -539,7 +561,7 @@ impl Model {
         let ids = Tensor::from_vec(tokens.to_vec(), (1, t), &self.device)?;
         let hidden = self.hidden(&ids, lora, None)?;
         let hs = self.rms_norm(&hidden, &self.out_norm)?;
-        let logits = hs.matmul(&self.output.t()?)?;
+        let logits = frozen_linear(&hs, &self.output)?;
         Ok(logits.to_vec2::<f32>()?)
     }
 

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::adapter::write_adapter;
 use crate::data::TrainExample;
-use crate::device::{device_name, free_memory, DeviceChoice};
+use crate::device::{device_name, dtype_name, free_memory, DeviceChoice, Precision};
 use crate::error::TrainError;
 use crate::lora::{Lora, Target};
 use crate::model::{activation_bytes, read_config, Dropout, Model};
@@ -68,6 +68,8 @@ pub struct TrainConfig {
     pub memory_limit: Option<u64>,
     /// Where the run computes.
     pub device: DeviceChoice,
+    /// The dtype the frozen base is kept and multiplied in.
+    pub precision: Precision,
 }
 
 impl TrainConfig {
@@ -98,6 +100,7 @@ impl TrainConfig {
             resume: false,
             memory_limit: None,
             device: DeviceChoice::Auto,
+            precision: Precision::Auto,
         }
     }
 
@@ -186,6 +189,8 @@ pub struct TrainReport {
     pub trainable_parameters: usize,
     /// The device the run computed on: `cpu`, `cuda:0`, `metal:0`.
     pub device: String,
+    /// The frozen base's dtype there: `f32`, `bf16` or `f16`.
+    pub precision: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -386,10 +391,11 @@ pub fn train(
         * model_config.layers as u64
         * 4
         * model_config.embedding as u64;
-    let needed = model_config.f32_bytes
+    let device = config.device.open()?;
+    let dtype = config.precision.resolve(&device)?;
+    let needed = model_config.f32_bytes / 4 * dtype.size_in_bytes() as u64
         + activation_bytes(&model_config, config.batch_size, longest, most_targets)
         + lora_params * 4 * 5;
-    let device = config.device.open()?;
     if let Some(available) = config.memory_limit.or_else(|| free_memory(&device)) {
         if needed > available {
             return Err(TrainError::OutOfMemory {
@@ -399,7 +405,7 @@ pub fn train(
             });
         }
     }
-    let model = Model::load(&config.base, longest, &device)?;
+    let model = Model::load_as(&config.base, longest, &device, dtype)?;
     let per_epoch = encoded.len().div_ceil(config.batch_size);
     let total_steps = config
         .max_steps
@@ -540,5 +546,6 @@ pub fn train(
         examples_truncated: truncated,
         trainable_parameters: lora.parameter_count(),
         device: device_name(&device),
+        precision: dtype_name(dtype).to_owned(),
     })
 }

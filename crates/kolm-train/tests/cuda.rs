@@ -3,7 +3,8 @@
 //! the same run on the GPU and on the CPU gives the same loss curve, and
 //! the adapter the GPU wrote loads in llama.cpp, agrees with candle's
 //! logits and changes llama.cpp's greedy answers as trained. On the tiny
-//! Qwen2 of `tests/data` and on the real SmolLM2-135M weights.
+//! Qwen2 of `tests/data` and on the real SmolLM2-135M weights, with the
+//! base in f32 on both; and SmolLM2 again with the GPU's default bf16 base.
 
 #![cfg(feature = "cuda")]
 
@@ -16,7 +17,8 @@ use common::smollm2::{
 };
 use common::{llama_logits, max_abs_diff, tiny_qwen2, top1_agreement, Bytes};
 use kolm_train::{
-    ChatTokenizer, DeviceChoice, Message, Model, NoProgress, TrainConfig, TrainExample, TrainReport,
+    ChatTokenizer, DeviceChoice, Message, Model, NoProgress, Precision, TrainConfig, TrainExample,
+    TrainReport,
 };
 
 fn gpu() -> Device {
@@ -64,6 +66,7 @@ fn same_curve(cpu: &TrainReport, gpu: &TrainReport, tolerance: f32) {
 fn qwen2_trains_alike_on_the_gpu_and_the_cpu_and_llama_cpp_loads_the_result() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = TrainConfig::new(tiny_qwen2(), dir.path().join("adapter.gguf"));
+    config.precision = Precision::F32;
     config.learning_rate = 1e-2;
     config.max_steps = Some(30);
     let examples: Vec<TrainExample> = ["a", "b", "c", "d"]
@@ -105,8 +108,10 @@ fn smollm2_trains_alike_on_the_gpu_and_the_cpu_and_the_adapter_works_in_llama_cp
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(&dir.path().join("adapter.gguf"));
     c.max_steps = Some(10);
+    c.precision = Precision::F32;
     let cpu = run(&c, DeviceChoice::Cpu, &qa_examples(), &Tok);
     let gpu_run = run(&c, DeviceChoice::Cuda(0), &qa_examples(), &Tok);
+    assert_eq!(gpu_run.precision, "f32");
     same_curve(&cpu, &gpu_run, 2e-2);
     assert!(gpu_run.last_loss <= gpu_run.first_loss / 2.0);
     eprintln!(
@@ -133,4 +138,42 @@ fn smollm2_trains_alike_on_the_gpu_and_the_cpu_and_the_adapter_works_in_llama_cp
     assert_eq!(top1_agreement(&on_gpu, &on_cpu, 0), 1.0);
     assert!(diff < 0.02, "{diff}");
     llama_cpp_with_the_adapter_gives_the_trained_answer(&gpu_run.adapter);
+}
+
+/// The GPU's default precision keeps the base in bf16 (LoRA, norms and
+/// loss in f32): the loss starts where the f32 run's does, falls as far,
+/// and llama.cpp with the written adapter gives the trained answer.
+#[test]
+fn smollm2_trains_in_bf16_on_the_gpu_and_the_adapter_works_in_llama_cpp() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&dir.path().join("adapter.gguf"));
+    c.max_steps = Some(10);
+    let cpu = run(&c, DeviceChoice::Cpu, &qa_examples(), &Tok);
+    let bf16 = run(&c, DeviceChoice::Cuda(0), &qa_examples(), &Tok);
+    assert_eq!(cpu.precision, "f32");
+    assert_eq!(bf16.precision, "bf16");
+    let first_gap = (bf16.first_loss - cpu.first_loss).abs() / cpu.first_loss;
+    eprintln!(
+        "bf16 vs f32: first loss {:.4} vs {:.4} ({:.2}%), last {:.5} vs {:.5}",
+        bf16.first_loss,
+        cpu.first_loss,
+        first_gap * 100.0,
+        bf16.last_loss,
+        cpu.last_loss
+    );
+    assert!(first_gap < 0.02, "{first_gap}");
+    assert!(
+        bf16.last_loss <= bf16.first_loss / 10.0,
+        "{:?}",
+        bf16.losses
+    );
+    let tokens = parity_tokens();
+    let model = Model::load(&smollm2(), tokens.len(), &Device::Cpu).unwrap();
+    let (_, lora) = kolm_train::read_adapter(&bf16.adapter, &Device::Cpu).unwrap();
+    let c_lora = model.logits(&tokens, Some(&lora)).unwrap();
+    let l_lora = common::smollm2::llama_logits(&tokens, Some(&bf16.adapter));
+    let agree = top1_agreement(&c_lora, &l_lora, 0);
+    eprintln!("the bf16 run's adapter: top-1 candle (f32) vs llama.cpp {agree:.3}");
+    assert!(agree >= 0.9, "{agree}");
+    llama_cpp_with_the_adapter_gives_the_trained_answer(&bf16.adapter);
 }
