@@ -164,6 +164,8 @@ fn run() -> Result<()> {
         ])
         .args(["--max-steps", &steps.to_string(), "--seed", "0"])
         .args(["--device", &device])
+        // Both sides keep the base in f32 (kolm-train's GPU default is bf16).
+        .args(["--precision", "f32"])
         .env("RAYON_NUM_THREADS", threads.to_string());
     let km = measure(&k)?;
     ensure!(km.success(), "kolmctl train failed: {}", km.stderr_text());
