@@ -3,8 +3,8 @@
 //! (optionally a sliding window) and the weighted sum of values, with
 //! grouped key/value heads.
 //!
-//! [`attention`] composes it from candle's ops (any device, with
-//! [`crate::fused`]'s rope and softmax). [`FusedAttention`] is the CPU
+//! [`attention`] composes it from candle's ops (any device).
+//! [`FusedAttention`] is the CPU
 //! kernel of the fused layer node (`layer.rs`): forward and backward on
 //! host values, computed per (sequence, query head) over rayon's threads
 //! with no `T × T` tensor kept (the backward pass recomputes the
@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use candle_core::Tensor;
+use candle_core::{Tensor, D};
 use rayon::prelude::*;
 
 use crate::fused;
@@ -51,13 +51,8 @@ pub(crate) fn attention(
     );
     let rep = h / kvh;
     let heads = |x: &Tensor, n: usize| x.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous();
-    let q = fused::rope(&heads(q, h)?, spec.cos, spec.sin, spec.neox)?.reshape((
-        b,
-        kvh,
-        rep * t,
-        hd,
-    ))?;
-    let k = fused::rope(&heads(k, kvh)?, spec.cos, spec.sin, spec.neox)?;
+    let q = rope(&heads(q, h)?, spec.cos, spec.sin, spec.neox)?.reshape((b, kvh, rep * t, hd))?;
+    let k = rope(&heads(k, kvh)?, spec.cos, spec.sin, spec.neox)?;
     let v = heads(v, kvh)?;
     // llama.cpp masks `j > i` and, with a window, `i - j >= window`.
     let window = spec.window.unwrap_or(usize::MAX);
@@ -66,13 +61,40 @@ pub(crate) fn attention(
         .collect();
     let mask = Tensor::from_vec(mask, (t, t), q.device())?.to_dtype(q.dtype())?;
     let scores = q.matmul(&k.t()?)?.reshape((b, kvh, rep, t, t))?;
-    let p = fused::masked_softmax(&scores, &mask, 1.0 / (hd as f64).sqrt())?;
+    let scores = ((scores * (1.0 / (hd as f64).sqrt()))?).broadcast_add(&mask)?;
+    let max = scores.max_keepdim(D::Minus1)?.detach();
+    let e = scores.broadcast_sub(&max)?.exp()?;
+    let p = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
     p.reshape((b, kvh, rep * t, t))?
         .matmul(&v)?
         .reshape((b, h, t, hd))?
         .transpose(1, 2)?
         .contiguous()?
         .reshape((b * t, h * hd))
+}
+
+/// Rotates `x [B, H, T, D]` by the angles whose cosines and sines are
+/// `cos`, `sin [T, D/2]`: pairs `(i, i + D/2)` when `neox`, else adjacent
+/// pairs `(2i, 2i + 1)` (llama.cpp's two layouts).
+fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, neox: bool) -> candle_core::Result<Tensor> {
+    let (b, h, t, d) = x.dims4()?;
+    let half = d / 2;
+    if neox {
+        let x1 = x.narrow(3, 0, half)?;
+        let x2 = x.narrow(3, half, half)?;
+        let a = (x1.broadcast_mul(cos)? - x2.broadcast_mul(sin)?)?;
+        let c = (x1.broadcast_mul(sin)? + x2.broadcast_mul(cos)?)?;
+        Tensor::cat(&[a, c], 3)
+    } else {
+        let xr = x.reshape((b, h, t, half, 2))?;
+        let x0 = xr.narrow(4, 0, 1)?;
+        let x1 = xr.narrow(4, 1, 1)?;
+        let cos = cos.reshape((t, half, 1))?;
+        let sin = sin.reshape((t, half, 1))?;
+        let a = (x0.broadcast_mul(&cos)? - x1.broadcast_mul(&sin)?)?;
+        let c = (x0.broadcast_mul(&sin)? + x1.broadcast_mul(&cos)?)?;
+        Tensor::cat(&[a, c], 4)?.reshape((b, h, t, d))
+    }
 }
 
 /// See [`attention`]: the CPU kernel, on host values.

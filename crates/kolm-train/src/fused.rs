@@ -1,11 +1,13 @@
 //! Fused, multi-threaded CPU kernels for the row-wise parts of the forward
-//! and backward pass: RMS norm, the rotary embedding, the attention's
-//! scaled and masked softmax, the log-softmax over the vocabulary and the
-//! SwiGLU gate. Composed from
-//! candle's primitives they cost a dozen single-threaded passes each (on a
-//! 16-core machine those passes were most of a step); here each is one
-//! parallel pass forward and one backward. Each function falls back to the
-//! composed primitives off the CPU, so GPU runs keep candle's own kernels.
+//! and backward pass. Composed from candle's primitives they cost a dozen
+//! single-threaded passes each; here each is one parallel pass forward and
+//! one backward.
+//!
+//! - As candle ops, for the model's head: [`rms_norm`] and [`log_softmax`]
+//!   over the vocabulary (each falls back to the composed primitives off
+//!   the CPU, so GPU runs keep candle's own kernels).
+//! - On host values, for the fused layer (`layer.rs`): RMS norm and its
+//!   gradient, the SiLU/GELU gate and its gradients, adds.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
@@ -186,105 +188,6 @@ impl CustomOp2 for RmsNormGrad {
     }
 }
 
-// --------------------------------------------------- attention's softmax
-
-/// `softmax(s · scale + mask)` over the last dimension of scores
-/// `[.., T, T]`; `mask [T, T]` is added to each `T × T` block (0 or a large
-/// negative number).
-pub fn masked_softmax(s: &Tensor, mask: &Tensor, scale: f64) -> candle_core::Result<Tensor> {
-    if !use_fused(s) {
-        let scores = (s * scale)?.broadcast_add(mask)?;
-        let max = scores.max_keepdim(D::Minus1)?.detach();
-        let e = scores.broadcast_sub(&max)?.exp()?;
-        return e.broadcast_div(&e.sum_keepdim(D::Minus1)?);
-    }
-    let op = MaskedSoftmax {
-        mask: host_f32(mask)?,
-        t: mask.dim(D::Minus1)?,
-        scale: scale as f32,
-    };
-    s.contiguous()?.apply_op1(op)
-}
-
-struct MaskedSoftmax {
-    mask: Vec<f32>,
-    t: usize,
-    scale: f32,
-}
-
-impl CustomOp1 for MaskedSoftmax {
-    fn name(&self) -> &'static str {
-        "fused-masked-softmax"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous(s, l, self.name())?;
-        let t = self.t;
-        if l.dims().last() != Some(&t) || x.len() % (t * t) != 0 {
-            candle_core::bail!("fused-masked-softmax: scores are not [.., {t}, {t}]")
-        }
-        // Whole T × T blocks, so that rows line up with the mask's.
-        let p = map_rows(x, t * t, |p, x| {
-            for ((p, x), m) in p.chunks_mut(t).zip(x.chunks(t)).zip(self.mask.chunks(t)) {
-                softmax_row(p, x.iter().zip(m).map(|(x, m)| x * self.scale + m));
-            }
-        });
-        Ok((CpuStorage::F32(p), l.shape().clone()))
-    }
-
-    fn bwd(&self, _s: &Tensor, p: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let op = SoftmaxGrad { scale: self.scale };
-        Ok(Some(p.apply_op2_no_bwd(&g.contiguous()?, &op)?))
-    }
-}
-
-/// Writes `softmax(values)` into `out`.
-fn softmax_row(out: &mut [f32], values: impl Iterator<Item = f32>) {
-    for (o, v) in out.iter_mut().zip(values) {
-        *o = v;
-    }
-    let max = out.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for o in out.iter_mut() {
-        *o = (*o - max).exp();
-        sum += *o;
-    }
-    let inv = 1.0 / sum;
-    for o in out.iter_mut() {
-        *o *= inv;
-    }
-}
-
-/// `ds = scale · p ⊙ (g − Σ g⊙p)` per row.
-struct SoftmaxGrad {
-    scale: f32,
-}
-
-impl CustomOp2 for SoftmaxGrad {
-    fn name(&self) -> &'static str {
-        "fused-softmax-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        ps: &CpuStorage,
-        pl: &Layout,
-        gs: &CpuStorage,
-        gl: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let p = contiguous(ps, pl, self.name())?;
-        let g = contiguous(gs, gl, self.name())?;
-        let t = pl.dims().last().copied().unwrap_or(1);
-        let ds = map_rows2(p, g, t, |ds, p, g| {
-            let dot: f32 = p.iter().zip(g).map(|(p, g)| p * g).sum();
-            for ((ds, p), g) in ds.iter_mut().zip(p).zip(g) {
-                *ds = self.scale * p * (g - dot);
-            }
-        })?;
-        Ok((CpuStorage::F32(ds), pl.shape().clone()))
-    }
-}
-
 // ------------------------------------------------------------ log-softmax
 
 /// `log_softmax` over the last dimension.
@@ -351,112 +254,7 @@ impl CustomOp2 for LogSoftmaxGrad {
     }
 }
 
-// ------------------------------------------------------------ rotary
-
-/// Rotates `x [B, H, T, D]` by the angles whose cosines and sines are
-/// `cos`, `sin [T, D/2]`: pairs `(i, i + D/2)` when `neox`, else adjacent
-/// pairs `(2i, 2i + 1)` (llama.cpp's two layouts).
-pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, neox: bool) -> candle_core::Result<Tensor> {
-    let (b, h, t, d) = x.dims4()?;
-    let half = d / 2;
-    if !use_fused(x) {
-        return if neox {
-            let x1 = x.narrow(3, 0, half)?;
-            let x2 = x.narrow(3, half, half)?;
-            let a = (x1.broadcast_mul(cos)? - x2.broadcast_mul(sin)?)?;
-            let c = (x1.broadcast_mul(sin)? + x2.broadcast_mul(cos)?)?;
-            Tensor::cat(&[a, c], 3)
-        } else {
-            let xr = x.reshape((b, h, t, half, 2))?;
-            let x0 = xr.narrow(4, 0, 1)?;
-            let x1 = xr.narrow(4, 1, 1)?;
-            let cos = cos.reshape((t, half, 1))?;
-            let sin = sin.reshape((t, half, 1))?;
-            let a = (x0.broadcast_mul(&cos)? - x1.broadcast_mul(&sin)?)?;
-            let c = (x0.broadcast_mul(&sin)? + x1.broadcast_mul(&cos)?)?;
-            Tensor::cat(&[a, c], 4)?.reshape((b, h, t, d))
-        };
-    }
-    let op = Rope {
-        cos: host_f32(cos)?.into(),
-        sin: host_f32(sin)?.into(),
-        neox,
-        inverse: false,
-    };
-    x.contiguous()?.apply_op1(op)
-}
-
-struct Rope {
-    cos: std::sync::Arc<[f32]>,
-    sin: std::sync::Arc<[f32]>,
-    neox: bool,
-    /// Rotates by the opposite angles: the backward pass.
-    inverse: bool,
-}
-
-impl CustomOp1 for Rope {
-    fn name(&self) -> &'static str {
-        "fused-rope"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous(s, l, self.name())?;
-        let (_, _, t, d) = l.shape().dims4()?;
-        let half = d / 2;
-        if self.cos.len() != t * half {
-            candle_core::bail!("fused-rope: tables are not [{t}, {half}]")
-        }
-        let sign = if self.inverse { -1.0 } else { 1.0 };
-        // Whole [T, D] blocks, so that a row's position is its index.
-        let y = map_rows(x, t * d, |y, x| {
-            for (p, (y, x)) in y.chunks_mut(d).zip(x.chunks(d)).enumerate() {
-                let cos = &self.cos[p * half..(p + 1) * half];
-                let sin = &self.sin[p * half..(p + 1) * half];
-                for i in 0..half {
-                    let (ia, ic) = if self.neox {
-                        (i, i + half)
-                    } else {
-                        (2 * i, 2 * i + 1)
-                    };
-                    let (a, c, sn) = (x[ia], x[ic], sign * sin[i]);
-                    y[ia] = a * cos[i] - c * sn;
-                    y[ic] = a * sn + c * cos[i];
-                }
-            }
-        });
-        Ok((CpuStorage::F32(y), l.shape().clone()))
-    }
-
-    fn bwd(&self, _x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let op = Rope {
-            cos: self.cos.clone(),
-            sin: self.sin.clone(),
-            neox: self.neox,
-            inverse: !self.inverse,
-        };
-        Ok(Some(g.contiguous()?.apply_op1_no_bwd(&op)?))
-    }
-}
-
-// ------------------------------------------------------------------ SwiGLU
-
-/// `silu(gate) ⊙ up`.
-pub fn swiglu(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
-    if !use_fused(gate) {
-        return gate.silu()? * up;
-    }
-    gate.contiguous()?
-        .apply_op2(&up.contiguous()?, Swiglu::Forward)
-}
-
-#[derive(Clone, Copy)]
-enum Swiglu {
-    Forward,
-    /// `d gate = (g ⊙ up) ⊙ silu'(gate)`; its inputs are `gate` and `g ⊙ up`.
-    GradGate,
-    /// `d up = g ⊙ silu(gate)`.
-    GradUp,
-}
+// ------------------------------------------------ gating, on host values
 
 /// `f(a, b)` element by element, over rayon's threads.
 fn elementwise(
@@ -474,49 +272,6 @@ fn elementwise(
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
-
-impl CustomOp2 for Swiglu {
-    fn name(&self) -> &'static str {
-        "fused-swiglu"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let a = contiguous(s1, l1, self.name())?;
-        let b = contiguous(s2, l2, self.name())?;
-        let out = match self {
-            Swiglu::Forward => elementwise(a, b, |x, u| x * sigmoid(x) * u)?,
-            // a = gate, b = g ⊙ up.
-            Swiglu::GradGate => elementwise(a, b, |x, gu| {
-                let s = sigmoid(x);
-                gu * s * (1.0 + x * (1.0 - s))
-            })?,
-            // a = gate, b = g.
-            Swiglu::GradUp => elementwise(a, b, |x, g| g * x * sigmoid(x))?,
-        };
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        gate: &Tensor,
-        up: &Tensor,
-        _res: &Tensor,
-        g: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = g.contiguous()?;
-        let d_gate = gate.apply_op2_no_bwd(&(&g * up)?, &Swiglu::GradGate)?;
-        let d_up = gate.apply_op2_no_bwd(&g, &Swiglu::GradUp)?;
-        Ok((Some(d_gate), Some(d_up)))
-    }
-}
-
-// ------------------------------------------------ gating, on host values
 
 /// The feed-forward's gate activation: `act(gate) ⊙ up`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -648,40 +403,7 @@ mod tests {
     }
 
     #[test]
-    fn masked_softmax_matches_the_composed_ops() {
-        let t = 7;
-        let mask: Vec<f32> = (0..t * t)
-            .map(|k| if k % t > k / t { -1e9 } else { 0.0 })
-            .collect();
-        let mask = Tensor::from_vec(mask, (t, t), &Device::Cpu).unwrap();
-        check(&[2, 3, t, t], |x| {
-            masked_softmax(x, &mask.to_dtype(x.dtype())?, 0.125)
-        });
-    }
-
-    #[test]
-    fn rope_matches_the_composed_ops_in_both_layouts() {
-        let (t, half) = (5, 4);
-        let angles = Tensor::randn(0f32, 2.0, (t, half), &Device::Cpu).unwrap();
-        let (cos, sin) = (angles.cos().unwrap(), angles.sin().unwrap());
-        for neox in [true, false] {
-            check(&[2, 3, t, 2 * half], |x| {
-                let (c, s) = (cos.to_dtype(x.dtype())?, sin.to_dtype(x.dtype())?);
-                rope(x, &c, &s, neox)
-            });
-        }
-    }
-
-    #[test]
     fn log_softmax_matches_the_composed_ops() {
         check(&[6, 300], log_softmax);
-    }
-
-    #[test]
-    fn swiglu_matches_the_composed_ops() {
-        let other = Tensor::randn(0f32, 1.0, (4, 40), &Device::Cpu).unwrap();
-        // The gradient of the gate, then of the up projection.
-        check(&[4, 40], |x| swiglu(x, &other.to_dtype(x.dtype())?));
-        check(&[4, 40], |x| swiglu(&other.to_dtype(x.dtype())?, x));
     }
 }

@@ -1,8 +1,11 @@
 //! The frozen base: its GGUF header (architecture, shapes) read before any
-//! weight, its weights dequantized to f32, and a forward pass written with
-//! differentiable candle primitives (candle's fused `rms_norm`,
-//! `softmax_last_dim` and `rope` have no backward pass) and, on the CPU,
-//! the multi-threaded kernels of [`crate::fused`].
+//! weight, its weights dequantized (f32, or bf16/f16 on a GPU, see
+//! [`crate::Precision`]), and its forward pass. On the CPU each layer is
+//! one fused node with its own backward (`layer.rs`); elsewhere, and as the
+//! tests' reference, the layer is written with differentiable candle
+//! primitives (candle's fused `rms_norm`, `softmax_last_dim` and `rope`
+//! have no backward pass). The output norm and log-softmax use
+//! [`crate::fused`]'s multi-threaded kernels.
 //!
 //! Weights stay in the GGUF's own layout, so the rotary embedding follows
 //! llama.cpp's convention per architecture (adjacent pairs for `llama`,
@@ -537,7 +540,7 @@ impl Model {
             let m = if c.gelu {
                 (g.gelu()? * u)?
             } else {
-                fused::swiglu(&g, &u)?
+                (g.silu()? * u)?
             };
             let mut d = self.linear(&m, li, Target::Down, lora, &mut dropout)?;
             if let Some(n) = &layer.post_ffn_norm {
