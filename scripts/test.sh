@@ -11,6 +11,7 @@ scripts/system-packages.sh
 scripts/fixtures.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+scripts/check-metal.sh
 cargo test --workspace --doc --quiet
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast

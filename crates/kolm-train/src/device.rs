@@ -129,8 +129,9 @@ pub fn device_name(device: &Device) -> String {
 }
 
 /// Bytes free for a run on `device`: the memory the system reports
-/// available for the CPU (Linux), the GPU's free memory for CUDA. `None`
-/// when it cannot be told, and the memory check is then skipped.
+/// available for the CPU (Linux), the GPU's free memory for CUDA, and for
+/// Metal the working set the GPU recommends less what it has allocated.
+/// `None` when it cannot be told, and the memory check is then skipped.
 pub fn free_memory(device: &Device) -> Option<u64> {
     match device {
         Device::Cpu => available_memory(),
@@ -141,6 +142,12 @@ pub fn free_memory(device: &Device) -> Option<u64> {
             .mem_get_info()
             .ok()
             .map(|(free, _total)| free as u64),
+        #[cfg(feature = "metal")]
+        Device::Metal(d) => {
+            let gpu = d.device();
+            let budget = gpu.recommended_max_working_set_size() as u64;
+            Some(budget.saturating_sub(gpu.current_allocated_size() as u64))
+        }
         _ => None,
     }
 }

@@ -1,12 +1,14 @@
-//! kolm-train on an NVIDIA GPU. Built only with `--features cuda` and run
-//! where a GPU is (`cargo test -p kolm-train --features cuda --test cuda`):
-//! the same run on the GPU and on the CPU gives the same loss curve, and
-//! the adapter the GPU wrote loads in llama.cpp, agrees with candle's
-//! logits and changes llama.cpp's greedy answers as trained. On the tiny
-//! Qwen2 of `tests/data` and on the real SmolLM2-135M weights, with the
-//! base in f32 on both; and SmolLM2 again with the GPU's default bf16 base.
+//! kolm-train on a GPU. Built only with `--features cuda` (NVIDIA) or
+//! `--features metal` (Apple) and run where that GPU is
+//! (`cargo test -p kolm-train --features cuda --test gpu`): the same run on
+//! the GPU and on the CPU gives the same loss curve, and the adapter the
+//! GPU wrote loads in llama.cpp, agrees with candle's logits and changes
+//! llama.cpp's greedy answers as trained. On the tiny Qwen2 of `tests/data`
+//! and on the real SmolLM2-135M weights, with the base in f32 on both; and
+//! SmolLM2 again with the GPU's default half-precision base (bf16 on CUDA,
+//! f16 on Metal). Run on an H200 with CUDA; never yet on Metal.
 
-#![cfg(feature = "cuda")]
+#![cfg(any(feature = "cuda", feature = "metal"))]
 
 mod common;
 
@@ -21,10 +23,21 @@ use kolm_train::{
     TrainReport,
 };
 
+/// The GPU these tests train on: CUDA's first when built with `cuda`.
+#[cfg(feature = "cuda")]
+const GPU: DeviceChoice = DeviceChoice::Cuda(0);
+#[cfg(not(feature = "cuda"))]
+const GPU: DeviceChoice = DeviceChoice::Metal(0);
+
+/// The dtype `--precision auto` keeps the base in on [`GPU`].
+#[cfg(feature = "cuda")]
+const HALF: &str = "bf16";
+#[cfg(not(feature = "cuda"))]
+const HALF: &str = "f16";
+
 fn gpu() -> Device {
-    DeviceChoice::Cuda(0)
-        .open()
-        .expect("this test needs a CUDA GPU")
+    GPU.open()
+        .unwrap_or_else(|e| panic!("this test needs a GPU ({GPU}): {e}"))
 }
 
 /// Trains `config` on `device` and prints what it did.
@@ -49,7 +62,7 @@ fn run(
 
 /// Step by step, the GPU's loss is the CPU's within `tolerance` (relative).
 fn same_curve(cpu: &TrainReport, gpu: &TrainReport, tolerance: f32) {
-    assert_eq!(gpu.device, "cuda:0");
+    assert_eq!(gpu.device, GPU.to_string());
     assert_eq!(cpu.device, "cpu");
     assert_eq!(cpu.losses.len(), gpu.losses.len());
     for (a, b) in cpu.losses.iter().zip(&gpu.losses) {
@@ -76,7 +89,7 @@ fn qwen2_trains_alike_on_the_gpu_and_the_cpu_and_llama_cpp_loads_the_result() {
         })
         .collect();
     let cpu = run(&config, DeviceChoice::Cpu, &examples, &Bytes);
-    let gpu_run = run(&config, DeviceChoice::Cuda(0), &examples, &Bytes);
+    let gpu_run = run(&config, GPU, &examples, &Bytes);
     same_curve(&cpu, &gpu_run, 1e-2);
     assert!(gpu_run.last_loss <= gpu_run.first_loss / 2.0);
 
@@ -110,7 +123,7 @@ fn smollm2_trains_alike_on_the_gpu_and_the_cpu_and_the_adapter_works_in_llama_cp
     c.max_steps = Some(10);
     c.precision = Precision::F32;
     let cpu = run(&c, DeviceChoice::Cpu, &qa_examples(), &Tok);
-    let gpu_run = run(&c, DeviceChoice::Cuda(0), &qa_examples(), &Tok);
+    let gpu_run = run(&c, GPU, &qa_examples(), &Tok);
     assert_eq!(gpu_run.precision, "f32");
     same_curve(&cpu, &gpu_run, 2e-2);
     assert!(gpu_run.last_loss <= gpu_run.first_loss / 2.0);
@@ -140,40 +153,40 @@ fn smollm2_trains_alike_on_the_gpu_and_the_cpu_and_the_adapter_works_in_llama_cp
     llama_cpp_with_the_adapter_gives_the_trained_answer(&gpu_run.adapter);
 }
 
-/// The GPU's default precision keeps the base in bf16 (LoRA, norms and
-/// loss in f32): the loss starts where the f32 run's does, falls as far,
+/// The GPU's default precision keeps the base in bf16 or f16 (LoRA, norms
+/// and loss in f32): the loss starts where the f32 run's does, falls as far,
 /// and llama.cpp with the written adapter gives the trained answer.
 #[test]
-fn smollm2_trains_in_bf16_on_the_gpu_and_the_adapter_works_in_llama_cpp() {
+fn smollm2_trains_in_half_precision_on_the_gpu_and_the_adapter_works_in_llama_cpp() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(&dir.path().join("adapter.gguf"));
     c.max_steps = Some(10);
     let cpu = run(&c, DeviceChoice::Cpu, &qa_examples(), &Tok);
-    let bf16 = run(&c, DeviceChoice::Cuda(0), &qa_examples(), &Tok);
+    let half = run(&c, GPU, &qa_examples(), &Tok);
     assert_eq!(cpu.precision, "f32");
-    assert_eq!(bf16.precision, "bf16");
-    let first_gap = (bf16.first_loss - cpu.first_loss).abs() / cpu.first_loss;
+    assert_eq!(half.precision, HALF);
+    let first_gap = (half.first_loss - cpu.first_loss).abs() / cpu.first_loss;
     eprintln!(
-        "bf16 vs f32: first loss {:.4} vs {:.4} ({:.2}%), last {:.5} vs {:.5}",
-        bf16.first_loss,
+        "{HALF} vs f32: first loss {:.4} vs {:.4} ({:.2}%), last {:.5} vs {:.5}",
+        half.first_loss,
         cpu.first_loss,
         first_gap * 100.0,
-        bf16.last_loss,
+        half.last_loss,
         cpu.last_loss
     );
     assert!(first_gap < 0.02, "{first_gap}");
     assert!(
-        bf16.last_loss <= bf16.first_loss / 10.0,
+        half.last_loss <= half.first_loss / 10.0,
         "{:?}",
-        bf16.losses
+        half.losses
     );
     let tokens = parity_tokens();
     let model = Model::load(&smollm2(), tokens.len(), &Device::Cpu).unwrap();
-    let (_, lora) = kolm_train::read_adapter(&bf16.adapter, &Device::Cpu).unwrap();
+    let (_, lora) = kolm_train::read_adapter(&half.adapter, &Device::Cpu).unwrap();
     let c_lora = model.logits(&tokens, Some(&lora)).unwrap();
-    let l_lora = common::smollm2::llama_logits(&tokens, Some(&bf16.adapter));
+    let l_lora = common::smollm2::llama_logits(&tokens, Some(&half.adapter));
     let agree = top1_agreement(&c_lora, &l_lora, 0);
-    eprintln!("the bf16 run's adapter: top-1 candle (f32) vs llama.cpp {agree:.3}");
+    eprintln!("the {HALF} run's adapter: top-1 candle (f32) vs llama.cpp {agree:.3}");
     assert!(agree >= 0.9, "{agree}");
-    llama_cpp_with_the_adapter_gives_the_trained_answer(&bf16.adapter);
+    llama_cpp_with_the_adapter_gives_the_trained_answer(&half.adapter);
 }
