@@ -465,7 +465,7 @@ mod tests {
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// The base model, a GGUF file (llama or qwen2 architecture).
+    /// The base model, a GGUF file (llama family, qwen2 or gemma3 architecture).
     #[arg(long, value_name = "MODEL.gguf")]
     pub base: PathBuf,
     /// Training examples, one JSON object per line.

@@ -46,6 +46,25 @@ fn kind_name(code: u8) -> &'static str {
     }
 }
 
+/// The error and its causes, joined by ": " like anyhow's `{:#}`, less
+/// each cause the message before it already ends with (library errors
+/// such as `"{path}: {source}"` spell their source out, and would
+/// otherwise print it twice).
+pub fn message(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if text.ends_with(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
 /// Prints the error (as JSON on stdout when asked, else on stderr) and
 /// returns the exit code. A compile below its gate has printed its report
 /// (with `"ok": false`) already, so only the message goes to stderr.
@@ -54,11 +73,41 @@ pub fn report(err: &anyhow::Error, json: bool) -> ExitCode {
     if json && code != crate::commands::BELOW_GATE_EXIT {
         let value = serde_json::json!({
             "ok": false,
-            "error": { "kind": kind_name(code), "exit_code": code, "message": format!("{err:#}") },
+            "error": { "kind": kind_name(code), "exit_code": code, "message": message(err) },
         });
         println!("{value}");
     } else {
-        eprintln!("error: {err:#}");
+        eprintln!("error: {}", message(err));
     }
     ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{path}: {source}")]
+    struct SpelledOut {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_already_spelled_out_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let err = anyhow::Error::new(SpelledOut {
+            path: "a.jsonl".into(),
+            source: io,
+        })
+        .context("training failed");
+        assert_eq!(message(&err), "training failed: a.jsonl: no such file");
+    }
+
+    #[test]
+    fn distinct_causes_are_all_printed() {
+        let err = anyhow::anyhow!("inner").context("middle").context("outer");
+        assert_eq!(message(&err), "outer: middle: inner");
+    }
 }

@@ -1,8 +1,10 @@
 //! `kolmctl train` end to end on the real SmolLM2-135M: a short run with
-//! `--json`, a malformed data line refused with its line number, and a
-//! device this build cannot use refused by name.
+//! `--json`; refused before training, each with a clear message: a
+//! malformed data line and a too-long example (by line number), a missing
+//! data file, an output that cannot be written (missing directory, a
+//! directory, an input of the run), a device this build cannot use.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn smollm2() -> PathBuf {
@@ -84,6 +86,70 @@ fn a_malformed_line_is_refused_with_its_number() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.contains("train.jsonl:2:"), "{stdout}");
     assert!(!dir.path().join("adapter.gguf").exists());
+}
+
+#[test]
+fn an_example_too_long_is_refused_with_its_line() {
+    let long = format!(
+        "{{\"prompt\":\"{}\",\"completion\":\"b\"}}",
+        "word ".repeat(100)
+    );
+    let data = format!("{{\"prompt\":\"a\",\"completion\":\"b\"}}\n\n{long}\n");
+    let (out, dir) = train(&data, &["--max-seq-len", "64"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("train.jsonl:3 failed") && stderr.contains("--truncate"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("adapter.gguf").exists());
+}
+
+/// `kolmctl train` on SmolLM2 with these data and output paths.
+fn train_to(data: &Path, out: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kolmctl"))
+        .args(["train", "--max-steps", "1", "--base"])
+        .arg(smollm2())
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn an_output_that_cannot_be_written_is_refused_before_training() {
+    let data = "{\"prompt\":\"a\",\"completion\":\"b\"}\n";
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("train.jsonl");
+    std::fs::write(&jsonl, data).unwrap();
+    let stderr = |out: std::process::Output| {
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = stderr(train_to(&jsonl, &dir.path().join("missing/a.gguf")));
+    assert!(
+        e.contains("cannot write the adapter") && e.contains("does not exist"),
+        "{e}"
+    );
+    let e = stderr(train_to(&jsonl, dir.path()));
+    assert!(e.contains("is a directory"), "{e}");
+    // The data file is an input: never overwritten by the adapter.
+    let e = stderr(train_to(&jsonl, &jsonl));
+    assert!(e.contains("is an input of this run"), "{e}");
+    assert_eq!(std::fs::read_to_string(&jsonl).unwrap(), data);
+}
+
+#[test]
+fn a_missing_data_file_is_named_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.jsonl");
+    let out = train_to(&missing, &dir.path().join("a.gguf"));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("No such file").count(), 1, "{stderr}");
+    assert!(stderr.contains("missing.jsonl"), "{stderr}");
 }
 
 #[cfg(not(feature = "cuda"))]

@@ -301,7 +301,7 @@ fn chat(d: &Daemon, args: &RunArgs) -> anyhow::Result<()> {
             Ok(answer) => history.push(message("assistant", &answer.text)),
             Err(e) => {
                 history.pop();
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", crate::exit::message(&e));
             }
         }
     }

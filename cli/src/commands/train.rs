@@ -5,7 +5,6 @@
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kolm_train::{Progress, StepStats, TrainConfig};
 use serde_json::json;
@@ -65,9 +64,12 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<()> {
     config.device = args.device;
     config.precision = args.precision;
     config.validate()?;
-    // Refuse an unsupported base before llama.cpp loads it.
+    // Refuse an unsupported base before llama.cpp loads it, and an output
+    // that could not be written before any training.
     kolm_train::model::read_config(&args.base)?;
-    let examples = kolm_train::load_jsonl(&args.data)?;
+    let numbered = kolm_train::load_jsonl_numbered(&args.data)?;
+    kolm_train::check_output(&args.out, &[&args.base, &args.data])?;
+    let (lines, examples): (Vec<usize>, Vec<_>) = numbered.into_iter().unzip();
     let tokenizer = crate::base_chat::BaseChat::load(&args.base)?;
 
     let bar = ProgressBar::hidden();
@@ -81,8 +83,15 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<()> {
     );
     bar.set_prefix("train");
     let mut progress = TrainBar { bar };
-    let report = kolm_train::train(&config, &examples, &tokenizer, &mut progress)
-        .with_context(|| format!("training on {} failed", args.data.display()))?;
+    let report = kolm_train::train(&config, &examples, &tokenizer, &mut progress).map_err(|e| {
+        // An error about one example names its line of the file.
+        let line = e.example_index().and_then(|i| lines.get(i));
+        let place = match line {
+            Some(line) => format!("{}:{line}", args.data.display()),
+            None => args.data.display().to_string(),
+        };
+        anyhow::Error::new(e).context(format!("training on {place} failed"))
+    })?;
     progress.bar.finish_and_clear();
     if args.json {
         return output::json(&json!({

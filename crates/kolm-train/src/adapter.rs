@@ -15,7 +15,7 @@ use candle_core::quantized::gguf_file::{self, Content, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
 
-use crate::error::TrainError;
+use crate::error::{candle_message, TrainError};
 use crate::lora::Lora;
 
 /// Writes `lora` as a llama.cpp LoRA adapter for a base of `arch` (via a
@@ -44,13 +44,73 @@ pub fn write_adapter(path: &Path, lora: &Lora, arch: &str) -> Result<(), TrainEr
         .map(|s| s.as_str())
         .zip(tensors.iter())
         .collect();
-    let tmp = path.with_extension("gguf.tmp");
+    let tmp = temporary_path(path);
     let mut file = File::create(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
     gguf_file::write(&mut file, &metadata, &named)?;
     file.sync_all().map_err(|e| TrainError::io(&tmp, e))?;
     drop(file);
     std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))?;
     Ok(())
+}
+
+/// Where [`write_adapter`] writes before renaming into place.
+fn temporary_path(path: &Path) -> std::path::PathBuf {
+    path.with_extension("gguf.tmp")
+}
+
+/// Checks, before any training, that an adapter can be written to `out`:
+/// not a directory, not one of the run's inputs (`inputs`: the base, the
+/// data), and its directory exists and takes a new file (tried by creating
+/// and removing the temporary file [`write_adapter`] will use). A run
+/// that could not save its result is refused before it starts.
+pub fn check_output(out: &Path, inputs: &[&Path]) -> Result<(), TrainError> {
+    let refuse = |detail: String| TrainError::Output {
+        path: out.to_path_buf(),
+        detail,
+    };
+    if out.is_dir() {
+        return Err(refuse(
+            "it is a directory; give a file path such as adapter.gguf".into(),
+        ));
+    }
+    if let Ok(target) = out.canonicalize() {
+        for input in inputs {
+            if input.canonicalize().is_ok_and(|i| i == target) {
+                return Err(refuse(format!(
+                    "it is an input of this run ({}); choose another path so it is not overwritten",
+                    input.display()
+                )));
+            }
+        }
+    }
+    let tmp = temporary_path(out);
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp);
+    match created {
+        Ok(file) => {
+            drop(file);
+            std::fs::remove_file(&tmp).map_err(|e| refuse(format!("{}: {e}", tmp.display())))
+        }
+        // A leftover of an interrupted run: it will be replaced.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => {
+            let dir = match out.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            let detail = if dir.is_dir() {
+                format!("{e} (check that {} is writable)", dir.display())
+            } else {
+                format!(
+                    "the directory {} does not exist; create it first",
+                    dir.display()
+                )
+            };
+            Err(refuse(detail))
+        }
+    }
 }
 
 /// Reads an adapter written by [`write_adapter`] (or any f32/f16 llama.cpp
@@ -62,7 +122,7 @@ pub fn read_adapter(path: &Path, device: &Device) -> Result<(String, Lora), Trai
     };
     let file = File::open(path).map_err(|e| TrainError::io(path, e))?;
     let mut reader = BufReader::new(file);
-    let content = Content::read(&mut reader).map_err(|e| err(e.to_string()))?;
+    let content = Content::read(&mut reader).map_err(|e| err(candle_message(&e)))?;
     let s = |k: &str| match content.metadata.get(k) {
         Some(Value::String(v)) => Ok(v.clone()),
         _ => Err(err(format!("{k} is missing"))),

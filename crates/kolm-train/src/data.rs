@@ -98,6 +98,15 @@ fn parse_line(text: &str) -> Result<TrainExample, String> {
 /// Reads a JSONL file of examples; blank lines are skipped. An error names
 /// the file and the 1-based line.
 pub fn load_jsonl(path: &Path) -> Result<Vec<TrainExample>, TrainError> {
+    Ok(load_jsonl_numbered(path)?
+        .into_iter()
+        .map(|(_, example)| example)
+        .collect())
+}
+
+/// [`load_jsonl`], each example with its 1-based line number, so that an
+/// error about an example (too long, say) can name its line.
+pub fn load_jsonl_numbered(path: &Path) -> Result<Vec<(usize, TrainExample)>, TrainError> {
     let file = std::fs::File::open(path).map_err(|e| TrainError::io(path, e))?;
     let mut out = Vec::new();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
@@ -110,7 +119,7 @@ pub fn load_jsonl(path: &Path) -> Result<Vec<TrainExample>, TrainError> {
             line: i + 1,
             detail,
         })?;
-        out.push(example);
+        out.push((i + 1, example));
     }
     if out.is_empty() {
         return Err(TrainError::EmptyDataset);

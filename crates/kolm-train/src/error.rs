@@ -21,7 +21,7 @@ pub enum TrainError {
         detail: String,
     },
     /// An example (in memory) is not valid.
-    #[error("example {index}: {detail}")]
+    #[error("example at index {index}: {detail}")]
     Example { index: usize, detail: String },
     /// No examples to train on.
     #[error("the dataset is empty: nothing to train on")]
@@ -36,15 +36,18 @@ pub enum TrainError {
     #[error("cannot load base {path}: {detail}")]
     Base { path: PathBuf, detail: String },
     /// An example is longer than `max_seq_len` and truncation is off.
-    #[error("example {index} is {tokens} tokens long, more than max_seq_len {max} (raise --max-seq-len, or allow truncation)")]
+    #[error("example at index {index} is {tokens} tokens long, more than max_seq_len {max} (raise --max-seq-len, or truncate it with --truncate)")]
     TooLong {
         index: usize,
         tokens: usize,
         max: usize,
     },
     /// An example has no assistant token left to learn from.
-    #[error("example {index} has no assistant tokens to train on{why}")]
+    #[error("example at index {index} has no assistant tokens to train on{why}")]
     NoTargets { index: usize, why: String },
+    /// The adapter cannot be written where asked; found before training.
+    #[error("cannot write the adapter to {path}: {detail}")]
+    Output { path: PathBuf, detail: String },
     /// The run is estimated to need more memory than is available.
     #[error("the run needs about {needed_mib} MiB but only {available_mib} MiB is free on {device} (lower --max-seq-len or the batch size)")]
     OutOfMemory {
@@ -78,5 +81,26 @@ impl TrainError {
             path: path.into(),
             source,
         }
+    }
+
+    /// The index of the example an error is about, for callers that can
+    /// name its source (a JSONL line).
+    pub fn example_index(&self) -> Option<usize> {
+        match self {
+            TrainError::Example { index, .. }
+            | TrainError::TooLong { index, .. }
+            | TrainError::NoTargets { index, .. } => Some(*index),
+            _ => None,
+        }
+    }
+}
+
+/// A candle error's message without the backtrace candle appends when
+/// `RUST_BACKTRACE` is set: for errors in the user's input (a file that is
+/// not GGUF), where a backtrace is noise.
+pub(crate) fn candle_message(error: &candle_core::Error) -> String {
+    match error {
+        candle_core::Error::WithBacktrace { inner, .. } => candle_message(inner),
+        other => other.to_string(),
     }
 }

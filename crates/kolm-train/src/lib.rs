@@ -38,8 +38,8 @@ mod test_support;
 pub mod tokenize;
 pub mod train;
 
-pub use adapter::{read_adapter, write_adapter};
-pub use data::{load_jsonl, Message, TrainExample};
+pub use adapter::{check_output, read_adapter, write_adapter};
+pub use data::{load_jsonl, load_jsonl_numbered, Message, TrainExample};
 pub use device::{available_memory, device_name, dtype_name, free_memory, DeviceChoice, Precision};
 pub use error::TrainError;
 pub use lora::{parse_targets, Lora, Target};

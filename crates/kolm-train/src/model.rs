@@ -25,7 +25,7 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{DType, Device, Tensor};
 
 use crate::attention::{attention, Attention, FusedAttention};
-use crate::error::TrainError;
+use crate::error::{candle_message, TrainError};
 use crate::fused::{self, Gating};
 use crate::layer::{self, LayerNode, LayerWeights};
 use crate::linear::{frozen_linear, lora_linear, Delta};
@@ -99,7 +99,7 @@ pub fn read_config(path: &Path) -> Result<(ModelConfig, Content), TrainError> {
     };
     let file = File::open(path).map_err(|e| TrainError::io(path, e))?;
     let content = Content::read(&mut BufReader::new(file))
-        .map_err(|e| base_err(format!("not a readable GGUF file: {e}")))?;
+        .map_err(|e| base_err(format!("not a readable GGUF file: {}", candle_message(&e))))?;
     let arch = match content.metadata.get("general.architecture") {
         Some(Value::String(s)) => s.clone(),
         _ => return Err(base_err("general.architecture is missing".into())),
@@ -269,7 +269,7 @@ impl Model {
             }
             let q = content
                 .tensor(&mut reader, name, device)
-                .map_err(|e| base_err(format!("{name}: {e}")))?;
+                .map_err(|e| base_err(format!("{name}: {}", candle_message(&e))))?;
             Ok(q.dequantize(device)?.to_dtype(DType::F32)?)
         };
         let embed = load("token_embd.weight")?.to_dtype(dtype)?;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::adapter::write_adapter;
+use crate::adapter::{check_output, write_adapter};
 use crate::data::TrainExample;
 use crate::device::{device_name, dtype_name, free_memory, DeviceChoice, Precision};
 use crate::error::TrainError;
@@ -367,6 +367,7 @@ pub fn train(
     if examples.is_empty() {
         return Err(TrainError::EmptyDataset);
     }
+    check_output(&config.out, &[&config.base])?;
     let (model_config, _) = read_config(&config.base)?;
     let encoded: Vec<Encoded> = examples
         .iter()

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use common::smollm2::{
     candle_and_llama_cpp_agree_with_the_adapter, config,
-    llama_cpp_with_the_adapter_gives_the_trained_answer, qa_examples, Tok,
+    llama_cpp_with_the_adapter_gives_the_trained_answer, qa_examples, smollm2, Tok,
 };
 use kolm_train::{
     NoProgress, Progress, StepStats, Target, TrainConfig, TrainError, TrainExample, TrainReport,
@@ -179,6 +179,30 @@ fn bad_input_is_refused_before_training() {
     c.memory_limit = Some(200 << 20);
     let e = quick(&c, &qa_examples());
     assert!(matches!(e, TrainError::OutOfMemory { .. }), "{e}");
+    // An adapter that could not be written: a missing directory, a
+    // directory, the base itself (which is left as it was).
+    let mut c = config(&out);
+    c.out = dir.path().join("no-such-dir").join("a.gguf");
+    let e = quick(&c, &qa_examples());
+    assert!(matches!(e, TrainError::Output { .. }), "{e}");
+    assert!(e.to_string().contains("does not exist"), "{e}");
+    c.out = dir.path().to_path_buf();
+    let e = quick(&c, &qa_examples());
+    assert!(e.to_string().contains("is a directory"), "{e}");
+    let base = dir.path().join("base.gguf");
+    std::fs::copy(smollm2(), &base).unwrap();
+    let before = std::fs::metadata(&base).unwrap().len();
+    c.base = base.clone();
+    c.out = base.clone();
+    let e = quick(&c, &qa_examples());
+    assert!(e.to_string().contains("is an input of this run"), "{e}");
+    assert_eq!(std::fs::metadata(&base).unwrap().len(), before);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     // Unknown targets are a parse error.
     assert!(kolm_train::parse_targets("q,x").is_err());
     assert_eq!(
