@@ -211,6 +211,29 @@ fn fingerprint(c: &TrainConfig, examples: usize, total_steps: usize) -> String {
     )
 }
 
+/// The settings two fingerprints differ in, as `key: theirs -> ours`.
+fn fingerprint_difference(theirs: &str, ours: &str) -> String {
+    if theirs.split(' ').count() != ours.split(' ').count() {
+        // A base name with spaces: no pairing by position.
+        return format!("{theirs} there, {ours} here");
+    }
+    let differing: Vec<String> = theirs
+        .split(' ')
+        .zip(ours.split(' '))
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| {
+            let (key, old) = a.split_once('=').unwrap_or((a, ""));
+            let new = b.split_once('=').map_or(b, |(_, v)| v);
+            format!("{key}: {old} there, {new} here")
+        })
+        .collect();
+    if differing.is_empty() {
+        format!("{theirs} there, {ours} here")
+    } else {
+        differing.join(", ")
+    }
+}
+
 /// Micro-batch `m` of the run: examples of its epoch's shuffled order.
 struct Schedule {
     n: usize,
@@ -319,8 +342,8 @@ fn load_checkpoint(
     let meta: CheckpointMeta = serde_json::from_slice(&text).map_err(|e| err(e.to_string()))?;
     if meta.fingerprint != fingerprint {
         return Err(err(format!(
-            "it belongs to another run ({}), this run is ({fingerprint})",
-            meta.fingerprint
+            "it belongs to another run ({}); use another --checkpoint-dir, or empty this one to start over",
+            fingerprint_difference(&meta.fingerprint, fingerprint)
         )));
     }
     let map = candle_core::safetensors::load(dir.join("checkpoint.safetensors"), device)?;
@@ -549,4 +572,21 @@ pub fn train(
         device: device_name(&device),
         precision: dtype_name(dtype).to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fingerprint_difference;
+
+    #[test]
+    fn a_checkpoint_mismatch_names_the_settings_that_differ() {
+        assert_eq!(
+            fingerprint_difference("base=a rank=8 steps=4", "base=a rank=4 steps=6"),
+            "rank: 8 there, 4 here, steps: 4 there, 6 here"
+        );
+        assert_eq!(
+            fingerprint_difference("base=a b rank=8", "base=a rank=8"),
+            "base=a b rank=8 there, base=a rank=8 here"
+        );
+    }
 }
