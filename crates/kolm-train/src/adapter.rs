@@ -45,12 +45,18 @@ pub fn write_adapter(path: &Path, lora: &Lora, arch: &str) -> Result<(), TrainEr
         .zip(tensors.iter())
         .collect();
     let tmp = temporary_path(path);
-    let mut file = File::create(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-    gguf_file::write(&mut file, &metadata, &named)?;
-    file.sync_all().map_err(|e| TrainError::io(&tmp, e))?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))?;
-    Ok(())
+    let written = (|| {
+        let mut file = File::create(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+        gguf_file::write(&mut file, &metadata, &named)?;
+        file.sync_all().map_err(|e| TrainError::io(&tmp, e))?;
+        drop(file);
+        std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
+    })();
+    if written.is_err() {
+        // No half-written file is left behind (a full disk, say).
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Where [`write_adapter`] writes before renaming into place.
@@ -143,4 +149,54 @@ pub fn read_adapter(path: &Path, device: &Device) -> Result<(String, Lora), Trai
     }
     let lora = Lora::from_named(&tensors, alpha).map_err(err)?;
     Ok((arch, lora))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lora::Target;
+
+    fn tiny_lora() -> Lora {
+        Lora::init(1, &[Target::Q], 2, 4.0, |_| (8, 8), 0, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn an_adapter_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("a.gguf");
+        write_adapter(&out, &tiny_lora(), "llama").unwrap();
+        let (arch, lora) = read_adapter(&out, &Device::Cpu).unwrap();
+        assert_eq!(arch, "llama");
+        assert_eq!((lora.rank, lora.alpha), (2, 4.0));
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_file_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        // A non-empty directory where the adapter should go: the rename fails.
+        let out = dir.path().join("a.gguf");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::write(out.join("keep"), b"x").unwrap();
+        assert!(write_adapter(&out, &tiny_lora(), "llama").is_err());
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["a.gguf"], "the temporary file is removed");
+        assert!(out.join("keep").exists());
+    }
+
+    #[test]
+    fn outputs_that_cannot_be_written_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("base.gguf");
+        std::fs::write(&input, b"weights").unwrap();
+        let refused = |out: &Path| check_output(out, &[&input]).unwrap_err().to_string();
+        assert!(refused(dir.path()).contains("is a directory"));
+        assert!(refused(&dir.path().join("x/a.gguf")).contains("does not exist"));
+        assert!(refused(&input).contains("is an input of this run"));
+        assert_eq!(std::fs::read(&input).unwrap(), b"weights");
+        check_output(&dir.path().join("a.gguf"), &[&input]).unwrap();
+        assert!(!dir.path().join("a.gguf.tmp").exists());
+    }
 }
