@@ -37,6 +37,27 @@ impl Rng {
         (self.next_u64() % n as u64) as usize
     }
 
+    /// A tensor of normal draws (Box–Muller) for tests: seeded, unlike
+    /// candle's CPU `randn`, so each run checks the same numbers.
+    #[cfg(test)]
+    pub(crate) fn normal(
+        &mut self,
+        mean: f32,
+        std: f32,
+        shape: impl Into<candle_core::Shape>,
+    ) -> candle_core::Tensor {
+        let shape = shape.into();
+        let values: Vec<f32> = (0..shape.elem_count())
+            .map(|_| {
+                let u1 = 1.0 - self.next_f32(); // in (0, 1]: ln is finite
+                let u2 = self.next_f32();
+                mean + std * (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+            })
+            .collect();
+        candle_core::Tensor::from_vec(values, shape, &candle_core::Device::Cpu)
+            .expect("the shape matches the values")
+    }
+
     /// Fisher–Yates.
     pub fn shuffle<T>(&mut self, v: &mut [T]) {
         for i in (1..v.len()).rev() {
