@@ -22,22 +22,29 @@ fn smollm2() -> PathBuf {
     path
 }
 
+/// `kolmctl train` on SmolLM2 with these data and output paths and flags.
+fn kolmctl_train(data: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let home = data.parent().unwrap().join("home");
+    Command::new(env!("CARGO_BIN_EXE_kolmctl"))
+        .args(["train", "--base"])
+        .arg(smollm2())
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .env("KOLM_HOME", home)
+        .output()
+        .unwrap()
+}
+
+/// `kolmctl train` on `data` written to a fresh directory, the adapter
+/// going to `adapter.gguf` there.
 fn train(data: &str, extra: &[&str]) -> (std::process::Output, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let jsonl = dir.path().join("train.jsonl");
     std::fs::write(&jsonl, data).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_kolmctl"))
-        .arg("train")
-        .arg("--base")
-        .arg(smollm2())
-        .arg("--data")
-        .arg(&jsonl)
-        .arg("--out")
-        .arg(dir.path().join("adapter.gguf"))
-        .args(extra)
-        .env("KOLM_HOME", dir.path().join("home"))
-        .output()
-        .unwrap();
+    let out = kolmctl_train(&jsonl, &dir.path().join("adapter.gguf"), extra);
     (out, dir)
 }
 
@@ -105,19 +112,6 @@ fn an_example_too_long_is_refused_with_its_line() {
     assert!(!dir.path().join("adapter.gguf").exists());
 }
 
-/// `kolmctl train` on SmolLM2 with these data and output paths.
-fn train_to(data: &Path, out: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_kolmctl"))
-        .args(["train", "--max-steps", "1", "--base"])
-        .arg(smollm2())
-        .arg("--data")
-        .arg(data)
-        .arg("--out")
-        .arg(out)
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn an_output_that_cannot_be_written_is_refused_before_training() {
     let data = "{\"prompt\":\"a\",\"completion\":\"b\"}\n";
@@ -128,15 +122,19 @@ fn an_output_that_cannot_be_written_is_refused_before_training() {
         assert_eq!(out.status.code(), Some(1));
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
-    let e = stderr(train_to(&jsonl, &dir.path().join("missing/a.gguf")));
+    let e = stderr(kolmctl_train(
+        &jsonl,
+        &dir.path().join("missing/a.gguf"),
+        &[],
+    ));
     assert!(
         e.contains("cannot write the adapter") && e.contains("does not exist"),
         "{e}"
     );
-    let e = stderr(train_to(&jsonl, dir.path()));
+    let e = stderr(kolmctl_train(&jsonl, dir.path(), &[]));
     assert!(e.contains("is a directory"), "{e}");
     // The data file is an input: never overwritten by the adapter.
-    let e = stderr(train_to(&jsonl, &jsonl));
+    let e = stderr(kolmctl_train(&jsonl, &jsonl, &[]));
     assert!(e.contains("is an input of this run"), "{e}");
     assert_eq!(std::fs::read_to_string(&jsonl).unwrap(), data);
 }
@@ -145,7 +143,7 @@ fn an_output_that_cannot_be_written_is_refused_before_training() {
 fn a_missing_data_file_is_named_once() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.jsonl");
-    let out = train_to(&missing, &dir.path().join("a.gguf"));
+    let out = kolmctl_train(&missing, &dir.path().join("a.gguf"), &[]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.matches("No such file").count(), 1, "{stderr}");

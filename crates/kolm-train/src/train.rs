@@ -211,12 +211,10 @@ fn fingerprint(c: &TrainConfig, examples: usize, total_steps: usize) -> String {
     )
 }
 
-/// The settings two fingerprints differ in, as `key: theirs -> ours`.
+/// The settings two fingerprints differ in, as `key: theirs there, ours
+/// here`; both whole where they cannot be paired setting by setting (a base
+/// name with spaces shifts them).
 fn fingerprint_difference(theirs: &str, ours: &str) -> String {
-    if theirs.split(' ').count() != ours.split(' ').count() {
-        // A base name with spaces: no pairing by position.
-        return format!("{theirs} there, {ours} here");
-    }
     let differing: Vec<String> = theirs
         .split(' ')
         .zip(ours.split(' '))
@@ -227,11 +225,10 @@ fn fingerprint_difference(theirs: &str, ours: &str) -> String {
             format!("{key}: {old} there, {new} here")
         })
         .collect();
-    if differing.is_empty() {
-        format!("{theirs} there, {ours} here")
-    } else {
-        differing.join(", ")
+    if differing.is_empty() || theirs.split(' ').count() != ours.split(' ').count() {
+        return format!("{theirs} there, {ours} here");
     }
+    differing.join(", ")
 }
 
 /// Micro-batch `m` of the run: examples of its epoch's shuffled order.
