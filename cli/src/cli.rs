@@ -150,6 +150,10 @@ pub struct CompileArgs {
     /// K-score gate in [0, 1] [default: 0.70].
     #[arg(long)]
     pub gate: Option<f64>,
+    /// Free-text tasks: the similarity to the reference at or above which an
+    /// answer is correct, in (0, 1] [default: inferred from the references].
+    #[arg(long, value_name = "S")]
+    pub similarity_min: Option<f64>,
     /// Teacher budget in USD (needs a price for the model in the task file).
     #[arg(long, value_name = "USD")]
     pub max_cost: Option<f64>,

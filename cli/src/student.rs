@@ -7,9 +7,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use kolm_artifact::serving::{Serving, ShapeGrammar};
 use kolm_compile::pipeline::{StudentAnswer, StudentEngine};
 use kolm_compile::task::Message;
-use kolm_runtime::{ContextSpec, GenerateEvent, GenerateRequest, SamplingParams};
+use kolm_runtime::{ContextSpec, GenerateEvent, GenerateRequest, Grammar, SamplingParams};
 
 use crate::base_chat::BaseChat;
 
@@ -41,6 +42,25 @@ impl LlamaStudent {
     }
 }
 
+/// `conversation` with the serving record's system message first, if it
+/// has one.
+fn with_system(serving: &Serving, conversation: &[Message]) -> Vec<Message> {
+    let mut out = Vec::with_capacity(conversation.len() + 1);
+    if let Some(system) = &serving.system {
+        out.push(Message::new("system", system.clone()));
+    }
+    out.extend_from_slice(conversation);
+    out
+}
+
+/// The engine's grammar for a verifier's shape constraint.
+pub fn runtime_grammar(shape: &ShapeGrammar) -> Grammar {
+    match shape {
+        ShapeGrammar::JsonSchema(schema) => Grammar::JsonSchema(schema.clone()),
+        ShapeGrammar::Regex(rx) => Grammar::Regex(rx.clone()),
+    }
+}
+
 impl StudentEngine for LlamaStudent {
     fn tokenize(&self, text: &str) -> Result<Vec<u32>, String> {
         let ids = self.chat.base().tokenize(text).map_err(|e| e.to_string())?;
@@ -51,9 +71,14 @@ impl StudentEngine for LlamaStudent {
         &self,
         adapter: Option<&Path>,
         conversations: &[Vec<Message>],
-        max_tokens: u32,
+        serving: &Serving,
         on_answer: &(dyn Fn() + Sync),
     ) -> Result<Vec<StudentAnswer>, String> {
+        let grammar = serving.grammar.as_ref().map(runtime_grammar);
+        let params = SamplingParams {
+            temperature: serving.temperature,
+            ..SamplingParams::greedy()
+        };
         let context = self
             .chat
             .base()
@@ -69,16 +94,16 @@ impl StudentEngine for LlamaStudent {
             .map_err(|e| e.to_string())?;
         let mut answers = Vec::with_capacity(conversations.len());
         for conv in conversations {
-            let prompt = self.render(conv)?;
+            let prompt = self.render(&with_system(serving, conv))?;
             let started = Instant::now();
             let mut stream = context
                 .generate(GenerateRequest {
                     prompt,
                     add_bos: true,
-                    params: SamplingParams::greedy(),
-                    max_tokens,
+                    params: params.clone(),
+                    max_tokens: serving.max_tokens,
                     stop: Vec::new(),
-                    grammar: None,
+                    grammar: grammar.clone(),
                 })
                 .map_err(|e| e.to_string())?;
             let mut text = String::new();

@@ -412,6 +412,7 @@ impl Daemon for ControlService {
                         citations = hits.iter().map(citation).collect();
                     }
                 }
+                crate::serving::prepend_system(lease.model().serving.as_ref(), &mut messages);
                 lease.render_chat(&messages).map_err(|e| match e {
                     RuntimeError::NoChatTemplate => Status::invalid_argument(format!(
                         "the model `{}` has no chat template; send a `text` prompt instead",
@@ -431,11 +432,28 @@ impl Daemon for ControlService {
             }
         }
         let defaults = SamplingParams::default();
+        // A chat on a compiled artifact gets what it was evaluated with
+        // (BOS included) for every setting left unset.
+        let serving = if is_chat {
+            lease.model().serving.as_ref()
+        } else {
+            None
+        };
+        let settled = crate::serving::resolve(
+            crate::serving::Requested {
+                temperature: req.temperature,
+                max_tokens: req.max_tokens,
+                grammar: None,
+            },
+            serving,
+            defaults.temperature,
+            context,
+        );
         let request = GenerateRequest {
             prompt: text,
-            add_bos: !is_chat,
+            add_bos: !is_chat || settled.as_evaluated,
             params: SamplingParams {
-                temperature: req.temperature.unwrap_or(defaults.temperature),
+                temperature: settled.temperature,
                 top_p: req.top_p.unwrap_or(1.0),
                 top_k: req.top_k.map_or(0, |k| k.min(i32::MAX as u32) as i32),
                 min_p: req.min_p.unwrap_or(0.0),
@@ -445,9 +463,9 @@ impl Daemon for ControlService {
                 repeat_penalty: req.repeat_penalty.unwrap_or(1.0),
                 ..defaults
             },
-            max_tokens: req.max_tokens.unwrap_or(context),
+            max_tokens: settled.max_tokens.unwrap_or(context),
             stop: req.stop,
-            grammar: None,
+            grammar: settled.grammar,
         };
         let mut stream = lease
             .generate(request)

@@ -6,6 +6,8 @@
 //! - [`config`] — flags, `KOLM_*` environment and TOML file → [`config::Config`].
 //! - [`hardware`] — cores, free RAM, GPUs (NVML behind the `nvml` feature).
 //! - [`scheduler`] — which artifacts are loaded, sharing bases, for how long.
+//! - [`serving`] — a compiled artifact's chats get the defaults it was
+//!   evaluated with.
 //! - [`http`] — the axum server and [`http::run`].
 //! - [`grpc`] — the control API over the same state.
 //! - [`serve`] — runs both until shutdown, then stops them together.
@@ -18,6 +20,7 @@ pub mod hardware;
 pub mod http;
 pub mod metrics;
 pub mod scheduler;
+pub mod serving;
 
 pub use config::Config;
 pub use http::{run, AppState, HttpOptions};

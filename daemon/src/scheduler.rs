@@ -188,6 +188,9 @@ pub struct LoadedModel {
     pub slots: u32,
     /// The artifact's recall index and embedder, if it has them.
     pub recall: Option<Arc<RecallState>>,
+    /// How a compiled artifact was evaluated, and so how its chats are
+    /// served by default ([`crate::serving`]).
+    pub serving: Option<kolm_artifact::serving::Serving>,
 }
 
 /// An artifact's recall: the index with its embedder, used under the lock
@@ -902,6 +905,18 @@ impl Scheduler {
             },
             None => (None, None),
         };
+        let serving = match kolm_artifact::serving::Serving::from_compile(
+            record.statement.predicate.compile.as_ref(),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(
+                    model = reference,
+                    "serving with the daemon's defaults, not as evaluated: {e}"
+                );
+                None
+            }
+        };
         Ok(Arc::new(LoadedModel {
             reference: reference.to_owned(),
             name: record.name.clone(),
@@ -914,6 +929,7 @@ impl Scheduler {
             recall_bytes,
             slots: c.slots,
             recall,
+            serving,
         }))
     }
 

@@ -1,7 +1,8 @@
 //! The verbs that work on an artifact file: `pack`, `inspect`, `verify`.
 
 use anyhow::Context;
-use kolm_artifact::{names, Component, PackSpec, SignerStatus, Statement};
+use kolm_artifact::{names, Component, PackSpec, Predicate, SignerStatus, Statement};
+use kolm_compile::pipeline::eval::AllScores;
 use kolm_store::{Home, Keyring};
 use serde_json::json;
 
@@ -157,6 +158,7 @@ pub fn inspect(home: &Home, args: InspectArgs) -> anyhow::Result<()> {
             "path": args.artifact,
             "signature": signer_json(opened.signers(), &keyring),
             "contents_verified": false,
+            "accuracy": evaluation_json(&statement.predicate),
             "manifest": statement,
         }));
     }
@@ -223,6 +225,50 @@ pub fn verify(home: &Home, args: VerifyArgs, bar: &Bar) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How a manifest's accuracy was judged.
+#[derive(Debug)]
+pub enum Evaluation {
+    /// Packed, not compiled: no accuracy.
+    NotCompiled,
+    /// Compiled before verdicts checked the reference answer: its pass
+    /// rates counted answers of the right shape with wrong values.
+    ShapeOnly,
+    /// Judged against the references: the scores of the eval pack.
+    Judged(Box<AllScores>),
+}
+
+/// The evaluation a manifest records (`compile.evaluation`).
+pub fn evaluation(p: &Predicate) -> Evaluation {
+    if p.k_score.is_none() {
+        return Evaluation::NotCompiled;
+    }
+    let scores = p
+        .compile
+        .as_ref()
+        .and_then(|c| c.get("evaluation"))
+        .and_then(|e| e.get("scores"))
+        .and_then(|s| serde_json::from_value::<AllScores>(s.clone()).ok());
+    match scores {
+        Some(s) => Evaluation::Judged(Box::new(s)),
+        None => Evaluation::ShapeOnly,
+    }
+}
+
+const SHAPE_ONLY: &str = "judged by shape only: this artifact was compiled before verdicts checked the reference answer, so its pass rates and K counted answers of the right shape with wrong values; recompile it to re-judge";
+
+fn evaluation_json(p: &Predicate) -> serde_json::Value {
+    match evaluation(p) {
+        Evaluation::NotCompiled => serde_json::Value::Null,
+        Evaluation::ShapeOnly => json!({"judged": "shape", "note": SHAPE_ONLY}),
+        Evaluation::Judged(s) => json!({
+            "judged": "reference",
+            "student": s.student.to_json(),
+            "base": s.base.to_json(),
+            "teacher": s.teacher.to_json(),
+        }),
+    }
+}
+
 /// The human-readable manifest, shared by `inspect` and `show`.
 pub fn print_manifest(statement: &Statement, signers: &SignerStatus, keyring: &Keyring) {
     let p = &statement.predicate;
@@ -268,6 +314,11 @@ pub fn print_manifest(statement: &Statement, signers: &SignerStatus, keyring: &K
         ("signature", signer_text(signers, keyring)),
         ("size", output::size(total)),
     ]);
+    match evaluation(p) {
+        Evaluation::NotCompiled => {}
+        Evaluation::ShapeOnly => println!("accuracy: {SHAPE_ONLY}"),
+        Evaluation::Judged(s) => super::compile::print_scores(&s),
+    }
     println!();
     let rows: Vec<Vec<String>> = p
         .entries

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kolm_artifact::names;
+use kolm_compile::pipeline::eval::AllScores;
 use kolm_compile::pipeline::{self, CompileOptions, CompileProgress, Compiled, SealInputs, Stage};
 use kolm_compile::teacher::TeacherSettings;
 use kolm_compile::{TaskFile, Teacher, TeacherConfig, Verifier};
@@ -51,6 +52,7 @@ fn flags_as_task_file(args: &CompileArgs) -> TaskFile {
         teacher: args.teacher.clone(),
         k: args.k,
         gate: args.gate,
+        similarity_min: args.similarity_min,
         max_cost: args.max_cost,
         key: args.key.clone(),
         out: args.out.clone(),
@@ -273,6 +275,7 @@ pub fn compile(home: &Home, args: CompileArgs, quiet: bool) -> anyhow::Result<()
     let mut options = CompileOptions::new(&base, work.path());
     options.k = file.k_or_default();
     options.gate = file.gate_or_default();
+    options.similarity_min = file.similarity_min;
     options.grounding = grounding;
     let progress = Arc::new(StageBars {
         json: args.progress_json,
@@ -326,6 +329,7 @@ pub fn compile(home: &Home, args: CompileArgs, quiet: bool) -> anyhow::Result<()
     };
     let accounting = teacher.accounting();
     let (s, b, t) = compiled.eval.pass_rates();
+    let scores = compiled.eval.scores();
     let report = json!({
         "ok": !below_gate,
         "artifact": sealed.as_ref().map(|r| r.path.clone()),
@@ -333,6 +337,11 @@ pub fn compile(home: &Home, args: CompileArgs, quiet: bool) -> anyhow::Result<()
         "student_pass_rate": s,
         "base_pass_rate": b,
         "teacher_pass_rate": t,
+        "accuracy": {
+            "student": scores.student.to_json(),
+            "base": scores.base.to_json(),
+            "teacher": scores.teacher.to_json(),
+        },
         "k_score": compiled.kscore.k,
         "k_parts": compiled.kscore,
         "k_inputs": compiled.kscore_inputs,
@@ -375,19 +384,84 @@ fn pct(x: f64) -> String {
     format!("{:.0}%", x * 100.0)
 }
 
+/// Prints the accuracy lines of a compile (or of an artifact's manifest):
+/// each model's accuracy with its interval and n, the answers without a
+/// reference apart, and the student's fields that were wrong.
+pub fn print_scores(scores: &AllScores) {
+    let tests = scores.student.accuracy.n;
+    let unchecked = scores.student.unchecked.n;
+    if tests > 0 {
+        println!("held-out accuracy    ({tests} test(s) with a reference answer; 95% interval)");
+        for (who, s) in [
+            ("student", &scores.student),
+            ("base", &scores.base),
+            ("teacher", &scores.teacher),
+        ] {
+            println!("  {who:<18} {}", s.accuracy.describe());
+        }
+    } else {
+        println!("held-out accuracy    - (no test has a reference answer: nothing was checked for correctness)");
+    }
+    if unchecked > 0 {
+        println!(
+            "no reference         {unchecked} test(s): student {}, base {}, teacher {} passed the gates (right shape, not checked for correctness)",
+            scores.student.unchecked.passed, scores.base.unchecked.passed, scores.teacher.unchecked.passed
+        );
+    }
+    let wrong: Vec<String> = scores
+        .student
+        .fields
+        .iter()
+        .filter(|f| f.wrong > 0)
+        .map(|f| format!("{} wrong on {} of {}", f.path, f.wrong, f.n))
+        .collect();
+    if !scores.student.fields.is_empty() {
+        println!(
+            "student fields       {}",
+            if wrong.is_empty() {
+                "every field right on every test".to_owned()
+            } else {
+                wrong.join(", ")
+            }
+        );
+    }
+}
+
 fn print_report(compiled: &Compiled, report: &serde_json::Value, artifact: Option<&Path>) {
-    let (s, b, t) = compiled.eval.pass_rates();
     let k = &compiled.kscore;
+    let m = &compiled.kscore_inputs;
     let acct = &compiled.teacher;
+    print_scores(&compiled.eval.scores());
+    println!("K-score              {:.3}", k.k);
     println!(
-        "held-out pass rate   student {}   base {}   teacher {}",
-        pct(s),
-        pct(b),
-        pct(t)
+        "  accuracy           {:.3}  (the student's accuracy above)",
+        k.accuracy
     );
     println!(
-        "K-score              {:.3}  (accuracy {:.3}, size {:.3}, latency {:.3}, cost {:.3}, coverage {:.3})",
-        k.k, k.accuracy, k.size, k.latency, k.cost, k.coverage
+        "  size               {:.3}  (student {} vs teacher {}{})",
+        k.size,
+        output::size(m.student_bytes),
+        output::size(
+            m.teacher_bytes
+                .unwrap_or(kolm_compile::kscore::DEFAULT_TEACHER_BYTES)
+        ),
+        if m.teacher_bytes.is_none() {
+            ", assumed"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "  latency            {:.3}  (student {:.2} s vs teacher {:.2} s per answer)",
+        k.latency, m.student_latency_s, m.teacher_latency_s
+    );
+    println!(
+        "  cost               {:.3}  (student ${:.4} vs teacher ${:.4} per 1,000 answers)",
+        k.cost, m.student_cost_per_1k, m.teacher_cost_per_1k
+    );
+    println!(
+        "  coverage           {:.3}  (recipe pack on the held-out references)",
+        k.coverage
     );
     println!(
         "distill              {} example(s): {} from the teacher, {} from the reference, {} dropped",

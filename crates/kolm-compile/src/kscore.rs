@@ -1,10 +1,12 @@
 //! The K-score: one number in [0, 1] on an artifact's cover, the harmonic
-//! mean of five sub-scores normalized against the teacher measured in the
-//! same compile. `docs/k-score.md` is the formula's reference; this module
-//! is its implementation.
+//! mean of five sub-scores: accuracy and coverage absolute, size, latency
+//! and cost normalized against the teacher measured in the same compile.
+//! `docs/k-score.md` is the formula's reference; this module is its
+//! implementation.
 //!
-//! - accuracy `a = min(1, s_pass / t_pass)`; `a = s_pass` when the teacher
-//!   passed nothing.
+//! - accuracy `a = s_pass`, the student's share of correct answers on the
+//!   held-out tests (absolute: a student as wrong as its teacher is not
+//!   thereby right).
 //! - size `z = min(1, t_bytes / s_bytes)`, where `t_bytes` is the teacher's
 //!   size when known and [`DEFAULT_TEACHER_BYTES`] otherwise.
 //! - latency `l = min(1, t_latency / s_latency)` (per answer).
@@ -42,9 +44,11 @@ pub enum KScoreError {
 /// tests.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KScoreInputs {
-    /// Student verifier pass rate in [0, 1].
+    /// Student accuracy in [0, 1]: correct answers among the held-out tests
+    /// with a reference (the gate pass rate when no test has one).
     pub student_pass_rate: f64,
-    /// Teacher verifier pass rate in [0, 1].
+    /// Teacher accuracy in [0, 1], the same way (reported beside K; not a
+    /// part of it).
     pub teacher_pass_rate: f64,
     /// Student artifact size on disk in bytes.
     pub student_bytes: u64,
@@ -107,17 +111,14 @@ impl KScore {
     /// Computes K from measurements (see the module documentation).
     pub fn compute(m: &KScoreInputs) -> Result<KScore, KScoreError> {
         let s_pass = check("student_pass_rate", m.student_pass_rate, true)?;
-        let t_pass = check("teacher_pass_rate", m.teacher_pass_rate, true)?;
+        // Refused when out of range, though K does not use it.
+        check("teacher_pass_rate", m.teacher_pass_rate, true)?;
         let s_lat = check("student_latency_s", m.student_latency_s, false)?;
         let t_lat = check("teacher_latency_s", m.teacher_latency_s, false)?;
         let s_cost = check("student_cost_per_1k", m.student_cost_per_1k, false)?;
         let t_cost = check("teacher_cost_per_1k", m.teacher_cost_per_1k, false)?;
         let coverage = check("coverage", m.coverage, true)?;
-        let accuracy = if t_pass > 0.0 {
-            (s_pass / t_pass).min(1.0)
-        } else {
-            s_pass
-        };
+        let accuracy = s_pass;
         let t_bytes = m.teacher_bytes.unwrap_or(DEFAULT_TEACHER_BYTES) as f64;
         let size = ratio(t_bytes, m.student_bytes as f64);
         let latency = ratio(t_lat, s_lat);
@@ -164,7 +165,7 @@ mod tests {
     #[test]
     fn worked_example() {
         let k = KScore::compute(&base()).unwrap();
-        let a = 0.8 / 0.9;
+        let a = 0.8;
         assert!(close(k.accuracy, a));
         assert_eq!(
             (k.size, k.latency, k.cost, k.coverage),
@@ -186,19 +187,20 @@ mod tests {
         assert!(close(k.latency, 0.5));
         assert!(close(k.size, 0.25));
         assert!(close(k.cost, 0.5));
-        // A student better than the teacher is capped at 1.
+        // Accuracy is absolute: matching a teacher that is right half the
+        // time scores 0.5, not 1.
         let k = KScore::compute(&KScoreInputs {
-            student_pass_rate: 1.0,
+            student_pass_rate: 0.5,
             teacher_pass_rate: 0.5,
             ..base()
         })
         .unwrap();
-        assert_eq!(k.accuracy, 1.0);
+        assert_eq!(k.accuracy, 0.5);
     }
 
     #[test]
     fn edge_cases() {
-        // Zero teacher pass rate: accuracy is the student's own pass rate.
+        // Zero teacher pass rate: accuracy is still the student's own.
         let k = KScore::compute(&KScoreInputs {
             teacher_pass_rate: 0.0,
             ..base()
@@ -239,7 +241,7 @@ mod tests {
         );
         // All perfect: K = 1.
         let k = KScore::compute(&KScoreInputs {
-            student_pass_rate: 0.9,
+            student_pass_rate: 1.0,
             coverage: 1.0,
             ..base()
         })

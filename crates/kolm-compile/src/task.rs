@@ -605,6 +605,10 @@ pub struct TaskFile {
     pub k: Option<u32>,
     /// K-score gate in [0, 1].
     pub gate: Option<f64>,
+    /// Free-text tasks: the similarity to the reference (ROUGE-L F1) at or
+    /// above which an answer counts as correct, in (0, 1] [default:
+    /// inferred from the references, see `docs/compile.md`].
+    pub similarity_min: Option<f64>,
     /// Teacher budget in USD.
     pub max_cost: Option<f64>,
     /// Signing key name.
@@ -682,6 +686,7 @@ impl TaskFile {
             teacher,
             k,
             gate,
+            similarity_min,
             max_cost,
             key,
             out,
@@ -718,6 +723,13 @@ impl TaskFile {
             if !(0.0..=1.0).contains(&g) {
                 return Err(TaskError::Invalid(format!(
                     "gate must be in [0, 1], got {g}"
+                )));
+            }
+        }
+        if let Some(m) = self.similarity_min {
+            if !(m > 0.0 && m <= 1.0) {
+                return Err(TaskError::Invalid(format!(
+                    "similarity_min must be in (0, 1], got {m}"
                 )));
             }
         }

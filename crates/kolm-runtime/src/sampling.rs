@@ -116,6 +116,9 @@ pub enum Grammar {
     JsonObject,
     /// JSON valid under this schema.
     JsonSchema(serde_json::Value),
+    /// Text matching this regular expression as a whole (llguidance's
+    /// syntax: no look-around, no back-references).
+    Regex(String),
 }
 
 /// Compiles a grammar into an llguidance matcher; an invalid schema is an
@@ -133,6 +136,7 @@ pub(crate) fn compile_grammar(env: &TokEnv, grammar: &Grammar) -> Result<Matcher
             }
             TopLevelGrammar::from_json_schema(schema.clone())
         }
+        Grammar::Regex(rx) => TopLevelGrammar::from_regex(rx),
     };
     let factory =
         ParserFactory::new_simple(env).map_err(|e| RuntimeError::InvalidGrammar(e.to_string()))?;

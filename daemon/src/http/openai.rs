@@ -14,6 +14,7 @@ use axum::response::sse::{Event, KeepAlive as SseKeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
+use kolm_artifact::serving::Serving;
 use kolm_runtime::{
     ChatMessage, Completion, FinishReason, GenerateEvent, GenerateRequest, GenerationStream,
     Grammar, RuntimeError, SamplingParams,
@@ -123,11 +124,16 @@ pub fn keep_alive(value: &Option<Value>) -> Result<Option<KeepAlive>, ApiError> 
     }
 }
 
-/// What a validated request asks of the engine.
+/// What a validated request asks of the engine. `temperature`,
+/// `max_tokens` and `grammar` are what the request set; [`Plan::settle`]
+/// fills the rest (from the artifact's evaluation record for chats).
 struct Plan {
     max_tokens: Option<u32>,
+    temperature: Option<f32>,
     params: SamplingParams,
     stop: Vec<String>,
+    /// `None`: no `response_format`; `Some(None)`: `text`.
+    requested_grammar: Option<Option<Grammar>>,
     grammar: Option<Grammar>,
     stream: bool,
     include_usage: bool,
@@ -199,9 +205,9 @@ fn plan(c: &Common) -> Result<Plan, ApiError> {
                 .collect::<Result<_, _>>()?
         }
     };
-    let grammar = match &c.response_format {
+    let requested_grammar = match &c.response_format {
         None | Some(Value::Null) => None,
-        Some(f) => match f.get("type").and_then(Value::as_str) {
+        Some(f) => Some(match f.get("type").and_then(Value::as_str) {
             Some("text") => None,
             Some("json_object") => Some(Grammar::JsonObject),
             Some("json_schema") => {
@@ -232,13 +238,15 @@ fn plan(c: &Common) -> Result<Plan, ApiError> {
                     "response_format",
                 ))
             }
-        },
+        }),
     };
     Ok(Plan {
         max_tokens,
+        temperature: c.temperature,
         params,
         stop,
-        grammar,
+        requested_grammar,
+        grammar: None,
         stream: c.stream.unwrap_or(false),
         include_usage: c
             .stream_options
@@ -247,6 +255,26 @@ fn plan(c: &Common) -> Result<Plan, ApiError> {
             .unwrap_or(false),
         keep_alive: keep_alive(&c.keep_alive)?,
     })
+}
+
+impl Plan {
+    /// Fills the settings the request left unset: from `serving` (a
+    /// compiled artifact's chat), else the OpenAI defaults.
+    fn settle(&mut self, serving: Option<&Serving>, context: u32) {
+        let resolved = crate::serving::resolve(
+            crate::serving::Requested {
+                temperature: self.temperature,
+                max_tokens: self.max_tokens,
+                grammar: self.requested_grammar.take(),
+            },
+            serving,
+            1.0,
+            context,
+        );
+        self.params.temperature = resolved.temperature;
+        self.max_tokens = resolved.max_tokens;
+        self.grammar = resolved.grammar;
+    }
 }
 
 /// Text of a message: a string, or the text parts of a list.
@@ -592,7 +620,7 @@ pub async fn chat_completions(
     if req.messages.is_empty() {
         return Err(ApiError::invalid("messages must not be empty", "messages"));
     }
-    let plan = plan(&req.common)?;
+    let mut plan = plan(&req.common)?;
     let messages = req
         .messages
         .iter()
@@ -605,7 +633,10 @@ pub async fn chat_completions(
         .collect::<Result<Vec<_>, ApiError>>()?;
     let recall_k = recall_k(&req.recall)?;
     let lease = state.scheduler.acquire(&req.model, plan.keep_alive).await?;
-    let (messages, citations) = ground(&lease, messages, recall_k).await?;
+    let (mut messages, citations) = ground(&lease, messages, recall_k).await?;
+    let serving = lease.model().serving.as_ref();
+    plan.settle(serving, lease.model().context.context_per_slot());
+    crate::serving::prepend_system(serving, &mut messages);
     let prompt = lease.render_chat(&messages).map_err(|e| match e {
         RuntimeError::NoChatTemplate => ApiError::InvalidRequest {
             message: format!(
@@ -712,8 +743,10 @@ pub async fn completions(
     if prompt.is_empty() {
         return Err(ApiError::invalid("prompt must not be empty", "prompt"));
     }
-    let plan = plan(&req.common)?;
+    let mut plan = plan(&req.common)?;
     let lease = state.scheduler.acquire(&req.model, plan.keep_alive).await?;
+    // A raw prompt is not a chat on the artifact's task: OpenAI defaults.
+    plan.settle(None, lease.model().context.context_per_slot());
     respond(state, Kind::Text, lease, plan, prompt, None).await
 }
 

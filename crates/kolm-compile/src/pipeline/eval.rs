@@ -4,6 +4,13 @@
 //! K-score in the manifest is recomputed from this file alone
 //! ([`EvalPack::kscore_inputs`]), so anyone holding the artifact can check
 //! the number on its cover.
+//!
+//! Accuracy ([`EvalPack::scores`]) counts only answers checked against a
+//! reference: `passed` means correct there. Answers to tests without a
+//! reference passed the gates at best; they are counted apart. Every rate
+//! carries its n and a 95% Wilson interval ([`Rate::interval`]). A version 1
+//! pack (written before verdicts checked the reference) still reads;
+//! [`EvalPack::judged_by_shape_only`] says its `passed` meant shape.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,8 +18,13 @@ use crate::kscore::KScoreInputs;
 use crate::task::{Example, Input};
 use crate::verifier::Assertion;
 
-/// Version of the eval pack's line layout.
-pub const EVAL_PACK_VERSION: u32 = 1;
+/// Version of the eval pack's line layout this crate writes: 2 since
+/// `passed` means matching the reference (and `checked` says whether there
+/// was one).
+pub const EVAL_PACK_VERSION: u32 = 2;
+
+/// The oldest version still read: its `passed` meant "passed the gates".
+pub const SHAPE_ONLY_EVAL_PACK_VERSION: u32 = 1;
 
 /// One model's answer to one test.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -20,11 +32,19 @@ pub const EVAL_PACK_VERSION: u32 = 1;
 pub struct Answer {
     /// The text it answered.
     pub output: String,
-    /// Whether the verifier passed it.
+    /// Whether the verifier passed it: correct when `checked`, the right
+    /// shape otherwise.
     pub passed: bool,
+    /// Whether it was checked against a reference output.
+    #[serde(default)]
+    pub checked: bool,
     /// Why the verifier failed it, in words (empty when passed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<String>,
+    /// JSON tasks: the paths whose value differs from the reference (`$`
+    /// for an answer that is not JSON at all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields_wrong: Vec<String>,
     /// Seconds from the request to the whole answer.
     pub latency_s: f64,
     /// USD the answer cost (teacher only; 0 for local models).
@@ -124,24 +144,214 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
-fn pass_rate<'a>(answers: impl Iterator<Item = &'a Answer>) -> f64 {
-    mean(answers.map(|a| if a.passed { 1.0 } else { 0.0 }))
+/// A count of passes out of `n`, with its 95% interval.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rate {
+    /// How many passed.
+    pub passed: usize,
+    /// Out of how many.
+    pub n: usize,
 }
 
-impl EvalPack {
-    /// Student, base and teacher pass rates on the held-out tests.
-    pub fn pass_rates(&self) -> (f64, f64, f64) {
-        (
-            pass_rate(self.tests.iter().map(|t| &t.student)),
-            pass_rate(self.tests.iter().map(|t| &t.base)),
-            pass_rate(self.tests.iter().map(|t| &t.teacher)),
+/// The normal quantile of a two-sided 95% interval.
+const Z95: f64 = 1.959_963_984_540_054;
+
+impl Rate {
+    /// `passed / n`, 0 when `n` is 0.
+    pub fn value(self) -> f64 {
+        if self.n == 0 {
+            0.0
+        } else {
+            self.passed as f64 / self.n as f64
+        }
+    }
+
+    /// The 95% Wilson score interval of the rate; `(0, 1)` when `n` is 0.
+    pub fn interval(self) -> (f64, f64) {
+        if self.n == 0 {
+            return (0.0, 1.0);
+        }
+        let n = self.n as f64;
+        let p = self.value();
+        let z2 = Z95 * Z95;
+        let denom = 1.0 + z2 / n;
+        let centre = (p + z2 / (2.0 * n)) / denom;
+        let half = Z95 / denom * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+        ((centre - half).max(0.0), (centre + half).min(1.0))
+    }
+
+    /// `0.65 [0.43, 0.82], 13 of 20`: the rate, its interval and its n.
+    pub fn describe(self) -> String {
+        let (lo, hi) = self.interval();
+        format!(
+            "{:.2} [{lo:.2}, {hi:.2}], {} of {}",
+            self.value(),
+            self.passed,
+            self.n
         )
     }
 
-    /// The K-score's inputs, from this pack alone: pass rates and mean
-    /// latencies over the tests, cost per 1,000 answers from the mean cost
-    /// per answer (the student's is 0: local inference), sizes and coverage
-    /// from the measures line.
+    /// The rate as JSON: value, passed, n and the interval.
+    pub fn to_json(self) -> serde_json::Value {
+        let (lo, hi) = self.interval();
+        serde_json::json!({
+            "value": self.value(),
+            "passed": self.passed,
+            "n": self.n,
+            "interval95": [lo, hi],
+        })
+    }
+}
+
+/// How often one JSON field was wrong.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldErrors {
+    /// The field's path (`$.time`).
+    pub path: String,
+    /// Answers that got it wrong (missing, or not JSON at all, included).
+    pub wrong: usize,
+    /// Answers checked against a reference that has the field.
+    pub n: usize,
+}
+
+/// One model's scores on the held-out tests.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Scores {
+    /// Correct answers among the tests with a reference output: accuracy.
+    pub accuracy: Rate,
+    /// Answers that passed the gates among the tests without a reference:
+    /// never accuracy.
+    pub unchecked: Rate,
+    /// JSON tasks: per field, how often it was wrong, in path order.
+    pub fields: Vec<FieldErrors>,
+}
+
+impl Scores {
+    /// The pass rate K counts: accuracy when any test has a reference,
+    /// else the gate pass rate of the unchecked answers.
+    pub fn headline(&self) -> f64 {
+        if self.accuracy.n > 0 {
+            self.accuracy.value()
+        } else {
+            self.unchecked.value()
+        }
+    }
+
+    /// The scores as JSON, for reports.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "accuracy": self.accuracy.to_json(),
+            "unchecked": self.unchecked.to_json(),
+            "fields": self.fields,
+        })
+    }
+}
+
+/// Student, base and teacher scores.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AllScores {
+    /// Base + adapter.
+    pub student: Scores,
+    /// The base alone.
+    pub base: Scores,
+    /// The teacher.
+    pub teacher: Scores,
+}
+
+/// Whether a `fields_wrong` entry covers `path`: the same path, or a path
+/// above it (`$` covers everything).
+fn covers(entry: &str, path: &str) -> bool {
+    entry == path
+        || (path.starts_with(entry)
+            && matches!(path.as_bytes().get(entry.len()), Some(b'.') | Some(b'[')))
+}
+
+/// The leaf paths of a JSON object, the way the verifier names them.
+fn leaf_paths(value: &serde_json::Value) -> Vec<String> {
+    fn walk(path: String, v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) if !m.is_empty() => {
+                for (k, sub) in m {
+                    walk(crate::verifier::json_path(&path, k), sub, out);
+                }
+            }
+            _ => out.push(path),
+        }
+    }
+    let mut out = Vec::new();
+    if value.is_object() {
+        walk("$".to_owned(), value, &mut out);
+    }
+    out
+}
+
+/// Scores of one model's answers, `answers[i]` to `tests[i]`.
+fn score<'a>(tests: &'a [TestRecord], answer: impl Fn(&'a TestRecord) -> &'a Answer) -> Scores {
+    let mut scores = Scores::default();
+    let mut fields: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+    for t in tests {
+        let a = answer(t);
+        let rate = if a.checked {
+            &mut scores.accuracy
+        } else {
+            &mut scores.unchecked
+        };
+        rate.n += 1;
+        rate.passed += usize::from(a.passed);
+        if !a.checked {
+            continue;
+        }
+        let reference = t
+            .output
+            .as_deref()
+            .and_then(|o| serde_json::from_str::<serde_json::Value>(o).ok());
+        for path in reference.iter().flat_map(leaf_paths) {
+            let e = fields.entry(path.clone()).or_default();
+            e.1 += 1;
+            if a.fields_wrong.iter().any(|w| covers(w, &path)) {
+                e.0 += 1;
+            }
+        }
+    }
+    scores.fields = fields
+        .into_iter()
+        .map(|(path, (wrong, n))| FieldErrors { path, wrong, n })
+        .collect();
+    scores
+}
+
+impl EvalPack {
+    /// Whether the pack was written before verdicts checked the reference:
+    /// its `passed` fields mean "the right shape", not "correct".
+    pub fn judged_by_shape_only(&self) -> bool {
+        self.measures.version < EVAL_PACK_VERSION
+    }
+
+    /// Student, base and teacher scores on the held-out tests.
+    pub fn scores(&self) -> AllScores {
+        AllScores {
+            student: score(&self.tests, |t| &t.student),
+            base: score(&self.tests, |t| &t.base),
+            teacher: score(&self.tests, |t| &t.teacher),
+        }
+    }
+
+    /// Student, base and teacher pass rates as K counts them
+    /// ([`Scores::headline`]: accuracy where tests have references).
+    pub fn pass_rates(&self) -> (f64, f64, f64) {
+        let s = self.scores();
+        (
+            s.student.headline(),
+            s.base.headline(),
+            s.teacher.headline(),
+        )
+    }
+
+    /// The K-score's inputs, from this pack alone: pass rates
+    /// ([`pass_rates`](Self::pass_rates)) and mean latencies over the
+    /// tests, cost per 1,000 answers from the mean cost per answer (the
+    /// student's is 0: local inference), sizes and coverage from the
+    /// measures line.
     pub fn kscore_inputs(&self) -> KScoreInputs {
         let (student_pass_rate, _, teacher_pass_rate) = self.pass_rates();
         KScoreInputs {
@@ -195,9 +405,9 @@ impl EvalPack {
             match line {
                 Line::Test(t) => tests.push(*t),
                 Line::Measures(m) => {
-                    if m.version != EVAL_PACK_VERSION {
+                    if !(SHAPE_ONLY_EVAL_PACK_VERSION..=EVAL_PACK_VERSION).contains(&m.version) {
                         return Err(EvalPackError::Shape(format!(
-                            "version {} is not supported (this kolm reads {EVAL_PACK_VERSION})",
+                            "version {} is not supported (this kolm reads {SHAPE_ONLY_EVAL_PACK_VERSION} to {EVAL_PACK_VERSION}); upgrade kolm",
                             m.version
                         )));
                     }
@@ -220,7 +430,9 @@ mod tests {
         Answer {
             output: "x".into(),
             passed,
+            checked: true,
             failures: if passed { vec![] } else { vec!["no".into()] },
+            fields_wrong: vec![],
             latency_s,
             cost_usd,
         }
@@ -293,5 +505,74 @@ mod tests {
             EvalPack::parse(b"{\"kind\":\"test\"}\n"),
             Err(EvalPackError::Line { line: 1, .. })
         ));
+    }
+
+    #[test]
+    fn rates_carry_a_wilson_interval() {
+        let r = Rate { passed: 13, n: 20 };
+        let (lo, hi) = r.interval();
+        assert!(
+            (lo - 0.4329).abs() < 1e-3 && (hi - 0.8188).abs() < 1e-3,
+            "{lo} {hi}"
+        );
+        assert_eq!(r.describe(), "0.65 [0.43, 0.82], 13 of 20");
+        assert_eq!(Rate { passed: 0, n: 0 }.interval(), (0.0, 1.0));
+        let (lo, hi) = Rate { passed: 20, n: 20 }.interval();
+        assert!(hi == 1.0 && (lo - 0.8389).abs() < 1e-3, "{lo}");
+        let (lo, _) = Rate { passed: 0, n: 5 }.interval();
+        assert_eq!(lo, 0.0);
+    }
+
+    #[test]
+    fn unchecked_answers_are_counted_apart_and_fields_per_path() {
+        let mut p = pack();
+        let mut checked = p.tests[0].clone();
+        checked.output = Some(r#"{"time":"09:15","who":"Ana"}"#.into());
+        checked.student.passed = false;
+        checked.student.fields_wrong = vec!["$.time".into()];
+        let mut not_json = checked.clone();
+        not_json.student.fields_wrong = vec!["$".into()];
+        let mut right = checked.clone();
+        right.student.passed = true;
+        right.student.fields_wrong = vec![];
+        let mut bare = p.tests[0].clone();
+        bare.output = None;
+        bare.student.checked = false;
+        bare.student.passed = true;
+        p.tests = vec![checked, not_json, right, bare];
+        let s = p.scores().student;
+        assert_eq!(s.accuracy, Rate { passed: 1, n: 3 });
+        assert_eq!(s.unchecked, Rate { passed: 1, n: 1 });
+        assert_eq!(
+            s.fields,
+            [
+                FieldErrors {
+                    path: "$.time".into(),
+                    wrong: 2,
+                    n: 3
+                },
+                FieldErrors {
+                    path: "$.who".into(),
+                    wrong: 1,
+                    n: 3
+                },
+            ]
+        );
+        // K counts accuracy, never the unchecked pass.
+        assert!((p.kscore_inputs().student_pass_rate - 1.0 / 3.0).abs() < 1e-12);
+        let back = EvalPack::parse(&p.to_jsonl()).unwrap();
+        assert_eq!(back.scores(), p.scores());
+    }
+
+    #[test]
+    fn a_version_1_pack_reads_as_judged_by_shape_only() {
+        let mut p = pack();
+        p.measures.version = 1;
+        let back = EvalPack::parse(&p.to_jsonl()).unwrap();
+        assert!(back.judged_by_shape_only());
+        assert!(!pack().judged_by_shape_only());
+        p.measures.version = 3;
+        let e = EvalPack::parse(&p.to_jsonl()).unwrap_err();
+        assert!(e.to_string().contains("upgrade kolm"), "{e}");
     }
 }

@@ -39,6 +39,7 @@ use crate::recipes::{Coverage, MineParams, PackStats, RecipeError, RecipePack};
 use crate::task::{Example, Message, Task};
 use crate::teacher::{Accounting, ChatRequest, Teacher, TeacherError};
 use crate::verifier::{Verifier, VerifierError};
+use kolm_artifact::serving::Serving;
 
 pub use eval::{Answer, EvalPack, EvalPackError, Measures, TestRecord};
 pub use seal::{seal, SealError, SealInputs};
@@ -109,14 +110,15 @@ pub trait StudentEngine: Send + Sync {
     /// The base's token ids of `text` (no BOS/EOS): mines the recipe pack
     /// and sizes answers.
     fn tokenize(&self, text: &str) -> Result<Vec<u32>, String>;
-    /// Greedy answers to each conversation, rendered with the base's chat
-    /// template, by the base alone (`adapter` `None`) or with the adapter;
-    /// `on_answer` is called after each.
+    /// Answers to each conversation by the base alone (`adapter` `None`)
+    /// or with the adapter, prompted and decoded as `serving` says (the
+    /// record kolmd serves the artifact by); `on_answer` is called after
+    /// each.
     fn answer_all(
         &self,
         adapter: Option<&Path>,
         conversations: &[Vec<Message>],
-        max_tokens: u32,
+        serving: &Serving,
         on_answer: &(dyn Fn() + Sync),
     ) -> Result<Vec<StudentAnswer>, String>;
 }
@@ -195,6 +197,8 @@ pub struct CompileOptions {
     pub teacher_bytes: Option<u64>,
     /// The task's corpus, when it has one.
     pub grounding: Option<Arc<dyn Grounding>>,
+    /// The free-text similarity threshold, when the task sets one.
+    pub similarity_min: Option<f64>,
 }
 
 impl CompileOptions {
@@ -210,6 +214,7 @@ impl CompileOptions {
             mine: MineParams::default(),
             teacher_bytes: None,
             grounding: None,
+            similarity_min: None,
         }
     }
 }
@@ -439,7 +444,8 @@ pub async fn compile(
     receipt_key: &ReceiptKey,
     progress: Arc<dyn CompileProgress>,
 ) -> Result<Compiled, CompileError> {
-    let verifier = Verifier::infer(&task.train, &task.tests)?;
+    let verifier =
+        Verifier::infer(&task.train, &task.tests)?.with_similarity_min(options.similarity_min);
     let max_tokens = answer_budget(engine.as_ref(), task)?;
     let mut clock = Clock {
         progress: progress.as_ref(),
@@ -617,6 +623,7 @@ pub async fn compile(
 
     // Evaluate.
     let (t0, started) = clock.run_start(Stage::Evaluate, 3 * task.tests.len() as u64);
+    let serving = Serving::greedy(max_tokens, verifier.shape_grammar());
     let eval = evaluate(
         task,
         &teacher,
@@ -624,7 +631,7 @@ pub async fn compile(
         &verifier,
         options,
         &adapter,
-        max_tokens,
+        &serving,
         Measures {
             version: eval::EVAL_PACK_VERSION,
             // Everything the artifact serves with (docs/k-score.md).
@@ -679,6 +686,17 @@ pub async fn compile(
     if let Some(r) = &recall {
         params.insert("recall".into(), r.summary.clone());
     }
+    params.insert(
+        "evaluation".into(),
+        serde_json::json!({
+            "scores": eval.scores(),
+            "k_inputs": kscore_inputs,
+        }),
+    );
+    params.insert(
+        kolm_artifact::serving::SERVING_KEY.into(),
+        serving.to_value(),
+    );
     Ok(Compiled {
         verifier,
         adapter,
@@ -859,10 +877,11 @@ async fn evaluate(
     verifier: &Verifier,
     options: &CompileOptions,
     adapter: &Path,
-    max_tokens: u32,
+    serving: &Serving,
     measures: Measures,
     progress: Arc<dyn CompileProgress>,
 ) -> Result<EvalPack, CompileError> {
+    let max_tokens = serving.max_tokens;
     let student_prompts = grounded(
         options,
         task.tests
@@ -887,11 +906,14 @@ async fn evaluate(
             .collect(),
     )
     .await?;
+    // The student and the base answer greedily under the verifier's shape,
+    // as kolmd serves the artifact (the manifest's `compile.serving`).
     let run = |adapter: Option<PathBuf>, prompts: Vec<Vec<Message>>| {
         let engine = Arc::clone(&engine);
         let progress = Arc::clone(&progress);
+        let serving = serving.clone();
         blocking("evaluate", move || {
-            engine.answer_all(adapter.as_deref(), &prompts, max_tokens, &|| {
+            engine.answer_all(adapter.as_deref(), &prompts, &serving, &|| {
                 progress.advance(1)
             })
         })
@@ -935,7 +957,9 @@ async fn evaluate(
         teacher_answers[i] = Some(Answer {
             output: text,
             passed: verdict.passed,
+            checked: verdict.checked,
             failures: verdict.failures,
+            fields_wrong: verdict.fields_wrong,
             latency_s: c.latency.as_secs_f64(),
             // What the answer cost when it was paid for, cached or not, so a
             // recompile measures the same teacher.
@@ -948,7 +972,9 @@ async fn evaluate(
         Answer {
             output: text,
             passed: verdict.passed,
+            checked: verdict.checked,
             failures: verdict.failures,
+            fields_wrong: verdict.fields_wrong,
             latency_s: a.latency.as_secs_f64(),
             cost_usd: 0.0,
         }

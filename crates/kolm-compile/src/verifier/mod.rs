@@ -4,17 +4,30 @@
 //! outputs (the output kind, a JSON schema, a label set, a format, length
 //! bounds) and keeps each test's explicit [`Assertion`]s keyed by the
 //! digest of its input. [`Verifier::judge`] checks one candidate;
-//! [`Verifier::pick`] ranks k candidates and says why the winner won:
+//! [`Verifier::pick`] ranks k candidates and says why the winner won.
 //!
-//! 1. hard gates: the output kind, the length bounds, the assertions;
-//! 2. among those that pass: an exact match with the reference, then a
-//!    normalized match (whitespace and case for text, key order for JSON);
-//! 3. then similarity to the reference (ROUGE-L F1 or normalized edit
-//!    distance) — with no reference, mean similarity to the other passing
-//!    candidates (consensus);
-//! 4. then the shorter, then the smaller SHA-256 of the text.
+//! A verdict means correct. A candidate passes when:
 //!
-//! Nothing depends on time, randomness or candidate order.
+//! 1. it passes the hard gates: the output kind, the length bounds, the
+//!    assertions (necessary, never sufficient); and
+//! 2. where a reference exists, it matches it by the output kind: JSON
+//!    equal after canonicalization (key order, whitespace and number
+//!    spelling ignored), the same label, the same value after the format's
+//!    normalization, or, for free text, normalized-equal or similar at or
+//!    above [`Verifier::similarity_min`].
+//!
+//! Without a reference a verdict passes on the gates alone and says so
+//! (`checked: false`); reports count such answers apart and never call
+//! them accuracy. Among the candidates that pass, [`Verifier::pick`]
+//! prefers an exact match, then a normalized one, then the higher
+//! similarity to the reference (with no reference: mean similarity to the
+//! other passing candidates, consensus), then the shorter, then the
+//! smaller SHA-256 of the text.
+//!
+//! Version 1 of `verifier.json` (before verdicts checked the reference)
+//! still reads: [`Verifier::judged_by_shape_only`] says an artifact's
+//! numbers came from it. Nothing depends on time, randomness or candidate
+//! order.
 
 pub mod assertion;
 pub mod schema;
@@ -29,11 +42,27 @@ use serde_json::Value;
 pub use assertion::{Assertion, Check};
 pub use schema::{Format, JsonType, Schema, ShapeInference};
 
-use crate::digest::{canonical_json, sha256_hex};
+use crate::digest::sha256_hex;
 use crate::task::Example;
 
-/// The `verifier.json` format version this crate writes and reads.
-pub const VERIFIER_VERSION: u32 = 1;
+/// The `verifier.json` format version this crate writes.
+pub const VERIFIER_VERSION: u32 = 2;
+
+/// The first version, still read: artifacts compiled with it had their
+/// answers judged by the hard gates alone (a schema-valid wrong answer
+/// passed).
+pub const SHAPE_ONLY_VERSION: u32 = 1;
+
+/// Free-text similarity threshold when the references give no evidence
+/// (fewer than two of them).
+pub const SIMILARITY_MIN_DEFAULT: f64 = 0.8;
+/// The inferred threshold sits this far above the highest similarity
+/// between two references of different inputs.
+pub const SIMILARITY_MARGIN: f64 = 0.05;
+/// Bounds of the inferred threshold.
+pub const SIMILARITY_MIN_RANGE: (f64, f64) = (0.6, 0.95);
+/// At most this many references are compared pairwise to infer it.
+const SIMILARITY_SAMPLE: usize = 200;
 
 /// At most this many distinct outputs make a label set.
 pub const LABEL_MAX: usize = 32;
@@ -48,7 +77,7 @@ pub enum VerifierError {
     Parse(String),
     /// A version this crate does not read.
     #[error(
-        "verifier.json version {found} is not supported (this build reads {VERIFIER_VERSION})"
+        "verifier.json version {found} is not supported (this build reads {SHAPE_ONLY_VERSION} and {VERIFIER_VERSION}); upgrade kolm"
     )]
     Version {
         /// The version in the file.
@@ -178,9 +207,13 @@ pub struct Verifier {
     /// Length bounds on the whole output (text and format kinds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub length: Option<LengthBounds>,
-    /// The similarity used for ranking.
+    /// The similarity used for ranking and for matching free text.
     #[serde(default)]
     pub similarity: Similarity,
+    /// Free text matches its reference when its similarity is at least
+    /// this (set for the text kind; see [`Verifier::infer`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub similarity_min: Option<f64>,
     /// Explicit assertions of the tests, keyed by [`crate::task::Input::digest`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub cases: BTreeMap<String, Vec<Assertion>>,
@@ -200,18 +233,27 @@ pub enum MatchTier {
     Similar,
 }
 
+pub use kolm_artifact::serving::ShapeGrammar;
+
 /// The result of judging one candidate.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
-    /// Whether every hard gate passed.
+    /// Whether the candidate is correct: every hard gate passed and, when
+    /// there is a reference, it matches it.
     pub passed: bool,
-    /// Why gates failed, in words (empty when passed).
+    /// Whether there was a reference to check it against. An unchecked
+    /// pass means "the right shape", never "correct".
+    pub checked: bool,
+    /// Why it failed, in words (empty when passed).
     pub failures: Vec<String>,
     /// Match tier against the reference (`Similar` when there is none).
     pub tier: MatchTier,
     /// Similarity to the reference in [0, 1] (1 for exact and normalized
     /// matches, 0 when there is no reference).
     pub similarity: f64,
+    /// JSON outputs: the paths (`$.time`) whose value differs from the
+    /// reference's, missing or extra keys included, in path order.
+    pub fields_wrong: Vec<String>,
 }
 
 /// One candidate's place in a [`Pick`].
@@ -277,6 +319,7 @@ impl Verifier {
                 output: OutputKind::Text,
                 length: None,
                 similarity: Similarity::default(),
+                similarity_min: Some(SIMILARITY_MIN_DEFAULT),
                 cases,
                 observed: 0,
             });
@@ -328,17 +371,78 @@ impl Verifier {
                 max: max.saturating_mul(2).saturating_add(16),
             }
         });
+        let similarity_min = matches!(output, OutputKind::Text)
+            .then(|| infer_similarity_min(Similarity::default(), &outputs));
         Ok(Verifier {
             version: VERIFIER_VERSION,
             output,
             length,
             similarity: Similarity::default(),
+            similarity_min,
             cases,
             observed: outputs.len(),
         })
     }
 
-    /// Reads `verifier.json`, refusing other versions and unknown fields.
+    /// Sets the free-text threshold (the task file's `similarity_min`);
+    /// `None` keeps the inferred one.
+    pub fn with_similarity_min(mut self, min: Option<f64>) -> Verifier {
+        if let Some(m) = min {
+            self.similarity_min = Some(m);
+        }
+        self
+    }
+
+    /// Whether this verifier came from an artifact compiled before verdicts
+    /// checked the reference: its pass rates measured shape, not
+    /// correctness, and a recompile re-judges them.
+    pub fn judged_by_shape_only(&self) -> bool {
+        self.version < 2
+    }
+
+    /// The constraint that makes decoding produce this verifier's shape:
+    /// the schema for JSON, the labels or the format as a regular
+    /// expression; `None` for free text.
+    pub fn shape_grammar(&self) -> Option<ShapeGrammar> {
+        match &self.output {
+            OutputKind::Json { schema } => Some(ShapeGrammar::JsonSchema(
+                serde_json::to_value(schema.as_ref()).expect("a schema always serializes"),
+            )),
+            OutputKind::Label { labels } => Some(ShapeGrammar::Regex(format!(
+                "({})",
+                labels
+                    .iter()
+                    .map(|l| regex::escape(l))
+                    .collect::<Vec<_>>()
+                    .join("|")
+            ))),
+            OutputKind::Format { format } => Some(ShapeGrammar::Regex(
+                match format {
+                    ValueFormat::Integer => r"[+-]?[0-9]+",
+                    ValueFormat::Number => r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)",
+                    ValueFormat::Id => r"[A-Za-z]+[-_]?[0-9]+",
+                    ValueFormat::String(Format::Date) => r"[0-9]{4}-[0-9]{2}-[0-9]{2}",
+                    ValueFormat::String(Format::DateTime) => {
+                        r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})"
+                    }
+                    ValueFormat::String(Format::Uuid) => {
+                        r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+                    }
+                    ValueFormat::String(Format::Email) => r"[^@\s]+@[^@\s]+\.[^@\s]+",
+                }
+                .to_owned(),
+            )),
+            OutputKind::Text => None,
+        }
+    }
+
+    /// The free-text threshold in force.
+    pub fn similarity_threshold(&self) -> f64 {
+        self.similarity_min.unwrap_or(SIMILARITY_MIN_DEFAULT)
+    }
+
+    /// Reads `verifier.json` (version 1 or 2), refusing other versions and
+    /// unknown fields.
     pub fn from_json(bytes: &[u8]) -> Result<Verifier, VerifierError> {
         #[derive(Deserialize)]
         struct Head {
@@ -346,7 +450,7 @@ impl Verifier {
         }
         let head: Head =
             serde_json::from_slice(bytes).map_err(|e| VerifierError::Parse(e.to_string()))?;
-        if head.version != VERIFIER_VERSION {
+        if !(SHAPE_ONLY_VERSION..=VERIFIER_VERSION).contains(&head.version) {
             return Err(VerifierError::Version {
                 found: head.version,
             });
@@ -387,8 +491,9 @@ impl Verifier {
         )
     }
 
-    /// Judges `candidate` against the hard gates, the given assertions and
-    /// the reference.
+    /// Judges `candidate` against the hard gates, the given assertions and,
+    /// when there is one, the reference: it passes only if all gates pass
+    /// and it matches the reference.
     pub fn judge(
         &self,
         reference: Option<&str>,
@@ -401,15 +506,27 @@ impl Verifier {
                 failures.push(e);
             }
         }
-        let (tier, similarity) = match reference {
-            Some(r) => self.compare(r, candidate),
-            None => (MatchTier::Similar, 0.0),
+        let Some(reference) = reference else {
+            return Verdict {
+                passed: failures.is_empty(),
+                checked: false,
+                failures,
+                tier: MatchTier::Similar,
+                similarity: 0.0,
+                fields_wrong: Vec::new(),
+            };
         };
+        let m = self.compare(reference, candidate);
+        if !m.matches {
+            failures.push(m.why.unwrap_or_else(|| "differs from the reference".into()));
+        }
         Verdict {
             passed: failures.is_empty(),
+            checked: true,
             failures,
-            tier,
-            similarity,
+            tier: m.tier,
+            similarity: m.similarity,
+            fields_wrong: m.fields_wrong,
         }
     }
 
@@ -455,22 +572,102 @@ impl Verifier {
         failures
     }
 
-    fn compare(&self, reference: &str, candidate: &str) -> (MatchTier, f64) {
+    /// How `candidate` compares with `reference`, by the output kind.
+    fn compare(&self, reference: &str, candidate: &str) -> Comparison {
         if candidate == reference {
-            return (MatchTier::Exact, 1.0);
+            return Comparison::equal(MatchTier::Exact);
         }
-        let json_equal = matches!(self.output, OutputKind::Json { .. })
-            && match (
-                serde_json::from_str::<Value>(reference),
-                serde_json::from_str::<Value>(candidate),
-            ) {
-                (Ok(a), Ok(b)) => canonical_json(&a) == canonical_json(&b),
-                _ => false,
-            };
-        if json_equal || similarity::normalize(reference) == similarity::normalize(candidate) {
-            return (MatchTier::Normalized, 1.0);
+        match &self.output {
+            OutputKind::Json { .. } => {
+                match (
+                    serde_json::from_str::<Value>(reference),
+                    serde_json::from_str::<Value>(candidate),
+                ) {
+                    (Ok(r), Ok(c)) => {
+                        let mut fields_wrong = Vec::new();
+                        json_diff("$", &r, &c, &mut fields_wrong);
+                        if fields_wrong.is_empty() {
+                            return Comparison::equal(MatchTier::Normalized);
+                        }
+                        let why = describe_json_diff(&r, &c, &fields_wrong);
+                        Comparison {
+                            fields_wrong,
+                            ..self.different(reference, candidate, why)
+                        }
+                    }
+                    // The candidate is not JSON (the gates say so): every
+                    // field is wrong.
+                    (Ok(_), Err(_)) => Comparison {
+                        fields_wrong: vec!["$".to_owned()],
+                        ..self.different(
+                            reference,
+                            candidate,
+                            "not comparable with the reference: not JSON".to_owned(),
+                        )
+                    },
+                    // A reference that is not JSON (never inferred so)
+                    // compares as text.
+                    _ => self.compare_text(reference, candidate),
+                }
+            }
+            OutputKind::Label { .. } => {
+                let (r, c) = (reference.trim(), candidate.trim());
+                if r == c {
+                    Comparison::equal(MatchTier::Normalized)
+                } else {
+                    self.different(
+                        reference,
+                        candidate,
+                        format!("label {:?} where the reference is {:?}", clip(c), clip(r)),
+                    )
+                }
+            }
+            OutputKind::Format { format } => {
+                let (r, c) = (reference.trim(), candidate.trim());
+                if format_equal(*format, r, c) {
+                    Comparison::equal(MatchTier::Normalized)
+                } else {
+                    self.different(
+                        reference,
+                        candidate,
+                        format!("{:?} where the reference is {:?}", clip(c), clip(r)),
+                    )
+                }
+            }
+            OutputKind::Text => self.compare_text(reference, candidate),
         }
-        (MatchTier::Similar, self.similar(reference, candidate))
+    }
+
+    fn compare_text(&self, reference: &str, candidate: &str) -> Comparison {
+        if similarity::normalize(reference) == similarity::normalize(candidate) {
+            return Comparison::equal(MatchTier::Normalized);
+        }
+        let similarity = self.similar(reference, candidate);
+        let min = self.similarity_threshold();
+        let matches = matches!(self.output, OutputKind::Text) && similarity >= min;
+        Comparison {
+            matches,
+            tier: MatchTier::Similar,
+            similarity,
+            fields_wrong: Vec::new(),
+            why: (!matches).then(|| {
+                format!(
+                    "similarity {similarity:.3} to the reference is below {min:.3} ({:?} where the reference is {:?})",
+                    clip(candidate.trim()),
+                    clip(reference.trim())
+                )
+            }),
+        }
+    }
+
+    fn different(&self, reference: &str, candidate: &str, why: String) -> Comparison {
+        Comparison {
+            matches: false,
+            tier: MatchTier::Similar,
+            similarity: self.similar(reference, candidate),
+            fields_wrong: Vec::new(),
+            why: Some(why),
+        }
     }
 
     fn similar(&self, a: &str, b: &str) -> f64 {
@@ -591,6 +788,170 @@ impl Verifier {
     }
 }
 
+/// A candidate against its reference.
+struct Comparison {
+    matches: bool,
+    tier: MatchTier,
+    similarity: f64,
+    fields_wrong: Vec<String>,
+    why: Option<String>,
+}
+
+impl Comparison {
+    fn equal(tier: MatchTier) -> Comparison {
+        Comparison {
+            matches: true,
+            tier,
+            similarity: 1.0,
+            fields_wrong: Vec::new(),
+            why: None,
+        }
+    }
+}
+
+/// Whether two JSON values are equal after canonicalization: object key
+/// order does not matter, and numbers compare by value (`1`, `1.0` and
+/// `1e0` are equal).
+pub fn json_equal(a: &Value, b: &Value) -> bool {
+    let mut diff = Vec::new();
+    json_diff("$", a, b, &mut diff);
+    diff.is_empty()
+}
+
+/// Pushes onto `out` the paths under `path` where `candidate` differs from
+/// `reference`: into objects key by key (a key on one side only is a
+/// difference at its path), elsewhere the whole value.
+fn json_diff(path: &str, reference: &Value, candidate: &Value, out: &mut Vec<String>) {
+    match (reference, candidate) {
+        (Value::Object(r), Value::Object(c)) => {
+            let keys: BTreeSet<&String> = r.keys().chain(c.keys()).collect();
+            for k in keys {
+                let sub = json_path(path, k);
+                match (r.get(k), c.get(k)) {
+                    (Some(rv), Some(cv)) => json_diff(&sub, rv, cv, out),
+                    _ => out.push(sub),
+                }
+            }
+        }
+        (Value::Array(r), Value::Array(c)) => {
+            let same = r.len() == c.len() && r.iter().zip(c).all(|(a, b)| json_equal(a, b));
+            if !same {
+                out.push(path.to_owned());
+            }
+        }
+        (Value::Number(r), Value::Number(c)) => {
+            let same = match (r.as_i64(), c.as_i64(), r.as_u64(), c.as_u64()) {
+                (Some(a), Some(b), _, _) => a == b,
+                (_, _, Some(a), Some(b)) => a == b,
+                _ => r.as_f64() == c.as_f64(),
+            };
+            if !same {
+                out.push(path.to_owned());
+            }
+        }
+        (r, c) => {
+            if r != c {
+                out.push(path.to_owned());
+            }
+        }
+    }
+}
+
+/// `$.key`, or `$["odd key"]` when the key is not a plain identifier.
+pub fn json_path(path: &str, key: &str) -> String {
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if plain {
+        format!("{path}.{key}")
+    } else {
+        format!("{path}[{}]", Value::String(key.to_owned()))
+    }
+}
+
+/// The value at a path [`json_diff`] produced, if present.
+fn json_at<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut cur = root;
+    let mut rest = path.strip_prefix('$')?;
+    while !rest.is_empty() {
+        let (key, tail) = if let Some(r) = rest.strip_prefix('.') {
+            let end = r.find(['.', '[']).unwrap_or(r.len());
+            (r[..end].to_owned(), &r[end..])
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let mut de = serde_json::Deserializer::from_str(r).into_iter::<String>();
+            let key = de.next()?.ok()?;
+            let used = de.byte_offset();
+            (key, r.get(used + 1..)?)
+        } else {
+            return None;
+        };
+        cur = cur.get(&key)?;
+        rest = tail;
+    }
+    Some(cur)
+}
+
+fn describe_json_diff(reference: &Value, candidate: &Value, paths: &[String]) -> String {
+    let show = |v: Option<&Value>| v.map_or("nothing".to_owned(), |v| clip(&v.to_string()));
+    let parts: Vec<String> = paths
+        .iter()
+        .take(3)
+        .map(|p| {
+            format!(
+                "{p} is {} where the reference has {}",
+                show(json_at(candidate, p)),
+                show(json_at(reference, p))
+            )
+        })
+        .collect();
+    let more = paths.len().saturating_sub(3);
+    let tail = if more > 0 {
+        format!(" (and {more} more)")
+    } else {
+        String::new()
+    };
+    format!("differs from the reference: {}{tail}", parts.join("; "))
+}
+
+/// Equality after the format's own normalization: numbers by value,
+/// UUIDs and e-mail addresses ignoring case, the others as trimmed text.
+fn format_equal(format: ValueFormat, a: &str, b: &str) -> bool {
+    match format {
+        ValueFormat::Integer | ValueFormat::Number => match (a.parse::<f64>(), b.parse::<f64>()) {
+            (Ok(x), Ok(y)) => x == y,
+            _ => a == b,
+        },
+        ValueFormat::String(Format::Uuid | Format::Email) => a.eq_ignore_ascii_case(b),
+        _ => a == b,
+    }
+}
+
+/// The free-text threshold from the references: just above the highest
+/// similarity between two references of different inputs (so answering
+/// another input's reference never passes), within
+/// [`SIMILARITY_MIN_RANGE`]; [`SIMILARITY_MIN_DEFAULT`] with fewer than two.
+fn infer_similarity_min(kind: Similarity, outputs: &[&str]) -> f64 {
+    let sample: Vec<&str> = outputs.iter().copied().take(SIMILARITY_SAMPLE).collect();
+    let mut highest: Option<f64> = None;
+    for (i, a) in sample.iter().enumerate() {
+        for b in &sample[i + 1..] {
+            if a == b {
+                continue;
+            }
+            let s = match kind {
+                Similarity::RougeL => similarity::rouge_l(a, b),
+                Similarity::EditDistance => similarity::edit_similarity(a, b),
+            };
+            highest = Some(highest.map_or(s, |h: f64| h.max(s)));
+        }
+    }
+    match highest {
+        None => SIMILARITY_MIN_DEFAULT,
+        Some(h) => (h + SIMILARITY_MARGIN).clamp(SIMILARITY_MIN_RANGE.0, SIMILARITY_MIN_RANGE.1),
+    }
+}
+
 fn clip(s: &str) -> String {
     if s.chars().count() > 40 {
         format!("{}…", s.chars().take(40).collect::<String>())
@@ -648,6 +1009,39 @@ impl fmt::Display for Verifier {
                     writeln!(f, "      {a}")?;
                 }
             }
+        }
+        if self.judged_by_shape_only() {
+            writeln!(
+                f,
+                "Judged by shape only: this verifier predates reference checks, so an answer of the right shape passed even with wrong values. Recompile to re-judge."
+            )?;
+        } else {
+            writeln!(f, "Correctness (where the test has a reference answer):")?;
+            let rule = match &self.output {
+                OutputKind::Json { .. } => "the same JSON value as the reference, whatever the key order, whitespace or number spelling".to_owned(),
+                OutputKind::Label { .. } => "the same label as the reference".to_owned(),
+                OutputKind::Format { format } => format!(
+                    "the same value as the reference ({})",
+                    match format {
+                        ValueFormat::Integer | ValueFormat::Number => "compared as numbers",
+                        ValueFormat::String(Format::Uuid | Format::Email) => "ignoring case",
+                        _ => "after trimming",
+                    }
+                ),
+                OutputKind::Text => format!(
+                    "the reference ignoring case and whitespace, or {} at least {:.3}",
+                    match self.similarity {
+                        Similarity::RougeL => "ROUGE-L F1",
+                        Similarity::EditDistance => "1 - normalized edit distance",
+                    },
+                    self.similarity_threshold()
+                ),
+            };
+            writeln!(f, "  - the output is {rule}")?;
+            writeln!(
+                f,
+                "  - without a reference an answer passes on the gates alone and is counted apart, never as accuracy"
+            )?;
         }
         writeln!(f, "Ranking among answers that pass:")?;
         writeln!(f, "  1. exact match with the reference")?;

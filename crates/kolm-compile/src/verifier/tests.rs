@@ -156,7 +156,11 @@ fn test_assertions_are_kept_per_input_and_applied() {
     };
     assert!(!v.judge_example(&bare, "It is Lyon.").passed);
     assert!(v.judge_example(&bare, "It is paris.").passed);
-    assert!(v.judge_example(&ex("other", "x"), "It is Lyon.").passed);
+    let other = Example {
+        output: None,
+        ..ex("other", "")
+    };
+    assert!(v.judge_example(&other, "It is Lyon.").passed);
     assert!(v
         .explain()
         .contains("the output must contain \"Paris\" (ignoring case)"));
@@ -169,9 +173,10 @@ fn test_assertions_are_kept_per_input_and_applied() {
 fn verifier_json_versions_are_checked() {
     let v = Verifier::infer(&[ex("a", "b")], &[]).unwrap();
     let mut j: Value = serde_json::from_slice(&v.to_json()).unwrap();
-    j["version"] = json!(2);
+    j["version"] = json!(3);
     let e = Verifier::from_json(j.to_string().as_bytes()).unwrap_err();
-    assert!(matches!(e, VerifierError::Version { found: 2 }), "{e}");
+    assert!(matches!(e, VerifierError::Version { found: 3 }), "{e}");
+    assert!(e.to_string().contains("upgrade kolm"), "{e}");
     assert!(Verifier::from_json(b"{").is_err());
     assert!(matches!(
         Verifier::infer(&[], &[]),
@@ -215,15 +220,16 @@ fn pick_orders_gates_exact_normalized_similar_length_hash() {
         p.reason
     );
 
-    // Equal similarity: shorter wins; equal length: smaller hash wins.
+    // Answers far from the reference fail (ROUGE-L below the threshold).
     let p = v.pick(e, &s(&["quick fox brown the", "brown fox"]));
-    assert_eq!(
-        p.ranked[0].verdict.similarity,
-        p.ranked[1]
-            .verdict
-            .similarity
-            .max(p.ranked[0].verdict.similarity)
-    );
+    assert_eq!(p.winner, Some(1), "{p:?}");
+    assert!(!p.ranked[1].verdict.passed);
+    // Equal consensus (no reference): shorter wins; equal length: smaller
+    // hash wins.
+    let e = &Example {
+        output: None,
+        ..ex("free", "")
+    };
     let p2 = v.pick(e, &s(&["aaaa", "bbbb"]));
     let want = if sha256_hex(b"aaaa") < sha256_hex(b"bbbb") {
         0
@@ -326,7 +332,7 @@ fn explain_reads_as_rules() {
     let text = v.explain();
     println!("{text}");
     let want = format!(
-        "verifier v1 (inferred from 4 output(s))
+        "verifier v2 (inferred from 4 output(s))
 Hard gates (every answer must pass all):
   - the output is JSON that conforms to:
       $: is object; has keys item, qty, unit; has no other keys
@@ -337,6 +343,9 @@ Hard gates (every answer must pass all):
   - 1 test(s) carry their own assertions:
     test {}:
       the output must contain \"fig\"
+Correctness (where the test has a reference answer):
+  - the output is the same JSON value as the reference, whatever the key order, whitespace or number spelling
+  - without a reference an answer passes on the gates alone and is counted apart, never as accuracy
 Ranking among answers that pass:
   1. exact match with the reference
   2. match after normalization (same JSON value whatever the key order, or same text ignoring case and whitespace)
@@ -360,5 +369,226 @@ proptest! {
         let pos: Assertion = serde_json::from_value(json!({"type": kind, "value": v})).unwrap();
         let neg: Assertion = serde_json::from_value(json!({"type": format!("not-{kind}"), "value": v})).unwrap();
         prop_assert_ne!(pos.check(&output).is_ok(), neg.check(&output).is_ok());
+    }
+}
+
+fn orders() -> Vec<Example> {
+    [
+        r#"{"date":"2024-03-01","time":"09:15","who":"Ana"}"#,
+        r#"{"date":"2024-03-02","time":"13:45","who":"Bo"}"#,
+        r#"{"date":"2024-03-03","time":"15:30","who":"Cy"}"#,
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, o)| ex(&format!("meeting {i}"), o))
+    .collect()
+}
+
+#[test]
+fn a_schema_valid_answer_with_one_wrong_value_fails() {
+    let examples = orders();
+    let v = Verifier::infer(&examples, &[]).unwrap();
+    let wrong = r#"{"date":"2024-03-01","time":"10:15","who":"Ana"}"#;
+    // The shape alone passes: the gates are necessary, not sufficient.
+    assert!(v.judge(None, &[], wrong).passed);
+    let verdict = v.judge_example(&examples[0], wrong);
+    assert!(!verdict.passed, "{verdict:?}");
+    assert!(verdict.checked);
+    assert_eq!(verdict.fields_wrong, ["$.time"]);
+    assert!(
+        verdict.failures[0].contains(r#"$.time is "10:15" where the reference has "09:15""#),
+        "{:?}",
+        verdict.failures
+    );
+    // Key order, whitespace and number spelling are not differences.
+    let right = "{ \"who\": \"Ana\",\n \"time\": \"09:15\", \"date\": \"2024-03-01\" }";
+    let verdict = v.judge_example(&examples[0], right);
+    assert!(verdict.passed, "{verdict:?}");
+    assert_eq!(verdict.tier, MatchTier::Normalized);
+    assert!(json_equal(
+        &json!({"a": 2, "b": [1.0]}),
+        &json!({"b": [1], "a": 2.0})
+    ));
+    assert!(!json_equal(&json!({"a": 2}), &json!({"a": 2, "b": null})));
+    // A missing key and an extra key are both wrong fields; not JSON at all
+    // is wrong everywhere.
+    let verdict = v.judge_example(
+        &examples[0],
+        r#"{"date":"2024-03-01","time":"09:15","whom":"Ana"}"#,
+    );
+    assert_eq!(verdict.fields_wrong, ["$.who", "$.whom"]);
+    let verdict = v.judge_example(&examples[0], "Ana at 09:15");
+    assert_eq!(verdict.fields_wrong, ["$"]);
+    assert!(!verdict.passed);
+    // Without a reference the verdict passes on shape and says so.
+    let bare = Example {
+        output: None,
+        ..ex("meeting x", "")
+    };
+    let verdict = v.judge_example(&bare, wrong);
+    assert!(verdict.passed && !verdict.checked, "{verdict:?}");
+}
+
+#[test]
+fn labels_formats_and_text_match_by_their_kind() {
+    let labels: Vec<Example> = ["pos", "neg", "pos", "neg"]
+        .iter()
+        .enumerate()
+        .map(|(i, o)| ex(&i.to_string(), o))
+        .collect();
+    let v = Verifier::infer(&labels, &[]).unwrap();
+    assert!(v.judge(Some("pos"), &[], " pos\n").passed);
+    let other = v.judge(Some("pos"), &[], "neg");
+    assert!(
+        !other.passed && other.failures[0].contains("label \"neg\""),
+        "{other:?}"
+    );
+
+    let nums: Vec<Example> = ["1.5", "-2", "30"]
+        .iter()
+        .enumerate()
+        .map(|(i, o)| ex(&i.to_string(), o))
+        .collect();
+    let v = Verifier::infer(&nums, &[]).unwrap();
+    assert!(v.judge(Some("30"), &[], "30.0").passed);
+    assert!(v.judge(Some("-2"), &[], "-2.00").passed);
+    assert!(!v.judge(Some("30"), &[], "31").passed);
+
+    let emails: Vec<Example> = ["ana@x.org", "bo@y.com"]
+        .iter()
+        .enumerate()
+        .map(|(i, o)| ex(&i.to_string(), o))
+        .collect();
+    let v = Verifier::infer(&emails, &[]).unwrap();
+    assert!(v.judge(Some("ana@x.org"), &[], "Ana@X.org").passed);
+    assert!(!v.judge(Some("ana@x.org"), &[], "bo@y.com").passed);
+
+    // Free text: the threshold sits above the closest pair of references,
+    // so another input's reference never passes.
+    let text: Vec<Example> = [
+        "The meeting with Ana is on Monday at nine.",
+        "The meeting with Bo is on Tuesday at ten.",
+        "Lunch is cancelled today.",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, o)| ex(&i.to_string(), o))
+    .collect();
+    let v = Verifier::infer(&text, &[]).unwrap();
+    let closest = similarity::rouge_l(
+        text[0].output.as_deref().unwrap(),
+        text[1].output.as_deref().unwrap(),
+    );
+    assert!((v.similarity_threshold() - (closest + SIMILARITY_MARGIN)).abs() < 1e-12);
+    assert!(
+        !v.judge_example(&text[0], text[1].output.as_deref().unwrap())
+            .passed
+    );
+    assert!(
+        v.judge_example(&text[0], "the meeting with ana is on monday at nine")
+            .passed
+    );
+    assert!(
+        v.judge_example(&text[0], "The meeting with Ana is on Monday at nine sharp.")
+            .passed
+    );
+    // The task file's threshold wins.
+    let strict = v.clone().with_similarity_min(Some(1.0));
+    assert!(
+        !strict
+            .judge_example(&text[0], "The meeting with Ana is on Monday at nine sharp.")
+            .passed
+    );
+    assert_eq!(Verifier::from_json(&strict.to_json()).unwrap(), strict);
+}
+
+#[test]
+fn a_version_1_verifier_still_reads_and_says_it_judged_shape_only() {
+    let v = Verifier::infer(&orders(), &[]).unwrap();
+    assert!(!v.judged_by_shape_only());
+    let mut j: Value = serde_json::from_slice(&v.to_json()).unwrap();
+    j["version"] = json!(1);
+    let old = Verifier::from_json(j.to_string().as_bytes()).unwrap();
+    assert!(old.judged_by_shape_only());
+    assert!(
+        old.explain().contains("Judged by shape only"),
+        "{}",
+        old.explain()
+    );
+}
+
+#[test]
+fn shape_grammars_follow_the_output_kind() {
+    let v = Verifier::infer(&orders(), &[]).unwrap();
+    match v.shape_grammar() {
+        Some(ShapeGrammar::JsonSchema(s)) => {
+            assert_eq!(s["required"], json!(["date", "time", "who"]), "{s}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let labels: Vec<Example> = ["a.b", "c", "a.b", "c"]
+        .iter()
+        .enumerate()
+        .map(|(i, o)| ex(&i.to_string(), o))
+        .collect();
+    assert_eq!(
+        Verifier::infer(&labels, &[]).unwrap().shape_grammar(),
+        Some(ShapeGrammar::Regex(r"(a\.b|c)".into()))
+    );
+    let text: Vec<Example> = ["The cat sat.", "A dog ran far away.", "Birds fly."]
+        .iter()
+        .enumerate()
+        .map(|(i, o)| ex(&i.to_string(), o))
+        .collect();
+    assert_eq!(Verifier::infer(&text, &[]).unwrap().shape_grammar(), None);
+}
+
+fn arb_record() -> impl Strategy<Value = Value> {
+    (
+        prop::sample::select(vec!["09:15", "10:15", "13:45", "1:45"]),
+        0u8..4,
+        prop::option::of(prop::sample::select(vec!["Ana", "Bo"])),
+    )
+        .prop_map(|(time, n, who)| {
+            let mut v = json!({"time": time, "n": n});
+            if let Some(w) = who {
+                v["who"] = json!(w);
+            }
+            v
+        })
+}
+
+proptest! {
+    /// For JSON tasks, a pass implies canonical equality with the
+    /// reference (key order shuffled, an integer spelled as a float).
+    #[test]
+    fn a_json_pass_implies_canonical_equality(reference in arb_record(), candidate in arb_record(), floaty in any::<bool>(), reversed in any::<bool>()) {
+        let examples: Vec<Example> = [
+            r#"{"time":"09:15","n":1,"who":"Ana"}"#,
+            r#"{"time":"13:45","n":2}"#,
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, o)| ex(&i.to_string(), o))
+        .collect();
+        let v = Verifier::infer(&examples, &[]).unwrap();
+        let mut text = candidate.to_string();
+        if floaty {
+            text = text.replace(&format!("\"n\":{}", candidate["n"]), &format!("\"n\":{}.0", candidate["n"]));
+        }
+        if reversed {
+            let map = candidate.as_object().unwrap();
+            let parts: Vec<String> = map.iter().rev().map(|(k, v)| format!("{}:{}", json!(k), v)).collect();
+            text = format!("{{{}}}", parts.join(","));
+            if floaty {
+                text = text.replace(&format!("\"n\":{}", candidate["n"]), &format!("\"n\":{}.0", candidate["n"]));
+            }
+        }
+        let verdict = v.judge(Some(&reference.to_string()), &[], &text);
+        let equal = crate::digest::canonical_json(&reference) == crate::digest::canonical_json(&candidate);
+        prop_assert_eq!(verdict.passed, equal, "{:?} vs {}", verdict, text);
+        if !equal {
+            prop_assert!(!verdict.fields_wrong.is_empty());
+        }
     }
 }
