@@ -7,33 +7,23 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kolm_compile::pipeline::{AdapterTrainer, CompileProgress, TrainSummary};
+use kolm_compile::pipeline::{AdapterTrainer, CompileProgress, HyperParams, OnEpoch, TrainSummary};
 use kolm_compile::task::Message;
 use kolm_train::{Progress, StepStats, TrainConfig, TrainExample};
 use serde_json::json;
 
 use crate::base_chat::BaseChat;
 
-/// The hyper-parameters `kolmctl compile` exposes.
-#[derive(Clone, Copy, Debug)]
-pub struct TrainSettings {
-    pub epochs: u32,
-    pub rank: u32,
-    pub lr: f64,
-}
-
 /// LoRA training on one base.
 pub struct LoraTrainer {
     base: PathBuf,
     tokenizer: Arc<BaseChat>,
-    settings: TrainSettings,
 }
 
 impl std::fmt::Debug for LoraTrainer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoraTrainer")
             .field("base", &self.base)
-            .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }
@@ -41,31 +31,20 @@ impl std::fmt::Debug for LoraTrainer {
 impl LoraTrainer {
     /// Checks that the trainer supports the base's architecture (before
     /// any teacher call); `tokenizer` is the same base, loaded by llama.cpp.
-    pub fn new(
-        base: &Path,
-        tokenizer: Arc<BaseChat>,
-        settings: TrainSettings,
-    ) -> anyhow::Result<Self> {
+    pub fn new(base: &Path, tokenizer: Arc<BaseChat>) -> anyhow::Result<Self> {
         kolm_train::model::read_config(base)?;
-        if settings.rank == 0 {
-            anyhow::bail!("--rank must be at least 1");
-        }
-        if settings.epochs == 0 {
-            anyhow::bail!("--epochs must be at least 1");
-        }
         Ok(LoraTrainer {
             base: base.to_owned(),
             tokenizer,
-            settings,
         })
     }
 
-    fn config(&self, out: &Path) -> TrainConfig {
+    fn config(&self, params: HyperParams, out: &Path) -> TrainConfig {
         let mut c = TrainConfig::new(&self.base, out);
-        c.epochs = self.settings.epochs as usize;
-        c.rank = self.settings.rank as usize;
-        c.alpha = 2.0 * self.settings.rank as f32;
-        c.learning_rate = self.settings.lr;
+        c.epochs = params.epochs as usize;
+        c.rank = params.rank as usize;
+        c.alpha = 2.0 * params.rank as f32;
+        c.learning_rate = params.learning_rate;
         // The student answers in a window of this size; grounded prompts
         // (a corpus's chunks in the system message) need the room.
         c.max_seq_len = crate::student::CONTEXT as usize;
@@ -76,12 +55,16 @@ impl LoraTrainer {
     }
 }
 
-/// Forwards training steps to the compile's progress.
-struct Steps<'a>(&'a dyn CompileProgress);
+/// Forwards training steps to the compile's progress, and epoch ends to
+/// the compile's validation.
+struct Steps<'a, 'b> {
+    progress: &'a dyn CompileProgress,
+    on_epoch: &'a mut OnEpoch<'b>,
+}
 
-impl Progress for Steps<'_> {
+impl Progress for Steps<'_, '_> {
     fn step(&mut self, s: &StepStats) -> ControlFlow<()> {
-        self.0.note(&format!(
+        self.progress.note(&format!(
             "step {}/{} loss {:.4} {:.0} tok/s",
             s.step, s.total_steps, s.loss, s.tokens_per_second
         ));
@@ -89,7 +72,11 @@ impl Progress for Steps<'_> {
     }
 
     fn warn(&mut self, message: &str) {
-        self.0.note(&format!("warning: {message}"));
+        self.progress.note(&format!("warning: {message}"));
+    }
+
+    fn epoch_end(&mut self, epoch: usize, adapter: &Path) -> ControlFlow<()> {
+        (self.on_epoch)(u32::try_from(epoch).unwrap_or(u32::MAX), adapter)
     }
 }
 
@@ -97,7 +84,10 @@ impl AdapterTrainer for LoraTrainer {
     fn train(
         &self,
         conversations: &[Vec<Message>],
+        params: HyperParams,
         out: &Path,
+        epochs_dir: Option<&Path>,
+        on_epoch: &mut OnEpoch<'_>,
         progress: &dyn CompileProgress,
     ) -> Result<TrainSummary, String> {
         let examples: Vec<TrainExample> = conversations
@@ -109,12 +99,13 @@ impl AdapterTrainer for LoraTrainer {
                     .collect(),
             })
             .collect();
-        let config = self.config(out);
+        let mut config = self.config(params, out);
+        config.epoch_adapters = epochs_dir.map(Path::to_owned);
         let report = kolm_train::train(
             &config,
             &examples,
             self.tokenizer.as_ref(),
-            &mut Steps(progress),
+            &mut Steps { progress, on_epoch },
         )
         .map_err(|e| e.to_string())?;
         Ok(TrainSummary {
@@ -133,6 +124,7 @@ impl AdapterTrainer for LoraTrainer {
                 "max_seq_len": config.max_seq_len,
                 "seed": config.seed,
                 "examples_truncated": report.examples_truncated,
+                "stopped_after_epoch": report.stopped_after_epoch,
             }),
         })
     }

@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 
 use common::{kolmctl_path, minilm_zip, Daemon};
 use kolm_compile::kscore::KScore;
-use kolm_compile::pipeline::EvalPack;
+use kolm_compile::pipeline::{EvalPack, TestRecord};
 use serde_json::Value;
 
 const TASK: &str = "Turn a free-text fruit order into compact JSON with the item (singular) and the quantity as an integer.";
@@ -111,9 +111,11 @@ fn a_kolmd_teacher_compiles_the_orders_task_and_a_recompile_is_free() {
         "student {student}, base {base}, teacher {}, K {}, distill {}, train {}",
         report["teacher_pass_rate"], report["k_score"], report["distill"], report["train"]
     );
+    // Both decode under the verifier's JSON schema, which makes the base
+    // good at this easy task; the adapter still has to do at least as well.
     assert!(
-        student >= base + 0.3,
-        "the student ({student}) should beat the base alone ({base}) by a clear margin: {report}"
+        student >= base && student >= 0.85,
+        "the student ({student}) should be right on this task and no worse than the base alone ({base}): {report}"
     );
     assert!(report["teacher_calls"].as_u64().unwrap() > 0);
     assert_eq!(report["tests"], 20);
@@ -148,6 +150,28 @@ fn a_kolmd_teacher_compiles_the_orders_task_and_a_recompile_is_free() {
     }
     let (s, b, _) = pack.pass_rates();
     assert_eq!((s, b), (student, base));
+    // The reported accuracy is a hand recount: an answer is right when it
+    // is the reference as a JSON value (serde_json's equality ignores key
+    // order), nothing else.
+    let recount = |answer: fn(&TestRecord) -> &str| {
+        let right = pack
+            .tests
+            .iter()
+            .filter(|t| {
+                let reference: Value = serde_json::from_str(t.output.as_deref().unwrap()).unwrap();
+                serde_json::from_str::<Value>(answer(t)).ok() == Some(reference)
+            })
+            .count();
+        right as f64 / pack.tests.len() as f64
+    };
+    assert_eq!(recount(|t| t.student.output.as_str()), student, "{report}");
+    assert_eq!(recount(|t| t.base.output.as_str()), base, "{report}");
+    assert_eq!(
+        recount(|t| t.teacher.output.as_str()),
+        report["teacher_pass_rate"].as_f64().unwrap()
+    );
+    assert_eq!(report["accuracy"]["student"]["accuracy"]["n"], 20);
+    assert_eq!(cover["accuracy"].as_f64().unwrap(), student, "{cover}");
     // The receipts name every stage.
     let receipts = inspect["manifest"]["predicate"]["receipts"]["length"]
         .as_u64()
@@ -196,10 +220,69 @@ fn a_kolmd_teacher_compiles_the_orders_task_and_a_recompile_is_free() {
         daemon.log()
     );
     assert_eq!(report2["teacher_calls"], 0, "{report2}");
-    assert!(report2["cache_hits"].as_u64().unwrap() >= 40 * 2 + 20);
+    // Validation holds 8 of the 40 examples out of distillation.
+    assert_eq!(report2["distill"]["examples"], 32, "{report2}");
+    assert_eq!(report2["validation"]["examples"], 8, "{report2}");
+    assert!(report2["cache_hits"].as_u64().unwrap() >= 32 * 2 + 20);
     assert_eq!(report2["installed"], "orders:0.1.0");
     let listed = run(&["list", "--json"], common::home());
     assert!(String::from_utf8_lossy(&listed.stdout).contains("\"orders\""));
+
+    // Served exactly as evaluated: a plain chat with each held-out input,
+    // no settings, gets the eval pack's student answer byte for byte, over
+    // HTTP and over gRPC (`kolmctl run`).
+    let pack = eval_pack(&out2);
+    for test in &pack.tests {
+        let messages: Vec<Value> = test
+            .input
+            .to_messages()
+            .iter()
+            .map(|m| serde_json::json!({"role": m.role, "content": m.content}))
+            .collect();
+        let r = daemon.post(
+            "/v1/chat/completions",
+            &serde_json::json!({"model": "orders", "messages": messages}),
+        );
+        assert_eq!(r.status, 200, "{}\n{}", r.text(), daemon.log());
+        let served = r.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            served.trim(),
+            test.student.output,
+            "HTTP, input {:?}",
+            test.input
+        );
+        let prompt = match &test.input {
+            kolm_compile::task::Input::Text(t) => t.clone(),
+            other => panic!("the orders tests are plain text, got {other:?}"),
+        };
+        let grpc = Command::new(kolmctl_path())
+            .args(["run", "orders", &prompt, "--json"])
+            .env("KOLM_HOME", common::home())
+            .env("KOLM_GRPC_SOCKET", &daemon.socket)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let v = json_of(&grpc);
+        assert_eq!(
+            v["text"].as_str().unwrap().trim(),
+            test.student.output,
+            "gRPC, input {prompt:?}: {v}"
+        );
+    }
+    // A request that sets its own format is not forced into the schema.
+    let free = daemon.post(
+        "/v1/chat/completions",
+        &serde_json::json!({
+            "model": "orders",
+            "messages": [{"role": "user", "content": "Say hello."}],
+            "response_format": {"type": "text"},
+            "max_tokens": 8,
+        }),
+    );
+    assert_eq!(free.status, 200, "{}", free.text());
 }
 
 /// A compile whose client goes away is killed: nothing is written, the

@@ -60,6 +60,40 @@ fn flags_as_task_file(args: &CompileArgs) -> TaskFile {
     }
 }
 
+/// Every combination of `--rank` and `--lr`, smallest rank first, each
+/// for up to `--epochs`.
+fn training_candidates(args: &CompileArgs) -> anyhow::Result<Vec<pipeline::HyperParams>> {
+    if args.epochs == 0 {
+        bail!("--epochs must be at least 1");
+    }
+    if args.rank.is_empty() || args.rank.contains(&0) {
+        bail!("--rank must list ranks of at least 1 (for example --rank 8 or --rank 8,16)");
+    }
+    if args.lr.is_empty() || args.lr.iter().any(|l| !(l.is_finite() && *l > 0.0)) {
+        bail!("--lr must list positive learning rates (for example --lr 1e-3,2e-3)");
+    }
+    if !(0.0..0.5).contains(&args.validation) {
+        bail!(
+            "--validation must be a share in [0, 0.5) (0 turns validation off), got {}",
+            args.validation
+        );
+    }
+    let mut ranks = args.rank.clone();
+    ranks.sort_unstable();
+    ranks.dedup();
+    let mut out = Vec::new();
+    for rank in ranks {
+        for &learning_rate in &args.lr {
+            out.push(pipeline::HyperParams {
+                rank,
+                learning_rate,
+                epochs: args.epochs,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// The resolved task file: `--file` (if any) overlaid by the flags.
 pub fn resolve_task_file(args: &CompileArgs) -> anyhow::Result<TaskFile> {
     let file = match &args.file {
@@ -262,20 +296,14 @@ pub fn compile(home: &Home, args: CompileArgs, quiet: bool) -> anyhow::Result<()
     let threads = args.threads.unwrap_or_else(default_threads);
     let chat = Arc::new(BaseChat::load(&base)?);
     let student = Arc::new(LlamaStudent::new(Arc::clone(&chat), threads as i32));
-    let trainer = Arc::new(crate::trainer::LoraTrainer::new(
-        &base,
-        chat,
-        crate::trainer::TrainSettings {
-            epochs: args.epochs,
-            rank: args.rank,
-            lr: args.lr,
-        },
-    )?);
+    let trainer = Arc::new(crate::trainer::LoraTrainer::new(&base, chat)?);
 
     let mut options = CompileOptions::new(&base, work.path());
     options.k = file.k_or_default();
     options.gate = file.gate_or_default();
     options.similarity_min = file.similarity_min;
+    options.candidates = training_candidates(&args)?;
+    options.validation.share = args.validation;
     options.grounding = grounding;
     let progress = Arc::new(StageBars {
         json: args.progress_json,
@@ -354,6 +382,7 @@ pub fn compile(home: &Home, args: CompileArgs, quiet: bool) -> anyhow::Result<()
         "teacher_accounting": accounting,
         "distill": compiled.distill,
         "train": compiled.train,
+        "validation": compiled.validation,
         "recipes": compiled.recipes_stats,
         "recall": compiled.recall.as_ref().map(|r| r.summary.clone()),
         "coverage": compiled.coverage,
@@ -477,6 +506,41 @@ fn print_report(compiled: &Compiled, report: &serde_json::Value, artifact: Optio
         compiled.train.last_loss,
         compiled.train.tokens_per_second
     );
+    match &compiled.validation {
+        None => println!(
+            "validation           off (too few examples, or --validation 0): the last epoch ships"
+        ),
+        Some(v) => {
+            let c = v.chosen();
+            println!(
+                "validation           {} held-out example(s), {} candidate(s): shipped rank {} lr {} epoch {} at {}",
+                v.examples,
+                v.candidates.len(),
+                c.params.rank,
+                c.params.learning_rate,
+                c.best_epoch,
+                v.accuracy().describe()
+            );
+            for r in &v.candidates {
+                let curve: Vec<String> = r
+                    .curve
+                    .iter()
+                    .map(|x| format!("{:.2}", x.value()))
+                    .collect();
+                println!(
+                    "  rank {:<3} lr {:<8} accuracy by epoch {}{}",
+                    r.params.rank,
+                    r.params.learning_rate,
+                    curve.join(", "),
+                    if r.stopped_early {
+                        " (stopped early)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+    }
     println!(
         "recipes              {} context(s), coverage {}",
         compiled.recipes_stats.entries.iter().sum::<u32>(),

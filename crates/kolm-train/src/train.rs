@@ -70,6 +70,11 @@ pub struct TrainConfig {
     pub device: DeviceChoice,
     /// The dtype the frozen base is kept and multiplied in.
     pub precision: Precision,
+    /// When set, the adapter as it stands at the end of every epoch is
+    /// written into this directory as `epoch-N.gguf` (N from 1) and
+    /// [`Progress::epoch_end`] is told, which may end the run there: the
+    /// compiler's validation picks its checkpoint and stops early this way.
+    pub epoch_adapters: Option<PathBuf>,
 }
 
 impl TrainConfig {
@@ -101,6 +106,7 @@ impl TrainConfig {
             memory_limit: None,
             device: DeviceChoice::Auto,
             precision: Precision::Auto,
+            epoch_adapters: None,
         }
     }
 
@@ -162,6 +168,12 @@ pub trait Progress {
         ControlFlow::Continue(())
     }
     fn warn(&mut self, _message: &str) {}
+    /// Called at the end of epoch `epoch` (1-based) with the adapter as it
+    /// stands, when [`TrainConfig::epoch_adapters`] is set. `Break` ends the
+    /// run there, normally: the final adapter is that epoch's.
+    fn epoch_end(&mut self, _epoch: usize, _adapter: &Path) -> ControlFlow<()> {
+        ControlFlow::Continue(())
+    }
 }
 
 /// A [`Progress`] that ignores everything.
@@ -186,6 +198,8 @@ pub struct TrainReport {
     pub seconds: f64,
     pub examples_used: usize,
     pub examples_truncated: usize,
+    /// The epoch after which [`Progress::epoch_end`] ended the run early.
+    pub stopped_after_epoch: Option<usize>,
     pub trainable_parameters: usize,
     /// The device the run computed on: `cpu`, `cuda:0`, `metal:0`.
     pub device: String,
@@ -471,6 +485,14 @@ pub fn train(
     progress.start(total_steps, start);
     let began = Instant::now();
     let mut tokens_seen: u64 = 0;
+    if let Some(dir) = &config.epoch_adapters {
+        std::fs::create_dir_all(dir).map_err(|e| TrainError::Io {
+            path: dir.clone(),
+            source: e,
+        })?;
+    }
+    let mut epochs_done = (start * config.grad_accum) / per_epoch;
+    let mut stopped_after_epoch = None;
     for step in start..total_steps {
         let micro: Vec<Batch> = (0..config.grad_accum)
             .map(|k| {
@@ -550,6 +572,19 @@ pub fn train(
         if flow.is_break() {
             return Err(TrainError::Stopped { step: step + 1 });
         }
+        if let Some(dir) = &config.epoch_adapters {
+            if (step + 1) * config.grad_accum >= (epochs_done + 1) * per_epoch {
+                epochs_done += 1;
+                let path = dir.join(format!("epoch-{epochs_done}.gguf"));
+                write_adapter(&path, &lora, &model.config.arch)?;
+                if progress.epoch_end(epochs_done, &path).is_break() {
+                    if step + 1 < total_steps {
+                        stopped_after_epoch = Some(epochs_done);
+                    }
+                    break;
+                }
+            }
+        }
     }
     let seconds = began.elapsed().as_secs_f64();
     write_adapter(&config.out, &lora, &model.config.arch)?;
@@ -565,6 +600,7 @@ pub fn train(
         losses,
         examples_used: encoded.len(),
         examples_truncated: truncated,
+        stopped_after_epoch,
         trainable_parameters: lora.parameter_count(),
         device: device_name(&device),
         precision: dtype_name(dtype).to_owned(),

@@ -138,17 +138,106 @@ pub struct TrainSummary {
     pub params: serde_json::Value,
 }
 
+/// The settings of one training run the compile may try.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HyperParams {
+    /// LoRA rank.
+    pub rank: u32,
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    /// Most passes over the data (validation may stop earlier).
+    pub epochs: u32,
+}
+
+/// Called at the end of each epoch (1-based) with the adapter as it stands;
+/// `Break` ends the run there.
+pub type OnEpoch<'a> = dyn FnMut(u32, &Path) -> std::ops::ControlFlow<()> + 'a;
+
 /// LoRA training. Implemented over `kolm-train` by `kolmctl`; called from a
 /// blocking thread.
 pub trait AdapterTrainer: Send + Sync {
-    /// Trains an adapter on `conversations` (each ends with the assistant's
-    /// answer; the loss covers that answer only) and writes it to `out`.
+    /// Trains an adapter with `params` on `conversations` (each ends with
+    /// the assistant's answer; the loss covers that answer only) and writes
+    /// it to `out`. With `epochs_dir`, each epoch's adapter is written
+    /// there and `on_epoch` is called with it.
     fn train(
         &self,
         conversations: &[Vec<Message>],
+        params: HyperParams,
         out: &Path,
+        epochs_dir: Option<&Path>,
+        on_epoch: &mut OnEpoch<'_>,
         progress: &dyn CompileProgress,
     ) -> Result<TrainSummary, String>;
+}
+
+/// Validation inside the compile: a share of the training examples is held
+/// out, each candidate's adapter is judged on it after every epoch (the
+/// verifier's verdict against the references), and the compile keeps the
+/// checkpoint with the best validation accuracy.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ValidationParams {
+    /// Share of the training examples held out; 0 turns validation off.
+    pub share: f64,
+    /// At least this many are held out (and validation is off when fewer
+    /// than twice as many examples are there).
+    pub min: usize,
+    /// Stop a run after this many epochs without a better accuracy.
+    pub patience: u32,
+    /// Seed of the split.
+    pub seed: u64,
+}
+
+impl Default for ValidationParams {
+    fn default() -> Self {
+        ValidationParams {
+            share: 0.2,
+            min: 4,
+            patience: 2,
+            seed: 0,
+        }
+    }
+}
+
+/// One candidate's validation curve.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CandidateRun {
+    /// Its settings.
+    pub params: HyperParams,
+    /// Validation accuracy after each epoch it ran.
+    pub curve: Vec<eval::Rate>,
+    /// The epoch whose adapter it keeps (the first with the best accuracy).
+    pub best_epoch: u32,
+    /// Whether it stopped before its last epoch.
+    pub stopped_early: bool,
+    /// Training loss at its first and last step.
+    pub first_loss: f64,
+    /// See `first_loss`.
+    pub last_loss: f64,
+}
+
+/// What validation chose.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ValidationReport {
+    /// Examples held out for validation (not trained on).
+    pub examples: usize,
+    /// Every candidate, in the order tried.
+    pub candidates: Vec<CandidateRun>,
+    /// Index of the one shipped.
+    pub chosen: usize,
+}
+
+impl ValidationReport {
+    /// The shipped candidate.
+    pub fn chosen(&self) -> &CandidateRun {
+        &self.candidates[self.chosen]
+    }
+
+    /// The shipped checkpoint's validation accuracy.
+    pub fn accuracy(&self) -> eval::Rate {
+        let c = self.chosen();
+        c.curve[c.best_epoch as usize - 1]
+    }
 }
 
 /// The recall index a compile built from the task's corpus.
@@ -199,6 +288,11 @@ pub struct CompileOptions {
     pub grounding: Option<Arc<dyn Grounding>>,
     /// The free-text similarity threshold, when the task sets one.
     pub similarity_min: Option<f64>,
+    /// The training settings to try (at least one); with validation the
+    /// best on the held-out share ships, without it the first.
+    pub candidates: Vec<HyperParams>,
+    /// Validation inside the compile.
+    pub validation: ValidationParams,
 }
 
 impl CompileOptions {
@@ -215,6 +309,12 @@ impl CompileOptions {
             teacher_bytes: None,
             grounding: None,
             similarity_min: None,
+            candidates: vec![HyperParams {
+                rank: 8,
+                learning_rate: 1e-3,
+                epochs: 3,
+            }],
+            validation: ValidationParams::default(),
         }
     }
 }
@@ -337,8 +437,10 @@ pub struct Compiled {
     pub passed_gate: bool,
     /// Distillation.
     pub distill: DistillReport,
-    /// Training.
+    /// Training (the shipped candidate's run).
     pub train: TrainSummary,
+    /// What validation chose, when it ran.
+    pub validation: Option<ValidationReport>,
     /// Recipe pack statistics.
     pub recipes_stats: PackStats,
     /// Coverage of the held-out references.
@@ -492,26 +594,36 @@ pub async fn compile(
         }
     };
 
+    // How the student is evaluated, on the validation share and the
+    // held-out tests alike, and so how kolmd serves it.
+    let serving = Serving::greedy(max_tokens, verifier.shape_grammar());
+    let (fit, held) = validation_split(&task.train, options.validation)?;
+    if held.is_empty() && options.validation.share > 0.0 {
+        progress.note(&format!(
+            "validation off: {} training example(s), fewer than {}",
+            task.train.len(),
+            2 * options.validation.min
+        ));
+    }
+
     // Distill.
-    let (t0, started) = clock.run_start(Stage::Distill, task.train.len() as u64);
+    let (t0, started) = clock.run_start(Stage::Distill, fit.len() as u64);
     let teacher_prompts = grounded(
         options,
-        task.train
-            .iter()
+        fit.iter()
             .map(|e| prompts::teacher_prompt(task, e, options.shots))
             .collect(),
     )
     .await?;
     let student_prompts = grounded(
         options,
-        task.train
-            .iter()
+        fit.iter()
             .map(|e| prompts::student_messages(&e.input))
             .collect(),
     )
     .await?;
     let (winners, distill) = distill(
-        task,
+        &fit,
         &teacher,
         &verifier,
         options,
@@ -550,19 +662,33 @@ pub async fn compile(
         receipt_key,
     );
 
-    // Train.
+    // Train: every candidate, each epoch judged on the validation share
+    // when there is one; the best checkpoint ships.
     let adapter = options.work_dir.join("adapter.gguf");
     let (t0, started) = clock.run_start(Stage::Train, 0);
-    let train = {
-        let trainer = Arc::clone(&trainer);
-        let winners = winners.clone();
-        let out = adapter.clone();
-        let progress = Arc::clone(&progress);
-        blocking("train", move || {
-            trainer.train(&winners, &out, progress.as_ref())
-        })
-        .await?
-        .map_err(CompileError::Train)?
+    let validation_prompts = grounded(
+        options,
+        held.iter()
+            .map(|e| prompts::student_messages(&e.input))
+            .collect(),
+    )
+    .await?;
+    let (train, validation) = {
+        let job = TrainJob {
+            trainer: Arc::clone(&trainer),
+            engine: Arc::clone(&engine),
+            verifier: verifier.clone(),
+            serving: serving.clone(),
+            winners: winners.clone(),
+            held: held.clone(),
+            validation_prompts,
+            candidates: options.candidates.clone(),
+            patience: options.validation.patience,
+            work_dir: options.work_dir.clone(),
+            out: adapter.clone(),
+            progress: Arc::clone(&progress),
+        };
+        blocking("train", move || job.run()).await??
     };
     let finished = clock.finish(Stage::Train, t0);
     receipts.append(
@@ -573,7 +699,13 @@ pub async fn compile(
                 dref("winners.jsonl", &winners_json),
             ],
             outputs: vec![file_ref("adapter/lora.gguf", &adapter)?],
-            params: digest_ref(crate::digest::canonical_json(&train.params).as_bytes()),
+            params: digest_ref(
+                crate::digest::canonical_json(&serde_json::json!({
+                    "train": train.params,
+                    "validation": validation,
+                }))
+                .as_bytes(),
+            ),
             started,
             finished,
             prev: None,
@@ -623,7 +755,6 @@ pub async fn compile(
 
     // Evaluate.
     let (t0, started) = clock.run_start(Stage::Evaluate, 3 * task.tests.len() as u64);
-    let serving = Serving::greedy(max_tokens, verifier.shape_grammar());
     let eval = evaluate(
         task,
         &teacher,
@@ -680,6 +811,7 @@ pub async fn compile(
     params.insert("tests".into(), serde_json::json!(task.tests.len()));
     params.insert("split".into(), serde_json::json!(task.split));
     params.insert("train".into(), train.params.clone());
+    params.insert("validation".into(), serde_json::json!(validation));
     params.insert("mine".into(), serde_json::json!(options.mine));
     params.insert("recipes".into(), serde_json::json!(pack.stats()));
     params.insert("coverage".into(), serde_json::json!(coverage));
@@ -710,6 +842,7 @@ pub async fn compile(
         passed_gate,
         distill,
         train,
+        validation,
         recipes_stats: pack.stats(),
         coverage,
         teacher: teacher.accounting(),
@@ -717,6 +850,189 @@ pub async fn compile(
         receipts,
         params,
     })
+}
+
+/// Splits the training examples into (fit, validation): a seeded share,
+/// at least `params.min`, held out; nothing held out when validation is off
+/// or fewer than `2 × min` examples are there.
+fn validation_split(
+    examples: &[Example],
+    params: ValidationParams,
+) -> Result<(Vec<Example>, Vec<Example>), CompileError> {
+    let n = examples.len();
+    if params.share <= 0.0 || n < 2 * params.min.max(1) {
+        return Ok((examples.to_vec(), Vec::new()));
+    }
+    let share = params.share.max(params.min as f64 / n as f64).min(0.5);
+    let (fit, held, _) = crate::task::split_examples(
+        examples.to_vec(),
+        crate::task::SplitParams {
+            seed: params.seed,
+            holdout: share,
+        },
+    )
+    .map_err(|e| CompileError::Train(format!("validation split: {e}")))?;
+    Ok((fit, held))
+}
+
+/// The train stage's work, moved onto a blocking thread whole.
+struct TrainJob {
+    trainer: Arc<dyn AdapterTrainer>,
+    engine: Arc<dyn StudentEngine>,
+    verifier: Verifier,
+    serving: Serving,
+    winners: Vec<Vec<Message>>,
+    held: Vec<Example>,
+    validation_prompts: Vec<Vec<Message>>,
+    candidates: Vec<HyperParams>,
+    patience: u32,
+    work_dir: PathBuf,
+    out: PathBuf,
+    progress: Arc<dyn CompileProgress>,
+}
+
+impl TrainJob {
+    /// Trains every candidate (only the first without validation) and
+    /// copies the best checkpoint to `out`.
+    fn run(self) -> Result<(TrainSummary, Option<ValidationReport>), CompileError> {
+        let first = *self
+            .candidates
+            .first()
+            .ok_or_else(|| CompileError::Train("no training settings to try".into()))?;
+        if self.held.is_empty() {
+            let summary = self
+                .trainer
+                .train(
+                    &self.winners,
+                    first,
+                    &self.out,
+                    None,
+                    &mut |_, _| std::ops::ControlFlow::Continue(()),
+                    self.progress.as_ref(),
+                )
+                .map_err(CompileError::Train)?;
+            return Ok((summary, None));
+        }
+        let mut runs: Vec<(CandidateRun, TrainSummary, PathBuf)> = Vec::new();
+        for (i, params) in self.candidates.iter().copied().enumerate() {
+            let dir = self.work_dir.join(format!("candidate-{i}"));
+            std::fs::create_dir_all(&dir).map_err(|source| CompileError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            let best_path = dir.join("best.gguf");
+            let mut curve: Vec<eval::Rate> = Vec::new();
+            let mut best: Option<(u32, usize)> = None;
+            let mut failure: Option<CompileError> = None;
+            let mut on_epoch = |epoch: u32, adapter: &Path| -> std::ops::ControlFlow<()> {
+                let rate = match self.validate(adapter) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        failure = Some(e);
+                        return std::ops::ControlFlow::Break(());
+                    }
+                };
+                curve.push(rate);
+                self.progress.note(&format!(
+                    "rank {} lr {} epoch {epoch}: validation accuracy {}",
+                    params.rank,
+                    params.learning_rate,
+                    rate.describe()
+                ));
+                if best.is_none_or(|(_, passed)| rate.passed > passed) {
+                    if let Err(e) = std::fs::copy(adapter, &best_path) {
+                        failure = Some(CompileError::Io {
+                            path: best_path.clone(),
+                            source: e,
+                        });
+                        return std::ops::ControlFlow::Break(());
+                    }
+                    best = Some((epoch, rate.passed));
+                }
+                let since = epoch - best.map_or(0, |(e, _)| e);
+                if since >= self.patience {
+                    std::ops::ControlFlow::Break(())
+                } else {
+                    std::ops::ControlFlow::Continue(())
+                }
+            };
+            let summary = self
+                .trainer
+                .train(
+                    &self.winners,
+                    params,
+                    &dir.join("final.gguf"),
+                    Some(&dir.join("epochs")),
+                    &mut on_epoch,
+                    self.progress.as_ref(),
+                )
+                .map_err(CompileError::Train);
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            let summary = summary?;
+            let (best_epoch, _) = best.ok_or_else(|| {
+                CompileError::Train("training ended before its first epoch".into())
+            })?;
+            runs.push((
+                CandidateRun {
+                    params,
+                    stopped_early: (curve.len() as u32) < params.epochs,
+                    curve,
+                    best_epoch,
+                    first_loss: summary.first_loss,
+                    last_loss: summary.last_loss,
+                },
+                summary,
+                best_path,
+            ));
+        }
+        // The best validation accuracy; ties go to the earlier candidate.
+        let chosen = runs
+            .iter()
+            .enumerate()
+            .max_by(|(i, a), (j, b)| {
+                let acc = |r: &CandidateRun| r.curve[r.best_epoch as usize - 1].passed;
+                acc(&a.0).cmp(&acc(&b.0)).then(j.cmp(i))
+            })
+            .map(|(i, _)| i)
+            .expect("at least one candidate ran");
+        std::fs::copy(&runs[chosen].2, &self.out).map_err(|e| CompileError::Io {
+            path: self.out.clone(),
+            source: e,
+        })?;
+        let summary = runs[chosen].1.clone();
+        let report = ValidationReport {
+            examples: self.held.len(),
+            candidates: runs.into_iter().map(|(c, _, _)| c).collect(),
+            chosen,
+        };
+        Ok((summary, Some(report)))
+    }
+
+    /// The validation accuracy of `adapter`: greedy answers, as served,
+    /// judged against the held-out examples' references.
+    fn validate(&self, adapter: &Path) -> Result<eval::Rate, CompileError> {
+        let answers = self
+            .engine
+            .answer_all(
+                Some(adapter),
+                &self.validation_prompts,
+                &self.serving,
+                &|| {},
+            )
+            .map_err(CompileError::Student)?;
+        let passed = self
+            .held
+            .iter()
+            .zip(&answers)
+            .filter(|(e, a)| self.verifier.judge_example(e, a.text.trim()).passed)
+            .count();
+        Ok(eval::Rate {
+            passed,
+            n: self.held.len(),
+        })
+    }
 }
 
 /// Grounds every conversation when the task has a corpus (off the async
@@ -739,11 +1055,11 @@ async fn grounded(
 }
 
 /// k samples per training example (`teacher_prompts[i]` for
-/// `task.train[i]`); the verifier's pick wins, else the reference. Returns
+/// `examples[i]`); the verifier's pick wins, else the reference. Returns
 /// the training conversations (`student_prompts[i]` + winner).
 #[allow(clippy::too_many_arguments)]
 async fn distill(
-    task: &Task,
+    examples: &[Example],
     teacher: &Arc<Teacher>,
     verifier: &Verifier,
     options: &CompileOptions,
@@ -767,7 +1083,7 @@ async fn distill(
         });
     }
     let mut samples: Vec<Vec<Result<crate::teacher::Completion, TeacherError>>> =
-        (0..task.train.len()).map(|_| Vec::new()).collect();
+        (0..examples.len()).map(|_| Vec::new()).collect();
     let mut budget: Option<TeacherError> = None;
     while let Some(joined) = set.join_next().await {
         let (i, results) = joined.map_err(|_| CompileError::Join("distill"))?;
@@ -789,18 +1105,18 @@ async fn distill(
             source,
             done: format!(
                 "{answered} of {} training examples got all {} samples before it",
-                task.train.len(),
+                examples.len(),
                 options.k
             ),
         });
     }
     let mut report = DistillReport {
-        examples: task.train.len(),
+        examples: examples.len(),
         ..DistillReport::default()
     };
     let mut winners = Vec::new();
     let (mut passed, mut judged) = (0usize, 0usize);
-    for ((example, results), mut conv) in task.train.iter().zip(samples).zip(student_prompts) {
+    for ((example, results), mut conv) in examples.iter().zip(samples).zip(student_prompts) {
         let mut texts = Vec::new();
         let mut first_error = None;
         for r in results {
