@@ -138,9 +138,11 @@ pub struct CompileArgs {
     /// Chunks recalled per prompt, 1 to 32 [default: 4, what kolmd recalls per request].
     #[arg(long, value_name = "K")]
     pub recall_k: Option<usize>,
-    /// The base model: a GGUF file, a .kolm artifact, or an installed artifact's name.
+    /// The base model: a GGUF file, a .kolm artifact, or an installed
+    /// artifact's name. Give it several times to try each, smallest first,
+    /// and ship the smallest whose K passes the gate.
     #[arg(long, value_name = "MODEL.gguf|ARTIFACT|NAME")]
-    pub base: Option<String>,
+    pub base: Vec<String>,
     /// The teacher: openai:MODEL or anthropic:MODEL.
     #[arg(long, value_name = "PROVIDER:MODEL")]
     pub teacher: Option<String>,
@@ -154,6 +156,10 @@ pub struct CompileArgs {
     /// answer is correct, in (0, 1] [default: inferred from the references].
     #[arg(long, value_name = "S")]
     pub similarity_min: Option<f64>,
+    /// Ask the teacher for N new inputs in phrasings unlike the examples,
+    /// label each k times and train on those whose labels agree.
+    #[arg(long, value_name = "N")]
+    pub synthesize: Option<usize>,
     /// Teacher budget in USD (needs a price for the model in the task file).
     #[arg(long, value_name = "USD")]
     pub max_cost: Option<f64>,

@@ -9,6 +9,7 @@ mod commands;
 mod daemon;
 mod exit;
 mod grounding;
+mod known_bases;
 mod output;
 mod progress;
 mod student;

@@ -260,5 +260,5 @@ fn a_bad_corpus_is_refused_before_the_teacher() {
 fn missing_required_fields_are_listed() {
     let c = Case::new();
     let out = c.compile(&[], &[]);
-    c.fails_with(out, &["missing required field(s)", "base", "teacher"]);
+    c.fails_with(out, &["missing required field(s): teacher"]);
 }

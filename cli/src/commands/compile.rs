@@ -53,6 +53,7 @@ fn flags_as_task_file(args: &CompileArgs) -> TaskFile {
         k: args.k,
         gate: args.gate,
         similarity_min: args.similarity_min,
+        synthesize: args.synthesize,
         max_cost: args.max_cost,
         key: args.key.clone(),
         out: args.out.clone(),
@@ -151,6 +152,73 @@ fn resolve_base(home: &Home, base: &str, work: &Path) -> anyhow::Result<PathBuf>
         .entry_blob(&record, names::BASE)?
         .context("the installed artifact has no base model")?;
     Ok(blob.path)
+}
+
+/// A base the compile may train: where it came from, its GGUF, its size, its
+/// work directory and its loaded chat template.
+struct BaseCandidate {
+    spec: String,
+    path: PathBuf,
+    bytes: u64,
+    dir: PathBuf,
+    chat: Arc<BaseChat>,
+}
+
+/// The bases to try, smallest first, each loaded and checked before any
+/// teacher call: the given ones (a base that cannot serve chats is an error),
+/// or without any, every base this machine knows that has a chat template.
+fn candidate_bases(
+    home: &Home,
+    given: &[String],
+    work: &Path,
+    quiet: bool,
+) -> anyhow::Result<Vec<BaseCandidate>> {
+    let known = given.is_empty();
+    let specs = if known {
+        let specs = crate::known_bases::known_bases(home)?;
+        if !quiet && !specs.is_empty() {
+            eprintln!(
+                "no --base given: trying the known bases {}",
+                specs.join(", ")
+            );
+        }
+        specs
+    } else {
+        given.to_vec()
+    };
+    let mut bases = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let dir = work.join(format!("base-{i}"));
+        std::fs::create_dir_all(&dir).context("cannot create a work directory")?;
+        let path = resolve_base(home, spec, &dir)?;
+        let bytes = std::fs::metadata(&path)
+            .with_context(|| format!("cannot read the base {spec}"))?
+            .len();
+        let chat = match BaseChat::load(&path) {
+            Ok(chat) => Arc::new(chat),
+            Err(e) if known => {
+                if !quiet {
+                    eprintln!("skipping the known base {spec}: {e:#}");
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        bases.push(BaseCandidate {
+            spec: spec.clone(),
+            path,
+            bytes,
+            dir,
+            chat,
+        });
+    }
+    if bases.is_empty() {
+        bail!(
+            "no base given and none known: pass --base MODEL.gguf (an instruct model with a chat template, or an installed artifact), install an artifact with `kolmctl install`, or fetch the fixture bases with scripts/fixtures.sh"
+        );
+    }
+    bases.sort_by_key(|b| b.bytes);
+    Ok(bases)
 }
 
 /// Progress for people (a bar per stage) or for programs (JSON lines).
@@ -281,7 +349,6 @@ pub fn compile(home: &Home, args: CompileArgs, quiet: bool) -> anyhow::Result<()
         .prefix("kolm-compile-")
         .tempdir()
         .context("cannot create a work directory")?;
-    let base = resolve_base(home, file.base.as_deref().expect("validated"), work.path())?;
     let grounding = match &file.corpus {
         None => None,
         Some(corpus) => {
@@ -293,18 +360,10 @@ pub fn compile(home: &Home, args: CompileArgs, quiet: bool) -> anyhow::Result<()
             Some(Arc::new(recall) as Arc<dyn pipeline::Grounding>)
         }
     };
+    // Every base, smallest first: the smallest whose K passes the gate ships.
+    let bases = candidate_bases(home, &file.base, work.path(), quiet)?;
     let threads = args.threads.unwrap_or_else(default_threads);
-    let chat = Arc::new(BaseChat::load(&base)?);
-    let student = Arc::new(LlamaStudent::new(Arc::clone(&chat), threads as i32));
-    let trainer = Arc::new(crate::trainer::LoraTrainer::new(&base, chat)?);
-
-    let mut options = CompileOptions::new(&base, work.path());
-    options.k = file.k_or_default();
-    options.gate = file.gate_or_default();
-    options.similarity_min = file.similarity_min;
-    options.candidates = training_candidates(&args)?;
-    options.validation.share = args.validation;
-    options.grounding = grounding;
+    let candidates = training_candidates(&args)?;
     let progress = Arc::new(StageBars {
         json: args.progress_json,
         bar: Mutex::new(None),
@@ -314,15 +373,61 @@ pub fn compile(home: &Home, args: CompileArgs, quiet: bool) -> anyhow::Result<()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let compiled = runtime.block_on(pipeline::compile(
-        &task,
-        Arc::clone(&teacher),
-        student,
-        trainer,
-        &options,
-        &receipt_key,
-        progress.clone(),
-    ))?;
+    let mut tried: Vec<serde_json::Value> = Vec::new();
+    let mut best: Option<(Compiled, PathBuf, CompileOptions)> = None;
+    for BaseCandidate {
+        spec,
+        path: base,
+        bytes,
+        dir,
+        chat,
+    } in &bases
+    {
+        if bases.len() > 1 {
+            progress.note(&format!("base {spec} ({})", output::size(*bytes)));
+        }
+        let chat = Arc::clone(chat);
+        let student = Arc::new(LlamaStudent::new(Arc::clone(&chat), threads as i32));
+        let trainer = Arc::new(crate::trainer::LoraTrainer::new(base, chat)?);
+        let mut options = CompileOptions::new(base, dir);
+        options.k = file.k_or_default();
+        options.gate = file.gate_or_default();
+        options.similarity_min = file.similarity_min;
+        options.candidates = candidates.clone();
+        options.validation.share = args.validation;
+        options.synthesize = file.synthesize.unwrap_or(0);
+        options.grounding = grounding.clone();
+        let compiled = runtime.block_on(pipeline::compile(
+            &task,
+            Arc::clone(&teacher),
+            student,
+            trainer,
+            &options,
+            &receipt_key,
+            progress.clone(),
+        ))?;
+        tried.push(json!({
+            "base": spec,
+            "bytes": bytes,
+            "k": compiled.kscore.k,
+            "accuracy": compiled.kscore_inputs.student_pass_rate,
+            "passed_gate": compiled.passed_gate,
+        }));
+        let passed = compiled.passed_gate;
+        let better = best
+            .as_ref()
+            .is_none_or(|(b, _, _)| !b.passed_gate && compiled.kscore.k > b.kscore.k);
+        if better {
+            best = Some((compiled, base.clone(), options));
+        }
+        if passed {
+            break;
+        }
+    }
+    let (mut compiled, base, options) = best.expect("validate requires a base");
+    compiled
+        .params
+        .insert("base_candidates".into(), json!(tried));
 
     let below_gate = !compiled.passed_gate && !args.force;
     let sealed = if below_gate {
@@ -383,6 +488,9 @@ pub fn compile(home: &Home, args: CompileArgs, quiet: bool) -> anyhow::Result<()
         "distill": compiled.distill,
         "train": compiled.train,
         "validation": compiled.validation,
+        "synthesis": compiled.synthesis,
+        "base": base,
+        "base_candidates": tried,
         "recipes": compiled.recipes_stats,
         "recall": compiled.recall.as_ref().map(|r| r.summary.clone()),
         "coverage": compiled.coverage,
@@ -506,6 +614,28 @@ fn print_report(compiled: &Compiled, report: &serde_json::Value, artifact: Optio
         compiled.train.last_loss,
         compiled.train.tokens_per_second
     );
+    if let Some(tried) = report["base_candidates"].as_array().filter(|t| t.len() > 1) {
+        for t in tried {
+            println!(
+                "base candidate       {} ({}): K {:.3}, accuracy {:.2}{}",
+                t["base"].as_str().unwrap_or("?"),
+                output::size(t["bytes"].as_u64().unwrap_or(0)),
+                t["k"].as_f64().unwrap_or(0.0),
+                t["accuracy"].as_f64().unwrap_or(0.0),
+                if t["passed_gate"].as_bool() == Some(true) {
+                    ", passes the gate"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    if let Some(r) = &compiled.synthesis {
+        println!(
+            "synthesis            {} of {} input(s) kept ({} received, {} duplicate(s), {} failed the gates, {} disagreed; {} request(s))",
+            r.kept, r.requested, r.received, r.duplicates, r.failed_gates, r.disagreed, r.requests
+        );
+    }
     match &compiled.validation {
         None => println!(
             "validation           off (too few examples, or --validation 0): the last epoch ships"

@@ -481,12 +481,13 @@ pub fn compile_via_daemon(home: &Home, args: &crate::cli::CompileArgs) -> anyhow
         output::json(&full)?;
     } else {
         if let Some(k) = report["k_score"].as_f64() {
-            println!(
-                "K-score {k:.3}; held-out pass rate student {:.0}%, base {:.0}%, teacher {:.0}%",
-                report["student_pass_rate"].as_f64().unwrap_or(0.0) * 100.0,
-                report["base_pass_rate"].as_f64().unwrap_or(0.0) * 100.0,
-                report["teacher_pass_rate"].as_f64().unwrap_or(0.0) * 100.0
-            );
+            println!("K-score {k:.3}");
+        }
+        // The same accuracy lines as a local compile, from the report.
+        if let Ok(scores) = serde_json::from_value::<kolm_compile::pipeline::eval::AllScores>(
+            report["accuracy"].clone(),
+        ) {
+            super::compile::print_scores(&scores);
         }
         if let Some(i) = &result.installed {
             println!("kolmd installed {i}");

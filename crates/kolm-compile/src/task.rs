@@ -574,6 +574,20 @@ pub fn split_examples(
     Ok((train, held, record))
 }
 
+/// A string or a list of strings.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
 /// The `kolm.toml` task file: the same fields as `kolmctl compile`'s flags,
 /// plus teacher settings and prices. Every field is optional here; flags
 /// [`overlay`](TaskFile::overlay) the file and [`validate`](TaskFile::validate)
@@ -597,8 +611,14 @@ pub struct TaskFile {
     /// Chunks recalled per prompt, 1 to 32 [default: 4, what kolmd recalls
     /// per request].
     pub recall_k: Option<usize>,
-    /// The base: a GGUF path, an artifact or a name.
-    pub base: Option<String>,
+    /// The base: a GGUF path, an artifact or a name; or a list of them, of
+    /// which the compile ships the smallest whose K passes the gate.
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub base: Vec<String>,
     /// The teacher, `PROVIDER:MODEL`.
     pub teacher: Option<String>,
     /// Teacher samples per example.
@@ -609,6 +629,9 @@ pub struct TaskFile {
     /// above which an answer counts as correct, in (0, 1] [default:
     /// inferred from the references, see `docs/compile.md`].
     pub similarity_min: Option<f64>,
+    /// Synthetic inputs to ask the teacher for, in phrasings unlike the
+    /// examples [default: 0].
+    pub synthesize: Option<usize>,
     /// Teacher budget in USD.
     pub max_cost: Option<f64>,
     /// Signing key name.
@@ -682,17 +705,20 @@ impl TaskFile {
             corpus,
             embedder,
             recall_k,
-            base,
             teacher,
             k,
             gate,
             similarity_min,
+            synthesize,
             max_cost,
             key,
             out,
             split,
             teacher_config
         );
+        if !flags.base.is_empty() {
+            self.base = flags.base;
+        }
         self.prices.extend(flags.prices);
         self
     }
@@ -702,7 +728,6 @@ impl TaskFile {
         let missing: Vec<&str> = [
             ("task", self.task.is_none()),
             ("examples", self.examples.is_none()),
-            ("base", self.base.is_none()),
             ("teacher", self.teacher.is_none()),
             ("out", self.out.is_none()),
         ]
@@ -1025,13 +1050,20 @@ output_per_mtok = 0.6
             .to_string()
             .contains("k must be"));
 
+        let two =
+            TaskFile::parse(r#"base = ["a.gguf", "b.gguf"]"#, Path::new("kolm.toml")).unwrap();
+        assert_eq!(two.base, ["a.gguf", "b.gguf"]);
+        let one = TaskFile::parse(r#"base = "a.gguf""#, Path::new("kolm.toml")).unwrap();
+        assert_eq!(one.clone().overlay(two.clone()).base, two.base);
+        assert_eq!(one.clone().overlay(TaskFile::default()).base, one.base);
+
         let e = TaskFile::parse("tsak = 1", Path::new("kolm.toml")).unwrap_err();
         assert!(
             e.to_string().contains("kolm.toml") && e.to_string().contains("tsak"),
             "{e}"
         );
         let e = TaskFile::default().validate().unwrap_err().to_string();
-        assert!(e.contains("task, examples, base, teacher, out"), "{e}");
+        assert!(e.contains("task, examples, teacher, out"), "{e}");
         let bad = TaskFile {
             gate: Some(1.5),
             ..TaskFile::parse(text, Path::new("kolm.toml")).unwrap()

@@ -23,6 +23,7 @@
 pub mod eval;
 pub mod prompts;
 mod seal;
+pub mod synthesize;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -50,6 +51,8 @@ pub use seal::{seal, SealError, SealInputs};
 pub enum Stage {
     /// Building the recall index of the corpus (only with a corpus).
     Index,
+    /// Synthetic inputs from the teacher (only with `--synthesize`).
+    Synthesize,
     /// k teacher samples per example, the verifier picks the winner.
     Distill,
     /// LoRA training on the winners.
@@ -67,6 +70,7 @@ impl Stage {
     pub fn name(self) -> &'static str {
         match self {
             Stage::Index => "index",
+            Stage::Synthesize => "synthesize",
             Stage::Distill => "distill",
             Stage::Train => "train",
             Stage::Decompose => "decompose",
@@ -293,6 +297,8 @@ pub struct CompileOptions {
     pub candidates: Vec<HyperParams>,
     /// Validation inside the compile.
     pub validation: ValidationParams,
+    /// Synthetic inputs to ask the teacher for (0: none).
+    pub synthesize: usize,
 }
 
 impl CompileOptions {
@@ -315,6 +321,7 @@ impl CompileOptions {
                 epochs: 3,
             }],
             validation: ValidationParams::default(),
+            synthesize: 0,
         }
     }
 }
@@ -441,6 +448,8 @@ pub struct Compiled {
     pub train: TrainSummary,
     /// What validation chose, when it ran.
     pub validation: Option<ValidationReport>,
+    /// What synthesis did, when it ran.
+    pub synthesis: Option<synthesize::SynthesisReport>,
     /// Recipe pack statistics.
     pub recipes_stats: PackStats,
     /// Coverage of the held-out references.
@@ -597,7 +606,7 @@ pub async fn compile(
     // How the student is evaluated, on the validation share and the
     // held-out tests alike, and so how kolmd serves it.
     let serving = Serving::greedy(max_tokens, verifier.shape_grammar());
-    let (fit, held) = validation_split(&task.train, options.validation)?;
+    let (mut fit, held) = validation_split(&task.train, options.validation)?;
     if held.is_empty() && options.validation.share > 0.0 {
         progress.note(&format!(
             "validation off: {} training example(s), fewer than {}",
@@ -605,6 +614,51 @@ pub async fn compile(
             2 * options.validation.min
         ));
     }
+
+    // Synthesize: new inputs from the teacher join the training examples.
+    let synthesis = if options.synthesize == 0 {
+        None
+    } else {
+        let (t0, started) = clock.run_start(Stage::Synthesize, options.synthesize as u64);
+        let (synthetic, report) = synthesize_inputs(
+            task,
+            &teacher,
+            &verifier,
+            options,
+            max_tokens,
+            progress.as_ref(),
+        )
+        .await?;
+        let finished = clock.finish(Stage::Synthesize, t0);
+        let synthetic_json: Vec<u8> = synthetic
+            .iter()
+            .flat_map(|e| {
+                let mut l = serde_json::to_vec(e).expect("examples serialize");
+                l.push(b'\n');
+                l
+            })
+            .collect();
+        receipts.append(
+            Receipt {
+                step: "synthesize".into(),
+                inputs: vec![dref("examples.jsonl", &examples_json)],
+                outputs: vec![dref("synthetic.jsonl", &synthetic_json)],
+                params: digest_ref(
+                    crate::digest::canonical_json(&serde_json::json!({
+                        "teacher": teacher_id, "requested": options.synthesize, "k": options.k,
+                        "report": report,
+                    }))
+                    .as_bytes(),
+                ),
+                started,
+                finished,
+                prev: None,
+            },
+            receipt_key,
+        );
+        fit.extend(synthetic);
+        Some(report)
+    };
 
     // Distill.
     let (t0, started) = clock.run_start(Stage::Distill, fit.len() as u64);
@@ -812,6 +866,9 @@ pub async fn compile(
     params.insert("split".into(), serde_json::json!(task.split));
     params.insert("train".into(), train.params.clone());
     params.insert("validation".into(), serde_json::json!(validation));
+    if let Some(r) = &synthesis {
+        params.insert("synthesis".into(), serde_json::json!(r));
+    }
     params.insert("mine".into(), serde_json::json!(options.mine));
     params.insert("recipes".into(), serde_json::json!(pack.stats()));
     params.insert("coverage".into(), serde_json::json!(coverage));
@@ -843,6 +900,7 @@ pub async fn compile(
         distill,
         train,
         validation,
+        synthesis,
         recipes_stats: pack.stats(),
         coverage,
         teacher: teacher.accounting(),
@@ -850,6 +908,104 @@ pub async fn compile(
         receipts,
         params,
     })
+}
+
+/// Asks the teacher for `options.synthesize` new inputs, drops duplicates
+/// and near-duplicates of every example and test, labels the rest k times
+/// and keeps those whose labels pass the gates and agree.
+async fn synthesize_inputs(
+    task: &Task,
+    teacher: &Arc<Teacher>,
+    verifier: &Verifier,
+    options: &CompileOptions,
+    max_tokens: u32,
+    progress: &dyn CompileProgress,
+) -> Result<(Vec<Example>, synthesize::SynthesisReport), CompileError> {
+    let mut report = synthesize::SynthesisReport {
+        requested: options.synthesize,
+        ..Default::default()
+    };
+    let budget = |e: TeacherError, done: String| match e {
+        e @ TeacherError::BudgetExhausted { .. } => CompileError::Budget { source: e, done },
+        e => CompileError::Teacher(e),
+    };
+    let mut known: Vec<String> = task
+        .train
+        .iter()
+        .chain(&task.tests)
+        .map(|e| prompts::render_input(&e.input))
+        .collect();
+    let mut inputs: Vec<String> = Vec::new();
+    let batches = options.synthesize.div_ceil(synthesize::BATCH);
+    for b in 0..batches {
+        let n = synthesize::BATCH.min(options.synthesize - b * synthesize::BATCH);
+        let request = ChatRequest {
+            messages: synthesize::request_messages(task, n, b),
+            temperature: 1.0,
+            max_tokens: (n as u32 * 64 + 64).min(4096),
+            seed: Some(b as u64),
+        };
+        report.requests += 1;
+        let reply = teacher.complete(&request).await.map_err(|e| {
+            budget(
+                e,
+                format!(
+                    "synthesis got {} of {} inputs before it",
+                    inputs.len(),
+                    options.synthesize
+                ),
+            )
+        })?;
+        for input in synthesize::parse_inputs(&reply.text).into_iter().take(n) {
+            report.received += 1;
+            if synthesize::is_near_duplicate(&input, &known) {
+                report.duplicates += 1;
+                continue;
+            }
+            known.push(input.clone());
+            inputs.push(input);
+        }
+    }
+    let unlabelled: Vec<Example> = inputs
+        .iter()
+        .map(|i| Example {
+            output: None,
+            ..synthesize::example(i.clone(), String::new())
+        })
+        .collect();
+    let prompts = grounded(
+        options,
+        unlabelled
+            .iter()
+            .map(|e| prompts::teacher_prompt(task, e, options.shots))
+            .collect(),
+    )
+    .await?;
+    let mut kept = Vec::new();
+    for (input, messages) in inputs.into_iter().zip(prompts) {
+        let samples = teacher
+            .sample_k(&messages, options.k, options.temperature, max_tokens)
+            .await;
+        let mut texts = Vec::with_capacity(samples.len());
+        for s in samples {
+            texts.push(
+                s.map_err(|e| budget(e, "synthesis stopped while labelling".into()))?
+                    .text,
+            );
+        }
+        progress.advance(1);
+        match synthesize::agreed_label(verifier, &texts) {
+            Ok(label) => kept.push(synthesize::example(input, label)),
+            Err(synthesize::Rejected::Gates) => report.failed_gates += 1,
+            Err(synthesize::Rejected::Disagree) => report.disagreed += 1,
+        }
+    }
+    report.kept = kept.len();
+    progress.note(&format!(
+        "synthesized {} of {} input(s): {} duplicate(s), {} failed the gates, {} disagreed",
+        report.kept, report.requested, report.duplicates, report.failed_gates, report.disagreed
+    ));
+    Ok((kept, report))
 }
 
 /// Splits the training examples into (fit, validation): a seeded share,

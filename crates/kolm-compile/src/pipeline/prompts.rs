@@ -59,7 +59,8 @@ pub fn pick_shots<'a>(pool: &'a [Example], current: &Example, n: usize) -> Vec<&
     sorted.into_iter().take(n).map(|(_, e)| e).collect()
 }
 
-fn render_input(input: &Input) -> String {
+/// The text of an input: the user turns of a chat, joined by newlines.
+pub(crate) fn render_input(input: &Input) -> String {
     match input {
         Input::Text(t) => t.clone(),
         Input::Chat(messages) => messages
