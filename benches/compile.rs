@@ -23,18 +23,8 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use kolm_benches::{kolmctl_path, kolmd_path, run_ok, workspace_root, Table};
+use kolm_benches::{env_or, kolmctl_path, kolmd_path, run_ok, workspace_root, Table};
 use serde_json::{json, Value};
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
-    match std::env::var(name) {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{name}={s:?} is not valid")),
-        Err(_) => Ok(default),
-    }
-}
 
 struct Teacher {
     child: Child,

@@ -39,6 +39,17 @@ pub const GNU_TIME: &str = "/usr/bin/time";
 /// One mebibyte, the unit of every throughput and size this package prints.
 pub const MIB: u64 = 1 << 20;
 
+/// The environment variable `name` parsed as a `T`, else `default`.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
+    match std::env::var(name) {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}={s:?} is not valid")),
+        Err(_) => Ok(default),
+    }
+}
+
 /// The workspace root (the parent of this package's directory).
 pub fn workspace_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));

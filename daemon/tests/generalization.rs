@@ -111,7 +111,7 @@ fn the_scripted_teacher_reads_the_phrasings_it_writes() {
     );
     assert_eq!(rule("nothing here"), None);
     // Its rule agrees with every reference in the task's files.
-    for file in ["examples.jsonl", "tests.jsonl"] {
+    for file in ["examples.jsonl", "tests.jsonl", "tests-unseen.jsonl"] {
         for line in std::fs::read_to_string(data(file)).unwrap().lines() {
             let v: Value = serde_json::from_str(line).unwrap();
             let reference: Value = serde_json::from_str(v["output"].as_str().unwrap()).unwrap();

@@ -130,7 +130,6 @@ pub fn agreed_label(verifier: &Verifier, samples: &[String]) -> Result<String, R
     }
 }
 
-
 /// A synthetic example: the input as one user message and its label.
 pub fn example(input: String, output: String) -> Example {
     Example {
