@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use kolm_benches::{env_or, kolmctl_path, kolmd_path, run_ok, workspace_root, Table};
-use serde_json::{json, Value};
+use kolm_compile::pipeline::Stage;
+use kolm_compile::report::CompileReport;
+use serde_json::json;
 
 struct Teacher {
     child: Child,
@@ -93,7 +95,7 @@ fn compile(
     out: &Path,
     epochs: u32,
     threads: usize,
-) -> Result<(Value, f64)> {
+) -> Result<(CompileReport, f64)> {
     let started = Instant::now();
     let output = Command::new(kolmctl)
         .args(["-q", "compile", "--file"])
@@ -111,29 +113,28 @@ fn compile(
         .stdin(Stdio::null())
         .output()?;
     let wall = started.elapsed().as_secs_f64();
-    let report: Value = serde_json::from_slice(&output.stdout).with_context(|| {
-        format!(
-            "compile printed no report: {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })?;
     if !output.status.success() {
         bail!(
-            "compile failed: {report}\n{}",
+            "compile failed: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
     }
+    // A report without a figure this bench prints is an error, never a 0.
+    let report: CompileReport = serde_json::from_slice(&output.stdout).with_context(|| {
+        format!(
+            "compile printed no complete report: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })?;
     Ok((report, wall))
 }
 
-fn stage_seconds(report: &Value, stage: &str) -> f64 {
-    report["stages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["stage"] == stage)
-        .and_then(|s| s["seconds"].as_f64())
-        .unwrap_or(0.0)
+fn stage_seconds(report: &CompileReport, stage: Stage) -> Result<f64> {
+    report
+        .stage_seconds(stage)
+        .with_context(|| format!("the report has no time for the {} stage", stage.name()))
 }
 
 fn main() -> ExitCode {
@@ -225,10 +226,15 @@ fn run() -> Result<()> {
     drop(teacher);
 
     let mut stages = Table::new(["stage", "cold cache, s", "warm cache, s", "warm / cold"]);
-    for stage in ["distill", "train", "decompose", "evaluate"] {
-        let (c, w) = (stage_seconds(&cold, stage), stage_seconds(&warm, stage));
+    for stage in [
+        Stage::Distill,
+        Stage::Train,
+        Stage::Decompose,
+        Stage::Evaluate,
+    ] {
+        let (c, w) = (stage_seconds(&cold, stage)?, stage_seconds(&warm, stage)?);
         stages.row([
-            stage.to_owned(),
+            stage.name().to_owned(),
             format!("{c:.1}"),
             format!("{w:.1}"),
             if c > 0.0 {
@@ -245,33 +251,29 @@ fn run() -> Result<()> {
         format!("{:.2}", warm_wall / cold_wall),
     ]);
     let mut teacher_table = Table::new(["", "cold cache", "warm cache"]);
-    for (label, key) in [
-        ("teacher calls", "teacher_calls"),
-        ("cache hits", "cache_hits"),
-    ] {
-        teacher_table.row([
-            label.to_owned(),
-            cold[key].to_string(),
-            warm[key].to_string(),
-        ]);
-    }
+    teacher_table.row([
+        "teacher calls".to_owned(),
+        cold.teacher_calls.to_string(),
+        warm.teacher_calls.to_string(),
+    ]);
+    teacher_table.row([
+        "cache hits".to_owned(),
+        cold.cache_hits.to_string(),
+        warm.cache_hits.to_string(),
+    ]);
     teacher_table.row([
         "cost, USD".to_owned(),
-        format!("{:.6}", cold["cost_usd"].as_f64().unwrap_or(0.0)),
-        format!("{:.6}", warm["cost_usd"].as_f64().unwrap_or(0.0)),
+        format!("{:.6}", cold.cost_usd),
+        format!("{:.6}", warm.cost_usd),
     ]);
-    let s_lat = cold["k_inputs"]["student_latency_s"]
-        .as_f64()
-        .unwrap_or(0.0);
-    let t_lat = cold["k_inputs"]["teacher_latency_s"]
-        .as_f64()
-        .unwrap_or(0.0);
+    let s_lat = cold.k_inputs.student_latency_s;
+    let t_lat = cold.k_inputs.teacher_latency_s;
     let mut quality = Table::new(["", "student", "base alone", "teacher"]);
     quality.row([
         "held-out pass rate".to_owned(),
-        format!("{:.2}", cold["student_pass_rate"].as_f64().unwrap_or(0.0)),
-        format!("{:.2}", cold["base_pass_rate"].as_f64().unwrap_or(0.0)),
-        format!("{:.2}", cold["teacher_pass_rate"].as_f64().unwrap_or(0.0)),
+        format!("{:.2}", cold.student_pass_rate),
+        format!("{:.2}", cold.base_pass_rate),
+        format!("{:.2}", cold.teacher_pass_rate),
     ]);
     quality.row([
         "latency per answer, s".to_owned(),
@@ -288,20 +290,20 @@ fn run() -> Result<()> {
     println!(
         "student / teacher latency per answer: {:.2}; K = {:.3} (cold), {:.3} (warm)\n",
         if t_lat > 0.0 { s_lat / t_lat } else { 0.0 },
-        cold["k_score"].as_f64().unwrap_or(0.0),
-        warm["k_score"].as_f64().unwrap_or(0.0)
+        cold.k_score,
+        warm.k_score
     );
     println!(
         "{}",
         json!({
             "bench": "compile",
             "k": k, "epochs": epochs, "threads": threads,
-            "cold": {"wall_s": cold_wall, "stages": cold["stages"], "teacher_calls": cold["teacher_calls"],
-                     "cache_hits": cold["cache_hits"], "cost_usd": cold["cost_usd"], "k_score": cold["k_score"]},
-            "warm": {"wall_s": warm_wall, "stages": warm["stages"], "teacher_calls": warm["teacher_calls"],
-                     "cache_hits": warm["cache_hits"], "cost_usd": warm["cost_usd"], "k_score": warm["k_score"]},
+            "cold": {"wall_s": cold_wall, "stages": cold.stages, "teacher_calls": cold.teacher_calls,
+                     "cache_hits": cold.cache_hits, "cost_usd": cold.cost_usd, "k_score": cold.k_score},
+            "warm": {"wall_s": warm_wall, "stages": warm.stages, "teacher_calls": warm.teacher_calls,
+                     "cache_hits": warm.cache_hits, "cost_usd": warm.cost_usd, "k_score": warm.k_score},
             "student_latency_s": s_lat, "teacher_latency_s": t_lat,
-            "pass_rates": {"student": cold["student_pass_rate"], "base": cold["base_pass_rate"], "teacher": cold["teacher_pass_rate"]},
+            "pass_rates": {"student": cold.student_pass_rate, "base": cold.base_pass_rate, "teacher": cold.teacher_pass_rate},
         })
     );
     Ok(())

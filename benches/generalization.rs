@@ -29,14 +29,14 @@
 mod scripted_teacher;
 
 use std::collections::HashSet;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use kolm_benches::{env_or, kolmctl_path, run_ok, workspace_root, Table};
 use kolm_compile::pipeline::eval::{Answer, EvalPack, Rate};
+use kolm_compile::report::CompileReport;
 use kolm_compile::task::Input;
 use scripted_teacher::ScriptedTeacher;
 use serde_json::{json, Value};
@@ -58,7 +58,7 @@ struct Measured {
     base_unseen: Rate,
     wall_s: f64,
     teacher_calls: u64,
-    report: Value,
+    report: CompileReport,
 }
 
 fn main() -> ExitCode {
@@ -165,15 +165,19 @@ fn run() -> Result<()> {
             .output()
             .context("running kolmctl compile")?;
         let wall_s = started.elapsed().as_secs_f64();
-        let report: Value = serde_json::from_slice(&output.stdout).with_context(|| {
-            format!(
-                "kolmctl compile printed no report: {}",
+        if !output.status.success() {
+            bail!(
+                "kolmctl compile failed: {}\n{}",
+                String::from_utf8_lossy(&output.stdout),
                 String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let report: CompileReport = serde_json::from_slice(&output.stdout).with_context(|| {
+            format!(
+                "kolmctl compile printed no complete report: {}",
+                String::from_utf8_lossy(&output.stdout)
             )
         })?;
-        if !output.status.success() {
-            bail!("kolmctl compile failed: {report}");
-        }
         let pack = eval_pack(&out)?;
         let rate =
             |unseen: bool, answer: fn(&kolm_compile::pipeline::eval::TestRecord) -> &Answer| {
@@ -196,15 +200,13 @@ fn run() -> Result<()> {
             base_seen: rate(false, |t| &t.base),
             base_unseen: rate(true, |t| &t.base),
             wall_s,
-            teacher_calls: report["teacher_calls"].as_u64().unwrap_or(0),
+            teacher_calls: report.teacher_calls,
             report,
         };
         // The bench's recount and the compile's own must agree.
         let total = measured.seen.passed + measured.unseen.passed;
-        let reported = measured.report["accuracy"]["student"]["accuracy"]["passed"]
-            .as_u64()
-            .unwrap_or(u64::MAX);
-        if total as u64 != reported {
+        let reported = measured.report.accuracy.student.accuracy.passed;
+        if total != reported {
             bail!("recount {total} != reported {reported}");
         }
         eprintln!(
@@ -261,9 +263,9 @@ fn run() -> Result<()> {
             "unseen": m.unseen.to_json(),
             "wall_s": m.wall_s,
             "teacher_calls": m.teacher_calls,
-            "validation": m.report["validation"],
-            "synthesis": m.report["synthesis"],
-            "distill_examples": m.report["distill"]["examples"],
+            "validation": m.report.validation,
+            "synthesis": m.report.synthesis,
+            "distill_examples": m.report.distill.examples,
         })).collect::<Vec<_>>(),
     });
     println!("{json}");
@@ -271,18 +273,14 @@ fn run() -> Result<()> {
 }
 
 /// The eval pack inside an artifact (integrity checked, trust not needed).
-fn eval_pack(artifact: &PathBuf) -> Result<EvalPack> {
+fn eval_pack(artifact: &Path) -> Result<EvalPack> {
     let policy = kolm_artifact::TrustPolicy {
         keys: Vec::new(),
         allow_untrusted: true,
     };
     let verified = kolm_artifact::verify(artifact, &policy, &kolm_artifact::NoProgress)?;
-    let entry = verified
-        .entry("eval/heldout.jsonl")
-        .context("the artifact has no eval pack")?;
-    let mut f = std::fs::File::open(artifact)?;
-    f.seek(SeekFrom::Start(entry.data_offset))?;
-    let mut bytes = Vec::new();
-    f.take(entry.record.size).read_to_end(&mut bytes)?;
+    let bytes = verified
+        .read_entry("eval/heldout.jsonl")
+        .context("reading the eval pack")?;
     Ok(EvalPack::parse(&bytes)?)
 }

@@ -410,7 +410,8 @@ pub struct RunArgs {
     /// Send the prompt as raw text, without the model's chat template.
     #[arg(long)]
     pub raw: bool,
-    /// Sampling temperature (0: greedy). Default: 0.8.
+    /// Sampling temperature (0: greedy). Default: 1, or what a compiled
+    /// artifact was evaluated with.
     #[arg(long)]
     pub temperature: Option<f32>,
     /// The most tokens to generate per answer.

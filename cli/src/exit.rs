@@ -75,7 +75,7 @@ pub fn report(err: &anyhow::Error, json: bool) -> ExitCode {
             "ok": false,
             "error": { "kind": kind_name(code), "exit_code": code, "message": message(err) },
         });
-        println!("{value}");
+        outln!("{value}");
     } else {
         eprintln!("error: {}", message(err));
     }

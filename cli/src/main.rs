@@ -2,6 +2,10 @@
 //! (offline on the store, or through kolmd's gRPC API), and maps failures to
 //! exit codes scripts can rely on.
 
+// First, so that its `outln!` and `out!` reach every module below.
+#[macro_use]
+mod output;
+
 mod allocator;
 mod base_chat;
 mod cli;
@@ -10,7 +14,6 @@ mod daemon;
 mod exit;
 mod grounding;
 mod known_bases;
-mod output;
 mod progress;
 mod student;
 mod trainer;

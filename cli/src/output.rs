@@ -3,6 +3,37 @@
 
 use serde::Serialize;
 
+/// Writes to stdout. A closed pipe (`kolmctl list | head`) ends kolmctl
+/// quietly with status 0, as it ends any Unix tool, instead of the panic
+/// `println!` would give; another write error ends it with status 1.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("kolmctl: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `println!` through [`write_stdout`].
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` through [`write_stdout`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*))
+    };
+}
+
 /// `1.5 GB`-style size (decimal units, as `ls -h --si` and Ollama print).
 pub fn size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
@@ -39,7 +70,7 @@ pub fn short(digest: &str) -> &str {
 pub fn fields(rows: &[(&str, String)]) {
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in rows {
-        println!("  {k:<width$}  {v}");
+        outln!("  {k:<width$}  {v}");
     }
 }
 
@@ -57,7 +88,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", parts.join("  ").trim_end());
+        outln!("{}", parts.join("  ").trim_end());
     };
     line(header.to_vec());
     for row in rows {
@@ -67,7 +98,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
 
 /// Prints a value as pretty JSON on stdout.
 pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 

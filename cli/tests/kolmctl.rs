@@ -462,3 +462,26 @@ fn a_killed_install_leaves_the_store_consistent() {
     env.ok(&["-q", "install", s(&artifact)]);
     env.ok(&["-q", "show", "big"]);
 }
+
+/// `kolmctl list | head` (a reader that goes away) ends kolmctl quietly
+/// with status 0, not with a panic. The reader is gone before kolmctl
+/// writes, so its first write meets a closed pipe.
+#[test]
+fn a_closed_stdout_pipe_ends_kolmctl_quietly() {
+    let env = Env::new();
+    env.pack_tiny("alpha", 1);
+    env.ok(&["-q", "install", s(&env.path("alpha.kolm"))]);
+    for args in [&["list"][..], &["list", "--json"], &["keys", "list"]] {
+        let mut child = env
+            .cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}

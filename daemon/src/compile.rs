@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use kolm_compile::report::{CompileEvent, CompileOutcome};
 use kolm_proto::daemon::v1 as pb;
 use kolm_store::Home;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -126,13 +127,16 @@ async fn run_inner(
         tokio::select! {
             line = lines.next_line() => match line {
                 Ok(Some(line)) => {
-                    let json = if serde_json::from_str::<serde_json::Value>(&line).is_ok() {
+                    // Progress events pass as they are; any other line
+                    // (an error, a warning) becomes a note.
+                    let json = if serde_json::from_str::<CompileEvent>(&line).is_ok() {
                         line
                     } else {
                         if let Some(e) = line.strip_prefix("error: ") {
                             last_error = Some(e.to_owned());
                         }
-                        serde_json::json!({"event": "note", "message": line}).to_string()
+                        serde_json::to_string(&CompileEvent::Note { message: line })
+                            .unwrap_or_default()
                     };
                     let event = pb::CompileEvent {
                         event: Some(pb::compile_event::Event::ProgressJson(json)),
@@ -157,16 +161,24 @@ async fn run_inner(
         .map_err(|e| Status::internal(format!("lost the compile child: {e}")))?;
     let report_json = read_report.await.unwrap_or_default().trim().to_owned();
     let exit_code = status.code().unwrap_or(-1);
-    let report: serde_json::Value = serde_json::from_str(&report_json).unwrap_or_default();
-    let error = report
-        .pointer("/error/message")
-        .and_then(|m| m.as_str())
-        .map(str::to_owned)
-        .or(last_error)
-        .filter(|_| exit_code != 0);
+    let outcome = serde_json::from_str::<CompileOutcome>(&report_json);
+    let error = match &outcome {
+        Ok(CompileOutcome::Failed(f)) => Some(f.error.message.clone()),
+        Ok(CompileOutcome::Report(_)) => last_error,
+        Err(e) => last_error.or_else(|| Some(format!("its report cannot be read ({e})"))),
+    }
+    .filter(|_| exit_code != 0);
     let mut installed = None;
     if exit_code == 0 && req.install {
-        if let Some(path) = report.get("artifact").and_then(|a| a.as_str()) {
+        let artifact = match &outcome {
+            Ok(CompileOutcome::Report(r)) => r.artifact.clone(),
+            _ => {
+                return Err(Status::internal(format!(
+                    "the compile succeeded but its report cannot be read: {report_json}"
+                )))
+            }
+        };
+        if let Some(path) = artifact {
             let path = Path::new(&req.cwd).join(path);
             let home = home.clone();
             let record = tokio::task::spawn_blocking(move || {

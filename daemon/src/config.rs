@@ -40,85 +40,15 @@ pub enum ConfigError {
     OpenWithoutKey { addr: SocketAddr },
 }
 
-/// How long a model stays loaded after its last request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeepAlive {
-    /// Unload this long after the last request ends (`0`: right after it).
-    After(Duration),
-    /// Never unload because of idleness (a negative duration, e.g. `-1`).
-    Forever,
-}
+/// How long a model stays loaded after its last request: one type for the
+/// config file, the HTTP API and the gRPC API, with one grammar
+/// (`kolm_proto::keep_alive`).
+pub use kolm_proto::KeepAlive;
 
-impl KeepAlive {
-    /// Parses `5m`, `30s`, `1h30m`, `500ms`, a number of seconds, or a
-    /// negative value for "forever".
-    pub fn parse(text: &str) -> Result<KeepAlive, String> {
-        let t = text.trim();
-        if let Some(magnitude) = t.strip_prefix('-') {
-            parse_duration(magnitude)?;
-            return Ok(KeepAlive::Forever);
-        }
-        parse_duration(t).map(KeepAlive::After)
-    }
-
-    /// From a JSON number of seconds (negative: forever).
-    pub fn from_seconds(seconds: f64) -> Result<KeepAlive, String> {
-        if !seconds.is_finite() {
-            return Err("must be a finite number of seconds".into());
-        }
-        if seconds < 0.0 {
-            return Ok(KeepAlive::Forever);
-        }
-        Duration::try_from_secs_f64(seconds)
-            .map(KeepAlive::After)
-            .map_err(|e| e.to_string())
-    }
-}
-
-impl std::fmt::Display for KeepAlive {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            KeepAlive::Forever => f.write_str("-1"),
-            KeepAlive::After(d) => write!(f, "{}s", d.as_secs_f64()),
-        }
-    }
-}
-
-/// Parses a duration: a number of seconds (`30`, `0.5`) or a sequence of
-/// number-unit pairs with units `ms`, `s`, `m`, `h` (`1h30m`, `250ms`).
+/// A duration in the keep-alive grammar (`30s`, `1h30m`, `250ms`, a bare
+/// number of seconds), never negative.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    if t.is_empty() {
-        return Err("empty duration".into());
-    }
-    if let Ok(secs) = t.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs).map_err(|e| e.to_string());
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = t;
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("`{t}` has a number without a unit (ms, s, m, h)"))?;
-        let (num, tail) = rest.split_at(num_end);
-        let value: f64 = num
-            .parse()
-            .map_err(|_| format!("`{t}` is not a duration like 30s, 5m, 1h30m"))?;
-        let unit_end = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, next) = tail.split_at(unit_end);
-        let scale = match unit {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(format!("`{t}`: unknown unit `{unit}` (use ms, s, m or h)")),
-        };
-        total += Duration::try_from_secs_f64(value * scale).map_err(|e| e.to_string())?;
-        rest = next;
-    }
-    Ok(total)
+    kolm_proto::keep_alive::parse_duration(text).map_err(|e| e.to_string())
 }
 
 /// Parses a byte size: a number of bytes or a number with a unit
@@ -383,8 +313,9 @@ impl RawConfig {
         let threads = positive("threads", self.threads, physical_cores(), 1, 1024)?;
         let queue = positive("queue", self.queue, 64, 0, 1 << 20)?;
         let keep_alive = match &self.keep_alive {
-            Some(v) => KeepAlive::parse(v).map_err(|r| invalid("keep_alive", v, r))?,
-            None => KeepAlive::After(Duration::from_secs(300)),
+            Some(v) => kolm_proto::parse_keep_alive(v)
+                .map_err(|r| invalid("keep_alive", v, r.to_string()))?,
+            None => KeepAlive::Duration(Duration::from_secs(300)),
         };
         let gpu_layers = match self.gpu_layers.as_deref().map(str::trim) {
             None | Some("auto") => GpuLayers::Auto,
@@ -530,7 +461,7 @@ mod tests {
     fn defaults_are_loopback_and_sane() {
         let c = Config::load(None, env(&[]), RawConfig::default()).unwrap();
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
-        assert_eq!(c.keep_alive, KeepAlive::After(Duration::from_secs(300)));
+        assert_eq!(c.keep_alive, KeepAlive::Duration(Duration::from_secs(300)));
         assert!(c.threads >= 1);
         assert_eq!(c.gpu_layers, GpuLayers::Auto);
     }
@@ -593,11 +524,7 @@ mod tests {
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
-        assert_eq!(KeepAlive::parse("-1").unwrap(), KeepAlive::Forever);
-        assert_eq!(
-            KeepAlive::parse("0").unwrap(),
-            KeepAlive::After(Duration::ZERO)
-        );
+        assert!(parse_duration("-1").is_err(), "a grace is never negative");
         assert_eq!(parse_size("4MiB").unwrap(), 4 << 20);
         assert_eq!(parse_size("2GB").unwrap(), 2_000_000_000);
         assert!(parse_size("4 parsecs").is_err());

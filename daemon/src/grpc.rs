@@ -14,17 +14,15 @@ use futures_util::Stream;
 use kolm_artifact::{ErrorKind, Progress};
 use kolm_proto::daemon::v1 as pb;
 use kolm_proto::daemon::v1::daemon_server::Daemon;
-use kolm_runtime::{
-    ChatMessage, FinishReason, GenerateEvent, GenerateRequest, GenerationStream, RuntimeError,
-    SamplingParams,
-};
+use kolm_runtime::{ChatMessage, FinishReason, GenerateEvent, GenerationStream, RuntimeError};
 use kolm_store::{InstallOutcome, StoreError};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use crate::config::KeepAlive;
 use crate::http::AppState;
-use crate::scheduler::{Lease, LoadOptions, LoadedInfo, SchedulerError};
+use crate::request::{Inference, Prompt, RequestError, ResponseFormat};
+use crate::scheduler::{Lease, LoadOptions, SchedulerError};
 
 /// The metadata key that carries an artifact or store error's class
 /// (`malformed`, `bad_signature`, `untrusted`, `integrity`).
@@ -198,7 +196,11 @@ impl Daemon for ControlService {
             blocking(move || s.resolve(&r)).await?
         };
         let key = record.reference();
-        let was_loaded = scheduler.unload(&key).map_err(|e| status_from(&e))?;
+        let was_loaded = !scheduler
+            .unload(&key)
+            .map_err(|e| status_from(&e))?
+            .unloaded
+            .is_empty();
         let home = scheduler.home().clone();
         let removed = tokio::task::spawn_blocking(move || home.store()?.remove(&key))
             .await
@@ -260,46 +262,11 @@ impl Daemon for ControlService {
                 "reference must name an artifact as NAME or NAME:VERSION",
             ));
         }
-        let scheduler = &self.state.scheduler;
-        let loaded = scheduler.list_loaded();
-        let targets: Vec<&LoadedInfo> = loaded
-            .iter()
-            .filter(|m| m.model == reference || m.model.split(':').next() == Some(&reference))
-            .collect();
-        if targets.is_empty() {
-            // Not loaded is fine; not installed is an error worth knowing.
-            let s = scheduler.clone();
-            let r = reference.clone();
-            blocking(move || s.resolve(&r)).await?;
-        }
-        let mut unloaded = Vec::new();
-        let mut freed_bytes = 0;
-        for m in &targets {
-            if scheduler.unload(&m.model).map_err(|e| status_from(&e))? {
-                unloaded.push(m.model.clone());
-                freed_bytes += m.own_bytes();
-            }
-        }
-        // A base whose last artifact went is freed too.
-        let still: Vec<String> = scheduler
-            .list_loaded()
-            .into_iter()
-            .map(|m| m.base)
-            .collect();
-        let mut bases: Vec<(&str, u64)> = targets
-            .iter()
-            .map(|m| (m.base.as_str(), m.base_bytes))
-            .collect();
-        bases.sort_unstable();
-        bases.dedup();
-        freed_bytes += bases
-            .iter()
-            .filter(|(digest, _)| !still.iter().any(|s| s == digest))
-            .map(|(_, bytes)| bytes)
-            .sum::<u64>();
+        let scheduler = self.state.scheduler.clone();
+        let unloaded = blocking(move || scheduler.unload(&reference)).await?;
         Ok(Response::new(pb::UnloadResponse {
-            unloaded,
-            freed_bytes,
+            unloaded: unloaded.unloaded,
+            freed_bytes: unloaded.freed_bytes,
         }))
     }
 
@@ -325,11 +292,8 @@ impl Daemon for ControlService {
                     counted_bases.push(m.base.clone());
                     m.base_bytes
                 } + m.own_bytes();
-                let keep_alive = if m.keep_alive_seconds < 0.0 {
-                    kolm_proto::KeepAlive::Forever
-                } else {
-                    kolm_proto::KeepAlive::Duration(Duration::from_secs_f64(m.keep_alive_seconds))
-                };
+                let keep_alive =
+                    KeepAlive::from_seconds(m.keep_alive_seconds).unwrap_or(KeepAlive::Forever);
                 pb::LoadedModel {
                     reference: m.model,
                     base_digest: format!("sha256:{}", m.base),
@@ -355,127 +319,15 @@ impl Daemon for ControlService {
         request: Request<pb::GenerateRequest>,
     ) -> Result<Response<Self::GenerateStream>, Status> {
         let arrived = Instant::now();
-        let req = request.into_inner();
-        if req.model.trim().is_empty() {
-            return Err(Status::invalid_argument("model is required"));
-        }
-        if req.max_tokens == Some(0) {
-            return Err(Status::invalid_argument("max_tokens must be at least 1"));
-        }
-        let keep_alive = parse_keep_alive(req.keep_alive.as_deref())?;
-        let recall_k = match req.recall_k {
-            None => kolm_recall::prompt::DEFAULT_K,
-            Some(k) if k as usize <= kolm_recall::prompt::MAX_K => k as usize,
-            Some(k) => {
-                return Err(Status::invalid_argument(format!(
-                    "recall_k is {k}, at most {} (0 turns recall off)",
-                    kolm_recall::prompt::MAX_K
-                )))
-            }
-        };
-        let (prompt, is_chat) = match req.prompt {
-            Some(pb::generate_request::Prompt::Text(t)) => (Prompt::Text(t), false),
-            Some(pb::generate_request::Prompt::Messages(m)) => (Prompt::Chat(m.messages), true),
-            None => {
-                return Err(Status::invalid_argument(
-                    "prompt is required: give `text` or `messages`",
-                ))
-            }
-        };
-        let lease = self
-            .state
-            .scheduler
-            .acquire(&req.model, keep_alive)
+        let inference = inference(request.into_inner())?;
+        let prepared = crate::request::prepare(&self.state.scheduler, inference)
             .await
-            .map_err(|e| status_from(&e))?;
-        let mut citations = Vec::new();
-        let text = match prompt {
-            Prompt::Text(t) if t.is_empty() => {
-                return Err(Status::invalid_argument("the prompt is empty"))
-            }
-            Prompt::Text(t) => t,
-            Prompt::Chat(messages) if messages.is_empty() => {
-                return Err(Status::invalid_argument("messages must not be empty"))
-            }
-            Prompt::Chat(messages) => {
-                let mut messages: Vec<ChatMessage> = messages
-                    .into_iter()
-                    .map(|m| ChatMessage {
-                        role: m.role,
-                        content: m.content,
-                    })
-                    .collect();
-                if recall_k > 0 {
-                    if let Some(hits) = lease.ground(&mut messages, recall_k).await {
-                        let hits =
-                            hits.map_err(|e| Status::internal(format!("recall failed: {e}")))?;
-                        citations = hits.iter().map(citation).collect();
-                    }
-                }
-                crate::serving::prepend_system(lease.model().serving.as_ref(), &mut messages);
-                lease.render_chat(&messages).map_err(|e| match e {
-                    RuntimeError::NoChatTemplate => Status::invalid_argument(format!(
-                        "the model `{}` has no chat template; send a `text` prompt instead",
-                        req.model
-                    )),
-                    e => status_from_runtime(&e),
-                })?
-            }
-        };
-        let context = lease.model().context.context_per_slot();
-        if let Some(m) = req.max_tokens {
-            if m >= context {
-                return Err(Status::invalid_argument(format!(
-                    "max_tokens is {m}, but the context holds {context} tokens per request \
-                     (prompt included)"
-                )));
-            }
-        }
-        let defaults = SamplingParams::default();
-        // A chat on a compiled artifact gets what it was evaluated with
-        // (BOS included) for every setting left unset.
-        let serving = if is_chat {
-            lease.model().serving.as_ref()
-        } else {
-            None
-        };
-        let settled = crate::serving::resolve(
-            crate::serving::Requested {
-                temperature: req.temperature,
-                max_tokens: req.max_tokens,
-                grammar: None,
-            },
-            serving,
-            defaults.temperature,
-            context,
-        );
-        let request = GenerateRequest {
-            prompt: text,
-            add_bos: !is_chat || settled.as_evaluated,
-            params: SamplingParams {
-                temperature: settled.temperature,
-                top_p: req.top_p.unwrap_or(1.0),
-                top_k: req.top_k.map_or(0, |k| k.min(i32::MAX as u32) as i32),
-                min_p: req.min_p.unwrap_or(0.0),
-                seed: req.seed.map(|s| s as u32),
-                presence_penalty: req.presence_penalty.unwrap_or(0.0),
-                frequency_penalty: req.frequency_penalty.unwrap_or(0.0),
-                repeat_penalty: req.repeat_penalty.unwrap_or(1.0),
-                ..defaults
-            },
-            max_tokens: settled.max_tokens.unwrap_or(context),
-            stop: req.stop,
-            grammar: settled.grammar,
-        };
-        let mut stream = lease
-            .generate(request)
-            .map_err(|e| status_from_runtime(&e))?;
-        // The first event decides between an error status and a stream, so
-        // a refused prompt (too long for the context) is a plain error.
-        let first = match next_event(&mut stream, &self.state).await {
-            GenerateEvent::Failed(e) => return Err(status_from_runtime(&e)),
-            first => first,
-        };
+            .map_err(|e| status_from_request(&e))?;
+        let (stream, first) = crate::request::start(&prepared, &self.state.cancel)
+            .await
+            .map_err(|e| status_from_request(&e))?;
+        let citations = prepared.citations.iter().flatten().map(citation).collect();
+        let lease = prepared.lease;
         let state = GenerationState {
             first: Some(first),
             citations,
@@ -492,7 +344,7 @@ impl Daemon for ControlService {
             }
             let event = match st.first.take() {
                 Some(e) => e,
-                None => next_event(&mut st.stream, &st.app).await,
+                None => crate::request::next_event(&mut st.stream, &st.app.cancel).await,
             };
             let item = st.message(event).map(|mut m| {
                 m.citations = std::mem::take(&mut st.citations);
@@ -554,13 +406,6 @@ impl Daemon for ControlService {
     }
 }
 
-enum Prompt {
-    Text(String),
-    Chat(Vec<pb::ChatMessage>),
-}
-
-/// One Generate call's stream: it owns the engine's stream and the lease, so
-/// a client that cancels drops both, which frees the slot at once.
 fn citation(hit: &kolm_recall::Hit) -> pb::Citation {
     pb::Citation {
         source: hit.source.clone(),
@@ -572,6 +417,8 @@ fn citation(hit: &kolm_recall::Hit) -> pb::Citation {
     }
 }
 
+/// One Generate call's stream: it owns the engine's stream and the lease, so
+/// a client that cancels drops both, which frees the slot at once.
 struct GenerationState {
     first: Option<GenerateEvent>,
     /// Sent with the first message, then empty.
@@ -642,15 +489,6 @@ fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// The next event; the engine ending without one, or the end of the
-/// daemon's shutdown grace, is a failure.
-async fn next_event(stream: &mut GenerationStream, app: &AppState) -> GenerateEvent {
-    tokio::select! {
-        e = stream.next() => e.unwrap_or(GenerateEvent::Failed(RuntimeError::Unloaded)),
-        () = app.cancel.cancelled() => GenerateEvent::Failed(RuntimeError::Cancelled),
-    }
-}
-
 /// Reports the store's progress as `InstallStep` messages, at most one per
 /// 1% of a phase (and at each phase's start and end).
 struct ChannelProgress {
@@ -709,13 +547,81 @@ impl Progress for ChannelProgress {
 }
 
 fn parse_keep_alive(text: Option<&str>) -> Result<Option<KeepAlive>, Status> {
-    let Some(text) = text else { return Ok(None) };
-    let parsed = kolm_proto::parse_keep_alive(text)
-        .map_err(|e| Status::invalid_argument(format!("keep_alive `{text}`: {e}")))?;
-    Ok(Some(match parsed {
-        kolm_proto::KeepAlive::Forever => KeepAlive::Forever,
-        kolm_proto::KeepAlive::Duration(d) => KeepAlive::After(d),
-    }))
+    text.map(|t| {
+        kolm_proto::parse_keep_alive(t)
+            .map_err(|e| Status::invalid_argument(format!("keep_alive: {e}")))
+    })
+    .transpose()
+}
+
+/// A `GenerateRequest` as the transport-neutral request; only the wire's
+/// own rules (a prompt given, a schema that is JSON) are checked here.
+fn inference(req: pb::GenerateRequest) -> Result<Inference, Status> {
+    let prompt = match req.prompt {
+        Some(pb::generate_request::Prompt::Text(t)) => Prompt::Text(t),
+        Some(pb::generate_request::Prompt::Messages(m)) => Prompt::Chat(
+            m.messages
+                .into_iter()
+                .map(|m| ChatMessage {
+                    role: m.role,
+                    content: m.content,
+                })
+                .collect(),
+        ),
+        None => {
+            return Err(Status::invalid_argument(
+                "prompt is required: give `text` or `messages`",
+            ))
+        }
+    };
+    let response_format = match req.response_format {
+        None => None,
+        Some(f) => Some(match f.kind() {
+            pb::response_format::Kind::Text => ResponseFormat::Text,
+            pb::response_format::Kind::JsonObject => ResponseFormat::JsonObject,
+            pb::response_format::Kind::JsonSchema => {
+                ResponseFormat::JsonSchema(serde_json::from_str(&f.json_schema).map_err(|e| {
+                    Status::invalid_argument(format!(
+                        "response_format.json_schema is not JSON: {e}"
+                    ))
+                })?)
+            }
+        }),
+    };
+    let mut logit_bias: Vec<(i32, f32)> = req.logit_bias.into_iter().collect();
+    logit_bias.sort_by_key(|(id, _)| *id);
+    Ok(Inference {
+        max_tokens: req.max_tokens,
+        temperature: req.temperature,
+        top_p: req.top_p,
+        top_k: req.top_k,
+        min_p: req.min_p,
+        seed: req.seed,
+        presence_penalty: req.presence_penalty,
+        frequency_penalty: req.frequency_penalty,
+        repeat_penalty: req.repeat_penalty,
+        logit_bias,
+        stop: req.stop,
+        response_format,
+        recall_k: req
+            .recall_k
+            .map(|k| usize::try_from(k).unwrap_or(usize::MAX)),
+        keep_alive: parse_keep_alive(req.keep_alive.as_deref())?,
+        ..Inference::new(req.model, prompt)
+    })
+}
+
+/// The gRPC status for a request the shared path refused.
+fn status_from_request(e: &RequestError) -> Status {
+    match e {
+        RequestError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+        RequestError::NoChatTemplate { model } => Status::invalid_argument(format!(
+            "the model `{model}` has no chat template; send a `text` prompt instead"
+        )),
+        RequestError::Scheduler(s) => status_from(s),
+        RequestError::Runtime(r) => status_from_runtime(r),
+        RequestError::Recall(_) => Status::internal(e.to_string()),
+    }
 }
 
 /// Runs a scheduler call that touches the disk off the async threads.

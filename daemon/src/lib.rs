@@ -6,6 +6,8 @@
 //! - [`config`] — flags, `KOLM_*` environment and TOML file → [`config::Config`].
 //! - [`hardware`] — cores, free RAM, GPUs (NVML behind the `nvml` feature).
 //! - [`scheduler`] — which artifacts are loaded, sharing bases, for how long.
+//! - [`request`] — the one request path both APIs take: checks, defaults,
+//!   grounding, chat rendering, the engine request.
 //! - [`serving`] — a compiled artifact's chats get the defaults it was
 //!   evaluated with.
 //! - [`http`] — the axum server and [`http::run`].
@@ -19,6 +21,7 @@ pub mod grpc;
 pub mod hardware;
 pub mod http;
 pub mod metrics;
+pub mod request;
 pub mod scheduler;
 pub mod serving;
 

@@ -127,7 +127,7 @@ pub struct LoadOptions {
 }
 
 /// What [`Scheduler::list_loaded`] reports per artifact.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug)]
 pub struct LoadedInfo {
     /// `name:version`.
     pub model: String,
@@ -161,6 +161,22 @@ impl LoadedInfo {
     pub fn own_bytes(&self) -> u64 {
         self.context_bytes + self.recall_bytes
     }
+}
+
+/// What [`Scheduler::unload`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Unloaded {
+    /// The artifacts it unloaded, as `name:version`.
+    pub unloaded: Vec<String>,
+    /// Their own memory plus each base that no loaded artifact uses now.
+    pub freed_bytes: u64,
+}
+
+/// Whether `reference` (`NAME` or `NAME:VERSION`) names the loaded
+/// artifact `model` (`name:version`).
+fn names(reference: &str, model: &str) -> bool {
+    model == reference
+        || (!reference.contains(':') && model.split_once(':').map(|(n, _)| n) == Some(reference))
 }
 
 /// A memory snapshot for metrics.
@@ -267,7 +283,7 @@ impl ModelEntry {
         }
         match self.keep_alive {
             KeepAlive::Forever => None,
-            KeepAlive::After(d) => Some(self.last_used + d),
+            KeepAlive::Duration(d) => Some(self.last_used + d),
         }
     }
 }
@@ -600,20 +616,44 @@ impl Scheduler {
             .ok_or_else(|| SchedulerError::Internal(format!("{key} unloaded while loading")))
     }
 
-    /// Unloads `reference` (also when pinned). Requests in flight finish
-    /// first; new ones load it again. Returns whether it was loaded.
-    pub fn unload(&self, reference: &str) -> Result<bool, SchedulerError> {
-        let key = match self.state().models.contains_key(reference) {
-            true => reference.to_owned(),
-            false => self.resolve(reference)?.reference(),
-        };
+    /// Unloads what `reference` names, pinned or not: `NAME:VERSION` that
+    /// version, `NAME` every loaded version of it. Requests in flight
+    /// finish first; new ones load it again. Nothing loaded is not an
+    /// error, a reference to nothing installed is.
+    pub fn unload(&self, reference: &str) -> Result<Unloaded, SchedulerError> {
+        let reference = reference.trim();
+        let targets: Vec<LoadedInfo> = self
+            .list_loaded()
+            .into_iter()
+            .filter(|m| names(reference, &m.model))
+            .collect();
+        if targets.is_empty() {
+            self.resolve(reference)?;
+            return Ok(Unloaded::default());
+        }
         let mut state = self.state();
-        let found = Self::remove(&mut state, &key, None);
+        let mut out = Unloaded::default();
+        let mut bases: Vec<(&str, u64)> = Vec::new();
+        for m in &targets {
+            if Self::remove(&mut state, &m.model, None) {
+                out.unloaded.push(m.model.clone());
+                out.freed_bytes += m.own_bytes();
+                if !bases.iter().any(|(d, _)| *d == m.base) {
+                    bases.push((&m.base, m.base_bytes));
+                }
+            }
+        }
+        // A base whose last artifact went is freed too.
+        out.freed_bytes += bases
+            .iter()
+            .filter(|(digest, _)| !state.bases.contains_key(*digest))
+            .map(|(_, bytes)| bytes)
+            .sum::<u64>();
         drop(state);
-        if found {
+        if !out.unloaded.is_empty() {
             self.inner.changed.notify_one();
         }
-        Ok(found)
+        Ok(out)
     }
 
     /// Removes a model and, with its last artifact, its base (unless it is
@@ -647,7 +687,7 @@ impl Scheduler {
         entry.last_used = Instant::now();
         let unload_now = entry.in_use == 0
             && !entry.pinned
-            && entry.keep_alive == KeepAlive::After(Duration::ZERO);
+            && entry.keep_alive == KeepAlive::Duration(Duration::ZERO);
         if unload_now {
             Self::remove(&mut state, key, None);
         }
@@ -729,10 +769,7 @@ impl Scheduler {
                     slots: m.slots,
                     context_per_slot: m.context.context_per_slot(),
                     pinned: e.pinned,
-                    keep_alive_seconds: match e.keep_alive {
-                        KeepAlive::Forever => -1.0,
-                        KeepAlive::After(d) => d.as_secs_f64(),
-                    },
+                    keep_alive_seconds: e.keep_alive.as_seconds(),
                     idle_seconds: if e.in_use > 0 {
                         0.0
                     } else {
@@ -1071,4 +1108,19 @@ impl Scheduler {
 
 fn short(digest: &str) -> &str {
     &digest[..digest.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names;
+
+    #[test]
+    fn a_name_is_every_version_and_a_version_only_itself() {
+        assert!(names("docs", "docs:0.1.0"));
+        assert!(names("docs", "docs:0.2.0"));
+        assert!(names("docs:0.1.0", "docs:0.1.0"));
+        assert!(!names("docs:0.1.0", "docs:0.2.0"));
+        assert!(!names("doc", "docs:0.1.0"), "a prefix is not a name");
+        assert!(!names("docs:0", "docs:0.1.0"), "nor a version prefix");
+    }
 }

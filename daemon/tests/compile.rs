@@ -1,7 +1,10 @@
 //! `kolmctl compile` end to end with a real teacher: a kolmd serving
 //! SmolLM2-135M-Instruct (given solved examples in its system prompt by the
-//! compiler) teaches the orders task (free text → `{"item","qty"}`) from 40
-//! examples, with 20 held-out tests, to a LoRA student on the same base.
+//! compiler) is asked for the orders task (free text → `{"item","qty"}`) on
+//! 40 examples, with 20 held-out tests, for a LoRA student on the same base.
+//! That teacher labels almost nothing correctly, so the student learns the
+//! examples' reference outputs (`distill.from_reference`); this test is of
+//! the pipeline and its honest numbers, not of a teacher's worth.
 //! Then the same task recompiles through kolmd's `Compile` call from the
 //! teacher cache alone and kolmd installs the result.
 
@@ -62,17 +65,14 @@ fn json_of(out: &Output) -> Value {
 
 /// The eval pack inside a verified artifact.
 fn eval_pack(artifact: &Path) -> EvalPack {
-    use std::io::{Read, Seek, SeekFrom};
     let policy = kolm_artifact::TrustPolicy {
         keys: Vec::new(),
         allow_untrusted: true,
     };
     let verified = kolm_artifact::verify(artifact, &policy, &kolm_artifact::NoProgress).unwrap();
-    let entry = verified.entry("eval/heldout.jsonl").expect("an eval pack");
-    let mut f = std::fs::File::open(artifact).unwrap();
-    f.seek(SeekFrom::Start(entry.data_offset)).unwrap();
-    let mut bytes = Vec::new();
-    f.take(entry.record.size).read_to_end(&mut bytes).unwrap();
+    let bytes = verified
+        .read_entry("eval/heldout.jsonl")
+        .expect("an eval pack");
     EvalPack::parse(&bytes).unwrap()
 }
 

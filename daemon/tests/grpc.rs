@@ -6,10 +6,9 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{kolmctl_path, Daemon};
+use common::Daemon;
 use kolm_artifact::{NoProgress, PackSpec};
 use kolm_proto::daemon::v1 as pb;
 use kolm_proto::daemon::v1::daemon_client::DaemonClient;
@@ -404,41 +403,12 @@ fn grpc_over_tcp_needs_the_api_key() {
 
 // ---------------------------------------------------------------- kolmctl
 
-fn kolmctl(d: &Daemon, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new(kolmctl_path());
-    cmd.args(args)
-        .env("KOLM_HOME", common::home())
-        .env("KOLM_GRPC_SOCKET", &d.socket)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-    let mut child = cmd.spawn().unwrap();
-    if let Some(text) = stdin {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    child.wait_with_output().unwrap()
+fn kolmctl(d: &Daemon, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    d.kolmctl(args, stdin)
 }
 
 fn ok_json(d: &Daemon, args: &[&str]) -> Value {
-    let out = kolmctl(d, args, None);
-    assert!(
-        out.status.success(),
-        "kolmctl {args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        d.log()
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    d.kolmctl_json(args)
 }
 
 #[test]
@@ -553,4 +523,82 @@ fn kolmctl_daemon_verbs_work_and_fall_back_offline() {
         .unwrap()
         .iter()
         .all(|a| a["loaded"] == false));
+}
+
+/// One request path: the same chat through `/v1/chat/completions` and
+/// through `kolmctl run` (gRPC) gives byte-identical text, greedy, sampled
+/// with a seed, and with the temperature left to the default; so does a raw
+/// prompt through `/v1/completions` and `run --raw`.
+#[test]
+fn both_doors_give_the_same_bytes_for_the_same_request() {
+    let d = Daemon::start("");
+    let question = "Name three colours of the rainbow.";
+    let [http, grpc] = d.chat_both_ways(
+        "smollm2",
+        question,
+        json!({"temperature": 0, "max_tokens": 24}),
+        &["--temperature", "0", "--max-tokens", "24"],
+    );
+    assert!(!http.text.is_empty());
+    assert_eq!(http, grpc, "greedy");
+    let greedy = http.text;
+    let mut differs_from_greedy = false;
+    for seed in ["7", "90210"] {
+        let [http, grpc] = d.chat_both_ways(
+            "smollm2",
+            question,
+            json!({"temperature": 0.9, "seed": seed.parse::<u64>().unwrap(), "max_tokens": 24}),
+            &["--temperature", "0.9", "--seed", seed, "--max-tokens", "24"],
+        );
+        assert_eq!(http, grpc, "sampled with seed {seed}");
+        differs_from_greedy |= http.text != greedy;
+    }
+    assert!(differs_from_greedy, "sampling with a seed must sample");
+    // Unset temperature: one default on both doors.
+    let [http, grpc] = d.chat_both_ways(
+        "smollm2",
+        question,
+        json!({"seed": 11, "max_tokens": 24}),
+        &["--seed", "11", "--max-tokens", "24"],
+    );
+    assert_eq!(http, grpc, "default temperature");
+
+    let prompt = "The three primary colours are";
+    let r = d.post(
+        "/v1/completions",
+        &json!({"model": "smollm2", "prompt": prompt, "max_tokens": 16, "temperature": 0.9, "seed": 5}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let grpc = ok_json(
+        &d,
+        &[
+            "run",
+            "smollm2",
+            prompt,
+            "--raw",
+            "--temperature",
+            "0.9",
+            "--seed",
+            "5",
+            "--max-tokens",
+            "16",
+            "--json",
+        ],
+    );
+    assert_eq!(r.json()["choices"][0]["text"], grpc["text"], "raw prompt");
+
+    // The same refusals: a seed the engine cannot honour, by either door.
+    let r = d.post(
+        "/v1/chat/completions",
+        &json!({"model": "smollm2", "messages": [{"role": "user", "content": "hi"}],
+                "seed": 4294967296u64}),
+    );
+    assert_eq!(r.error(400)["param"], "seed");
+    let out = kolmctl(&d, &["run", "smollm2", "hi", "--seed", "4294967296"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("seed must be between 0 and 4294967295"),
+        "{stderr}"
+    );
 }

@@ -248,3 +248,39 @@ fn grpc_generate_is_grounded_and_cites() {
         .sum();
     assert_eq!(memory("docs:0.1.0") - memory("smollm2:0.1.0"), embedder);
 }
+
+/// A grounded chat takes the same path on both doors: the same chunks, the
+/// same citations, the same bytes, greedy and sampled with a seed.
+#[test]
+fn a_grounded_chat_is_the_same_over_http_and_grpc() {
+    install_docs();
+    let d = Daemon::start("");
+    let question = "How much does it cost to moor a boat at Port Isaac?";
+    for (body, args) in [
+        (
+            json!({"temperature": 0, "max_tokens": 16}),
+            vec!["--temperature", "0", "--max-tokens", "16"],
+        ),
+        (
+            json!({"temperature": 0.8, "seed": 3, "max_tokens": 16, "recall": {"k": 2}}),
+            vec![
+                "--temperature",
+                "0.8",
+                "--seed",
+                "3",
+                "--max-tokens",
+                "16",
+                "--recall-k",
+                "2",
+            ],
+        ),
+    ] {
+        let [http, grpc] = d.chat_both_ways("docs", question, body.clone(), &args);
+        assert_eq!(
+            http.sources.first().map(String::as_str),
+            Some("harbour.md"),
+            "{body}"
+        );
+        assert_eq!(http, grpc, "{body}");
+    }
+}

@@ -96,7 +96,14 @@ fn shared_base_eviction_pinning_and_keep_alive() {
 
     // The pinned model never expires; unloading it explicitly works.
     let r = d.post("/kolm/v1/unload", &json!({"model": "gamma"}));
-    assert_eq!(r.json()["unloaded"], true);
+    let unloaded = r.json();
+    let names = unloaded["unloaded"].as_array().unwrap();
+    assert_eq!(names.len(), 1, "{unloaded}");
+    assert!(
+        names[0].as_str().unwrap().starts_with("gamma:"),
+        "{unloaded}"
+    );
+    assert!(unloaded["freed_bytes"].as_u64().unwrap() > 0, "{unloaded}");
     assert!(d.loaded_names().is_empty());
     assert!(
         d.loaded()["bases"].as_array().unwrap().is_empty(),

@@ -38,6 +38,42 @@ impl KeepAlive {
             KeepAlive::Duration(d) => Some(d),
         }
     }
+
+    /// A number of seconds, as JSON carries it: negative is forever, `0`
+    /// unloads after the request.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use kolm_proto::KeepAlive;
+    ///
+    /// assert_eq!(KeepAlive::from_seconds(90.0), Ok(KeepAlive::Duration(Duration::from_secs(90))));
+    /// assert_eq!(KeepAlive::from_seconds(-1.0), Ok(KeepAlive::Forever));
+    /// assert!(KeepAlive::from_seconds(f64::NAN).is_err());
+    /// ```
+    pub fn from_seconds(seconds: f64) -> Result<KeepAlive, ParseKeepAliveError> {
+        let input = || seconds.to_string();
+        if seconds.is_nan() {
+            return Err(ParseKeepAliveError::ExpectedNumber {
+                input: input(),
+                rest: input(),
+            });
+        }
+        if seconds < 0.0 {
+            return Ok(KeepAlive::Forever);
+        }
+        Duration::try_from_secs_f64(seconds)
+            .map(KeepAlive::Duration)
+            .map_err(|_| ParseKeepAliveError::TooLong { input: input() })
+    }
+
+    /// The keep-alive as a number of seconds, `-1.0` for forever (how the
+    /// HTTP API reports it).
+    pub fn as_seconds(self) -> f64 {
+        match self {
+            KeepAlive::Forever => -1.0,
+            KeepAlive::Duration(d) => d.as_secs_f64(),
+        }
+    }
 }
 
 impl From<Duration> for KeepAlive {
@@ -84,6 +120,10 @@ pub enum ParseKeepAliveError {
     /// More than [`Duration::MAX`]; use `-1` for "forever".
     #[error("keep-alive `{input}` is too long; use `-1` to keep the model loaded")]
     TooLong { input: String },
+    /// A negative value where only a duration is meaningful
+    /// ([`parse_duration`]).
+    #[error("`{input}` is negative; give a duration such as `30s` or `0`")]
+    Negative { input: String },
 }
 
 const NANOS_PER_SEC: u128 = 1_000_000_000;
@@ -177,6 +217,25 @@ pub fn parse_keep_alive(input: &str) -> Result<KeepAlive, ParseKeepAliveError> {
     let secs = u64::try_from(total / NANOS_PER_SEC).map_err(|_| too_long())?;
     let nanos = u32::try_from(total % NANOS_PER_SEC).map_err(|_| too_long())?;
     Ok(KeepAlive::Duration(Duration::new(secs, nanos)))
+}
+
+/// A duration in the keep-alive grammar that may not be negative (kolmd's
+/// `shutdown_grace`): `30s`, `1h30m`, `250ms`, or a bare number of seconds.
+///
+/// ```
+/// use std::time::Duration;
+/// use kolm_proto::keep_alive::parse_duration;
+///
+/// assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+/// assert!(parse_duration("-1").is_err());
+/// ```
+pub fn parse_duration(input: &str) -> Result<Duration, ParseKeepAliveError> {
+    match parse_keep_alive(input)? {
+        KeepAlive::Duration(d) => Ok(d),
+        KeepAlive::Forever => Err(ParseKeepAliveError::Negative {
+            input: input.to_owned(),
+        }),
+    }
 }
 
 /// Splits a leading decimal number (`12`, `1.5`, `.5`, `5.`) off `s`;

@@ -53,7 +53,7 @@ pub fn pack(home: &Home, args: PackArgs, bar: &Bar) -> anyhow::Result<()> {
             "manifest": report.statement,
         }));
     }
-    println!(
+    outln!(
         "packed {name} {} into {} ({}), signed by `{}` ({})",
         args.version,
         report.path.display(),
@@ -163,10 +163,8 @@ pub fn inspect(home: &Home, args: InspectArgs) -> anyhow::Result<()> {
         }));
     }
     print_manifest(statement, opened.signers(), &keyring);
-    println!();
-    println!(
-        "structure and signature checked; contents not hashed (run `kolmctl verify` for that)"
-    );
+    outln!();
+    outln!("structure and signature checked; contents not hashed (run `kolmctl verify` for that)");
     Ok(())
 }
 
@@ -210,17 +208,18 @@ pub fn verify(home: &Home, args: VerifyArgs, bar: &Bar) -> anyhow::Result<()> {
         SignerStatus::Trusted(_) => "OK",
         SignerStatus::Unchecked(_) => "OK (integrity only)",
     };
-    println!(
+    outln!(
         "{how}: {} {}: {} entries, {} verified",
         p.name,
         p.version,
         verified.entries().len(),
         output::size(total)
     );
-    println!("  signature  {}", signer_text(verified.signers(), &keyring));
-    println!(
+    outln!("  signature  {}", signer_text(verified.signers(), &keyring));
+    outln!(
         "  receipts   {} in an intact chain, {} written by this machine",
-        p.receipts.length, tagged_here
+        p.receipts.length,
+        tagged_here
     );
     Ok(())
 }
@@ -272,7 +271,7 @@ fn evaluation_json(p: &Predicate) -> serde_json::Value {
 /// The human-readable manifest, shared by `inspect` and `show`.
 pub fn print_manifest(statement: &Statement, signers: &SignerStatus, keyring: &Keyring) {
     let p = &statement.predicate;
-    println!("{} {}", p.name, p.version);
+    outln!("{} {}", p.name, p.version);
     let base = &p.base;
     let k_score = p.k_score.as_ref().map_or_else(
         || "- (not compiled)".to_owned(),
@@ -316,10 +315,10 @@ pub fn print_manifest(statement: &Statement, signers: &SignerStatus, keyring: &K
     ]);
     match evaluation(p) {
         Evaluation::NotCompiled => {}
-        Evaluation::ShapeOnly => println!("accuracy: {SHAPE_ONLY}"),
+        Evaluation::ShapeOnly => outln!("accuracy: {SHAPE_ONLY}"),
         Evaluation::Judged(s) => super::compile::print_scores(&s),
     }
-    println!();
+    outln!();
     let rows: Vec<Vec<String>> = p
         .entries
         .iter()

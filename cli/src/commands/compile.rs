@@ -4,7 +4,7 @@
 //! teacher, plugs in llama.cpp (`LlamaStudent`) and the LoRA trainer, shows
 //! progress and prints the report.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,6 +14,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kolm_artifact::names;
 use kolm_compile::pipeline::eval::AllScores;
 use kolm_compile::pipeline::{self, CompileOptions, CompileProgress, Compiled, SealInputs, Stage};
+use kolm_compile::report::{AccuracyFigures, BaseCandidateReport, CompileEvent, CompileReport};
 use kolm_compile::teacher::TeacherSettings;
 use kolm_compile::{TaskFile, Teacher, TeacherConfig, Verifier};
 use kolm_store::Home;
@@ -130,15 +131,12 @@ fn resolve_base(home: &Home, base: &str, work: &Path) -> anyhow::Result<PathBuf>
             .with_context(|| {
                 format!("the base {base} is neither a GGUF file nor a valid artifact")
             })?;
-        let entry = verified
-            .entry(names::BASE)
-            .context("the artifact has no base model")?;
         let out = work.join("base.gguf");
-        let mut src = std::fs::File::open(path)?;
-        src.seek(SeekFrom::Start(entry.data_offset))?;
-        let mut dst = std::fs::File::create(&out)?;
-        std::io::copy(&mut src.take(entry.record.size), &mut dst)
+        let mut dst = std::io::BufWriter::new(std::fs::File::create(&out)?);
+        verified
+            .copy_entry(names::BASE, &mut dst)
             .with_context(|| format!("cannot copy the base out of {base}"))?;
+        dst.flush()?;
         return Ok(out);
     }
     if path.components().count() > 1 || base.ends_with(".gguf") || base.ends_with(".kolm") {
@@ -229,16 +227,16 @@ struct StageBars {
 }
 
 impl StageBars {
-    fn emit(&self, value: serde_json::Value) {
+    fn emit(&self, event: CompileEvent) {
         let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "{value}");
+        let _ = writeln!(err, "{}", serde_json::to_string(&event).unwrap_or_default());
     }
 }
 
 impl CompileProgress for StageBars {
     fn stage_started(&self, stage: Stage, total: u64) {
         if self.json {
-            return self.emit(json!({"event": "stage_started", "stage": stage, "total": total}));
+            return self.emit(CompileEvent::StageStarted { stage, total });
         }
         if self.quiet {
             return;
@@ -266,7 +264,7 @@ impl CompileProgress for StageBars {
 
     fn advance(&self, n: u64) {
         if self.json {
-            return self.emit(json!({"event": "advance", "n": n}));
+            return self.emit(CompileEvent::Advance { n });
         }
         if let Some(b) = self.bar.lock().expect("bar lock").as_ref() {
             b.inc(n);
@@ -275,7 +273,9 @@ impl CompileProgress for StageBars {
 
     fn note(&self, message: &str) {
         if self.json {
-            return self.emit(json!({"event": "note", "message": message}));
+            return self.emit(CompileEvent::Note {
+                message: message.to_owned(),
+            });
         }
         match self.bar.lock().expect("bar lock").as_ref() {
             Some(b) if message.starts_with("step ") => b.set_message(message.to_owned()),
@@ -287,9 +287,10 @@ impl CompileProgress for StageBars {
 
     fn stage_finished(&self, stage: Stage, elapsed: Duration) {
         if self.json {
-            return self.emit(json!({
-                "event": "stage_finished", "stage": stage, "seconds": elapsed.as_secs_f64()
-            }));
+            return self.emit(CompileEvent::StageFinished {
+                stage,
+                seconds: elapsed.as_secs_f64(),
+            });
         }
         if let Some(b) = self.bar.lock().expect("bar lock").take() {
             b.finish_and_clear();
@@ -373,7 +374,7 @@ pub fn compile(home: &Home, args: CompileArgs, quiet: bool) -> anyhow::Result<()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let mut tried: Vec<serde_json::Value> = Vec::new();
+    let mut tried: Vec<BaseCandidateReport> = Vec::new();
     let mut best: Option<(Compiled, PathBuf, CompileOptions)> = None;
     for BaseCandidate {
         spec,
@@ -406,13 +407,13 @@ pub fn compile(home: &Home, args: CompileArgs, quiet: bool) -> anyhow::Result<()
             &receipt_key,
             progress.clone(),
         ))?;
-        tried.push(json!({
-            "base": spec,
-            "bytes": bytes,
-            "k": compiled.kscore.k,
-            "accuracy": compiled.kscore_inputs.student_pass_rate,
-            "passed_gate": compiled.passed_gate,
-        }));
+        tried.push(BaseCandidateReport {
+            base: spec.clone(),
+            bytes: *bytes,
+            k: compiled.kscore.k,
+            accuracy: compiled.kscore_inputs.student_pass_rate,
+            passed_gate: compiled.passed_gate,
+        });
         let passed = compiled.passed_gate;
         let better = best
             .as_ref()
@@ -463,41 +464,37 @@ pub fn compile(home: &Home, args: CompileArgs, quiet: bool) -> anyhow::Result<()
     let accounting = teacher.accounting();
     let (s, b, t) = compiled.eval.pass_rates();
     let scores = compiled.eval.scores();
-    let report = json!({
-        "ok": !below_gate,
-        "artifact": sealed.as_ref().map(|r| r.path.clone()),
-        "size": sealed.as_ref().map(|r| r.size),
-        "student_pass_rate": s,
-        "base_pass_rate": b,
-        "teacher_pass_rate": t,
-        "accuracy": {
-            "student": scores.student.to_json(),
-            "base": scores.base.to_json(),
-            "teacher": scores.teacher.to_json(),
-        },
-        "k_score": compiled.kscore.k,
-        "k_parts": compiled.kscore,
-        "k_inputs": compiled.kscore_inputs,
-        "gate": options.gate,
-        "passed_gate": compiled.passed_gate,
-        "teacher": format!("{provider}:{model}"),
-        "teacher_calls": accounting.calls,
-        "cache_hits": accounting.cache_hits,
-        "cost_usd": accounting.cost_usd,
-        "teacher_accounting": accounting,
-        "distill": compiled.distill,
-        "train": compiled.train,
-        "validation": compiled.validation,
-        "synthesis": compiled.synthesis,
-        "base": base,
-        "base_candidates": tried,
-        "recipes": compiled.recipes_stats,
-        "recall": compiled.recall.as_ref().map(|r| r.summary.clone()),
-        "coverage": compiled.coverage,
-        "stages": compiled.times,
-        "examples": task.train.len(),
-        "tests": task.tests.len(),
-    });
+    let report = CompileReport {
+        ok: !below_gate,
+        artifact: sealed.as_ref().map(|r| r.path.clone()),
+        size: sealed.as_ref().map(|r| r.size),
+        student_pass_rate: s,
+        base_pass_rate: b,
+        teacher_pass_rate: t,
+        accuracy: AccuracyFigures::from(&scores),
+        k_score: compiled.kscore.k,
+        k_parts: compiled.kscore.clone(),
+        k_inputs: compiled.kscore_inputs.clone(),
+        gate: options.gate,
+        passed_gate: compiled.passed_gate,
+        teacher: format!("{provider}:{model}"),
+        teacher_calls: accounting.calls,
+        cache_hits: accounting.cache_hits,
+        cost_usd: accounting.cost_usd,
+        teacher_accounting: accounting,
+        distill: compiled.distill.clone(),
+        train: compiled.train.clone(),
+        validation: compiled.validation.clone(),
+        synthesis: compiled.synthesis.clone(),
+        base,
+        base_candidates: tried,
+        recipes: compiled.recipes_stats.clone(),
+        recall: compiled.recall.as_ref().map(|r| r.summary.clone()),
+        coverage: compiled.coverage.clone(),
+        stages: compiled.times.clone(),
+        examples: task.train.len(),
+        tests: task.tests.len(),
+    };
     if args.json {
         output::json(&report)?;
     } else {
@@ -528,19 +525,19 @@ pub fn print_scores(scores: &AllScores) {
     let tests = scores.student.accuracy.n;
     let unchecked = scores.student.unchecked.n;
     if tests > 0 {
-        println!("held-out accuracy    ({tests} test(s) with a reference answer; 95% interval)");
+        outln!("held-out accuracy    ({tests} test(s) with a reference answer; 95% interval)");
         for (who, s) in [
             ("student", &scores.student),
             ("base", &scores.base),
             ("teacher", &scores.teacher),
         ] {
-            println!("  {who:<18} {}", s.accuracy.describe());
+            outln!("  {who:<18} {}", s.accuracy.describe());
         }
     } else {
-        println!("held-out accuracy    - (no test has a reference answer: nothing was checked for correctness)");
+        outln!("held-out accuracy    - (no test has a reference answer: nothing was checked for correctness)");
     }
     if unchecked > 0 {
-        println!(
+        outln!(
             "no reference         {unchecked} test(s): student {}, base {}, teacher {} passed the gates (right shape, not checked for correctness)",
             scores.student.unchecked.passed, scores.base.unchecked.passed, scores.teacher.unchecked.passed
         );
@@ -553,7 +550,7 @@ pub fn print_scores(scores: &AllScores) {
         .map(|f| format!("{} wrong on {} of {}", f.path, f.wrong, f.n))
         .collect();
     if !scores.student.fields.is_empty() {
-        println!(
+        outln!(
             "student fields       {}",
             if wrong.is_empty() {
                 "every field right on every test".to_owned()
@@ -564,17 +561,17 @@ pub fn print_scores(scores: &AllScores) {
     }
 }
 
-fn print_report(compiled: &Compiled, report: &serde_json::Value, artifact: Option<&Path>) {
+fn print_report(compiled: &Compiled, report: &CompileReport, artifact: Option<&Path>) {
     let k = &compiled.kscore;
     let m = &compiled.kscore_inputs;
     let acct = &compiled.teacher;
     print_scores(&compiled.eval.scores());
-    println!("K-score              {:.3}", k.k);
-    println!(
+    outln!("K-score              {:.3}", k.k);
+    outln!(
         "  accuracy           {:.3}  (the student's accuracy above)",
         k.accuracy
     );
-    println!(
+    outln!(
         "  size               {:.3}  (student {} vs teacher {}{})",
         k.size,
         output::size(m.student_bytes),
@@ -588,41 +585,45 @@ fn print_report(compiled: &Compiled, report: &serde_json::Value, artifact: Optio
             ""
         }
     );
-    println!(
+    outln!(
         "  latency            {:.3}  (student {:.2} s vs teacher {:.2} s per answer)",
-        k.latency, m.student_latency_s, m.teacher_latency_s
+        k.latency,
+        m.student_latency_s,
+        m.teacher_latency_s
     );
-    println!(
+    outln!(
         "  cost               {:.3}  (student ${:.4} vs teacher ${:.4} per 1,000 answers)",
-        k.cost, m.student_cost_per_1k, m.teacher_cost_per_1k
+        k.cost,
+        m.student_cost_per_1k,
+        m.teacher_cost_per_1k
     );
-    println!(
+    outln!(
         "  coverage           {:.3}  (recipe pack on the held-out references)",
         k.coverage
     );
-    println!(
+    outln!(
         "distill              {} example(s): {} from the teacher, {} from the reference, {} dropped",
         compiled.distill.examples,
         compiled.distill.from_teacher,
         compiled.distill.from_reference,
         compiled.distill.dropped.len()
     );
-    println!(
+    outln!(
         "train                {} step(s), loss {:.3} -> {:.3}, {:.0} tokens/s",
         compiled.train.steps,
         compiled.train.first_loss,
         compiled.train.last_loss,
         compiled.train.tokens_per_second
     );
-    if let Some(tried) = report["base_candidates"].as_array().filter(|t| t.len() > 1) {
-        for t in tried {
-            println!(
+    if report.base_candidates.len() > 1 {
+        for t in &report.base_candidates {
+            outln!(
                 "base candidate       {} ({}): K {:.3}, accuracy {:.2}{}",
-                t["base"].as_str().unwrap_or("?"),
-                output::size(t["bytes"].as_u64().unwrap_or(0)),
-                t["k"].as_f64().unwrap_or(0.0),
-                t["accuracy"].as_f64().unwrap_or(0.0),
-                if t["passed_gate"].as_bool() == Some(true) {
+                t.base,
+                output::size(t.bytes),
+                t.k,
+                t.accuracy,
+                if t.passed_gate {
                     ", passes the gate"
                 } else {
                     ""
@@ -631,18 +632,18 @@ fn print_report(compiled: &Compiled, report: &serde_json::Value, artifact: Optio
         }
     }
     if let Some(r) = &compiled.synthesis {
-        println!(
+        outln!(
             "synthesis            {} of {} input(s) kept ({} received, {} duplicate(s), {} failed the gates, {} disagreed; {} request(s))",
             r.kept, r.requested, r.received, r.duplicates, r.failed_gates, r.disagreed, r.requests
         );
     }
     match &compiled.validation {
-        None => println!(
+        None => outln!(
             "validation           off (too few examples, or --validation 0): the last epoch ships"
         ),
         Some(v) => {
             let c = v.chosen();
-            println!(
+            outln!(
                 "validation           {} held-out example(s), {} candidate(s): shipped rank {} lr {} epoch {} at {}",
                 v.examples,
                 v.candidates.len(),
@@ -657,7 +658,7 @@ fn print_report(compiled: &Compiled, report: &serde_json::Value, artifact: Optio
                     .iter()
                     .map(|x| format!("{:.2}", x.value()))
                     .collect();
-                println!(
+                outln!(
                     "  rank {:<3} lr {:<8} accuracy by epoch {}{}",
                     r.params.rank,
                     r.params.learning_rate,
@@ -671,17 +672,19 @@ fn print_report(compiled: &Compiled, report: &serde_json::Value, artifact: Optio
             }
         }
     }
-    println!(
+    outln!(
         "recipes              {} context(s), coverage {}",
         compiled.recipes_stats.entries.iter().sum::<u32>(),
         pct(compiled.coverage.share)
     );
-    println!(
+    outln!(
         "teacher              {} call(s), {} cache hit(s), ${:.4}",
-        acct.calls, acct.cache_hits, acct.cost_usd
+        acct.calls,
+        acct.cache_hits,
+        acct.cost_usd
     );
     if let Some(r) = &compiled.recall {
-        println!(
+        outln!(
             "recall               {} file(s), {} chunk(s), {} skipped; prompts grounded in {} chunk(s)",
             r.summary["files"],
             r.summary["chunks"],
@@ -694,16 +697,16 @@ fn print_report(compiled: &Compiled, report: &serde_json::Value, artifact: Optio
         .iter()
         .map(|t| format!("{} {:.1}s", t.stage.name(), t.seconds))
         .collect();
-    println!("time                 {}", times.join(", "));
+    outln!("time                 {}", times.join(", "));
     match artifact {
-        Some(p) => println!(
+        Some(p) => outln!(
             "wrote {} ({})",
             p.display(),
-            output::size(report["size"].as_u64().unwrap_or(0))
+            output::size(report.size.unwrap_or(0))
         ),
-        None => println!(
+        None => outln!(
             "no artifact written: K is below the gate {:.2}",
-            report["gate"]
+            report.gate
         ),
     }
 }
@@ -718,23 +721,19 @@ pub fn verifier(home: &Home, command: VerifierCommand) -> anyhow::Result<()> {
         let policy = keyring.trust_policy(true)?;
         let verified = kolm_artifact::verify(&artifact, &policy, &kolm_artifact::NoProgress)
             .with_context(|| format!("{} failed verification", artifact.display()))?;
-        let entry = verified.entry(names::VERIFIER).with_context(|| {
-            format!(
+        if verified.entry(names::VERIFIER).is_none() {
+            bail!(
                 "{} has no verifier (it was packed, not compiled)",
                 artifact.display()
-            )
-        })?;
-        let mut f = std::fs::File::open(&artifact)?;
-        f.seek(SeekFrom::Start(entry.data_offset))?;
-        let mut buf = Vec::new();
-        f.take(entry.record.size).read_to_end(&mut buf)?;
-        buf
+            );
+        }
+        verified.read_entry(names::VERIFIER)?
     };
     let verifier = Verifier::from_json(&bytes)?;
     if json {
         let value: serde_json::Value = serde_json::from_slice(&verifier.to_json())?;
         return output::json(&value);
     }
-    print!("{}", verifier.explain());
+    out!("{}", verifier.explain());
     Ok(())
 }

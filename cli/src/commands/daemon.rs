@@ -5,6 +5,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::Context;
+use kolm_compile::report::{CompileEvent, CompileOutcome};
 use kolm_proto::daemon::v1 as pb;
 use kolm_store::Home;
 use serde_json::json;
@@ -39,7 +40,7 @@ pub fn status(home: &Home, args: JsonArgs) -> anyhow::Result<()> {
             "listen": { "http": listen.http, "grpc": listen.grpc },
         }));
     }
-    println!("kolmd {} is running", s.version);
+    outln!("kolmd {} is running", s.version);
     let gpus = if hw.gpus.is_empty() {
         "none".to_owned()
     } else {
@@ -101,7 +102,7 @@ pub fn ps(home: &Home, args: JsonArgs) -> anyhow::Result<()> {
         return output::json(&list);
     }
     if models.is_empty() {
-        println!("no models loaded (a request loads one, or `kolmctl load NAME`)");
+        outln!("no models loaded (a request loads one, or `kolmctl load NAME`)");
         return Ok(());
     }
     let rows: Vec<Vec<String>> = models
@@ -159,7 +160,7 @@ pub fn load(home: &Home, args: LoadArgs) -> anyhow::Result<()> {
         format!("loaded in {:.1} s", r.load_ms as f64 / 1000.0)
     };
     let pin = if args.pin { ", pinned" } else { "" };
-    println!(
+    outln!(
         "{} {how} ({} on {}{pin})",
         r.reference,
         output::size(r.memory_bytes),
@@ -181,9 +182,9 @@ pub fn unload(home: &Home, args: RefArgs) -> anyhow::Result<()> {
         }));
     }
     if r.unloaded.is_empty() {
-        println!("{} was not loaded", args.name);
+        outln!("{} was not loaded", args.name);
     } else {
-        println!(
+        outln!(
             "unloaded {} (freed {})",
             r.unloaded.join(", "),
             output::size(r.freed_bytes)
@@ -343,13 +344,12 @@ fn generate(
         let mut stream = client.generate(request).await?.into_inner();
         let mut text = String::new();
         let mut citations = Vec::new();
-        let mut stdout = std::io::stdout();
         while let Some(msg) = stream.next().await {
             let msg = msg?;
             citations.extend(msg.citations.iter().cloned());
             if print && !msg.text.is_empty() {
-                let _ = stdout.write_all(msg.text.as_bytes());
-                let _ = stdout.flush();
+                out!("{}", msg.text);
+                let _ = std::io::stdout().flush();
             }
             text.push_str(&msg.text);
             if msg.finish_reason() != pb::FinishReason::Unspecified {
@@ -365,7 +365,7 @@ fn generate(
         ))
     })?;
     if print {
-        println!();
+        outln!();
         if args.verbose {
             let usage = answer.last.usage.unwrap_or_default();
             let t = answer.last.timings.unwrap_or_default();
@@ -452,18 +452,18 @@ pub fn compile_via_daemon(home: &Home, args: &crate::cli::CompileArgs) -> anyhow
                 if args.json {
                     continue;
                 }
-                let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-                match event["event"].as_str() {
-                    Some("stage_started") => {
-                        eprintln!("{} ...", event["stage"].as_str().unwrap_or("?"))
+                match serde_json::from_str::<CompileEvent>(&line) {
+                    Ok(CompileEvent::StageStarted { stage, .. }) => {
+                        eprintln!("{} ...", stage.name())
                     }
-                    Some("stage_finished") => eprintln!(
-                        "{} done in {:.1}s",
-                        event["stage"].as_str().unwrap_or("?"),
-                        event["seconds"].as_f64().unwrap_or(0.0)
-                    ),
-                    Some("note") => eprintln!("{}", event["message"].as_str().unwrap_or("")),
-                    _ => {}
+                    Ok(CompileEvent::StageFinished { stage, seconds }) => {
+                        eprintln!("{} done in {seconds:.1}s", stage.name())
+                    }
+                    Ok(CompileEvent::Note { message }) => eprintln!("{message}"),
+                    Ok(CompileEvent::Advance { .. }) => {}
+                    Err(e) => {
+                        eprintln!("kolmd sent a progress line kolmctl cannot read ({e}): {line}")
+                    }
                 }
             }
             Some(pb::compile_event::Event::Result(r)) => result = Some(r),
@@ -471,35 +471,45 @@ pub fn compile_via_daemon(home: &Home, args: &crate::cli::CompileArgs) -> anyhow
         }
     }
     let result = result.context("kolmd ended the compile without a result")?;
-    let report: serde_json::Value = serde_json::from_str(&result.report_json).unwrap_or_default();
+    let outcome: Option<CompileOutcome> = serde_json::from_str(&result.report_json).ok();
+    let report = match &outcome {
+        Some(CompileOutcome::Report(r)) => Some(r.as_ref()),
+        _ => None,
+    };
     if args.json {
-        let mut full = report.clone();
+        // kolmd's result as the local compile would print it, plus what kolmd did.
+        let mut full: serde_json::Value =
+            serde_json::from_str(&result.report_json).unwrap_or_else(|_| json!({}));
         if let Some(obj) = full.as_object_mut() {
             obj.insert("installed".into(), json!(result.installed));
             obj.insert("exit_code".into(), json!(result.exit_code));
         }
         output::json(&full)?;
-    } else {
-        if let Some(k) = report["k_score"].as_f64() {
-            println!("K-score {k:.3}");
-        }
+    } else if let Some(report) = report {
+        outln!("K-score {:.3}", report.k_score);
         // The same accuracy lines as a local compile, from the report.
-        if let Ok(scores) = serde_json::from_value::<kolm_compile::pipeline::eval::AllScores>(
-            report["accuracy"].clone(),
-        ) {
-            super::compile::print_scores(&scores);
-        }
+        super::compile::print_scores(&report.accuracy.scores());
         if let Some(i) = &result.installed {
-            println!("kolmd installed {i}");
+            outln!("kolmd installed {i}");
         }
     }
     match (result.exit_code, result.error) {
+        (0, _) if report.is_none() => anyhow::bail!(
+            "the compile in kolmd succeeded but its report cannot be read: {}",
+            result.report_json
+        ),
         (0, _) => Ok(()),
-        (7, _) => Err(super::compile::BelowGate {
-            k: report["k_score"].as_f64().unwrap_or(0.0),
-            gate: report["gate"].as_f64().unwrap_or(0.0),
-        }
-        .into()),
+        (7, error) => match report {
+            Some(r) => Err(super::compile::BelowGate {
+                k: r.k_score,
+                gate: r.gate,
+            }
+            .into()),
+            None => anyhow::bail!(
+                "the compile in kolmd ended below its gate but sent no report: {}",
+                error.unwrap_or_else(|| "no message".into())
+            ),
+        },
         (code, error) => anyhow::bail!(
             "the compile in kolmd failed (exit {code}): {}",
             error.unwrap_or_else(|| "no message".into())

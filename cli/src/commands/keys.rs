@@ -17,13 +17,13 @@ pub fn run(home: &Home, command: KeysCommand) -> anyhow::Result<()> {
                     &json!({ "ok": true, "name": public.name, "keyid": public.keyid() }),
                 );
             }
-            println!(
+            outln!(
                 "created signing key `{}` ({}) in {}; it is trusted on this machine",
                 public.name,
                 output::short(&public.keyid()),
                 home.root().join("keys").display()
             );
-            println!(
+            outln!(
                 "share its public half with `kolmctl keys export {}`",
                 public.name
             );
@@ -34,7 +34,7 @@ pub fn run(home: &Home, command: KeysCommand) -> anyhow::Result<()> {
                 return output::json(&keys);
             }
             if keys.is_empty() {
-                println!("no keys (create one with `kolmctl keys generate`)");
+                outln!("no keys (create one with `kolmctl keys generate`)");
                 return Ok(());
             }
             let rows: Vec<Vec<String>> = keys
@@ -54,7 +54,7 @@ pub fn run(home: &Home, command: KeysCommand) -> anyhow::Result<()> {
             let public = keyring
                 .public(Some(&name))
                 .with_context(|| format!("cannot export key `{name}`"))?;
-            print!("{}", public.to_line());
+            out!("{}", public.to_line());
         }
         KeysCommand::Trust { file, json } => {
             let public = keyring.trust(&file)?;
@@ -63,7 +63,7 @@ pub fn run(home: &Home, command: KeysCommand) -> anyhow::Result<()> {
                     &json!({ "ok": true, "name": public.name, "keyid": public.keyid() }),
                 );
             }
-            println!(
+            outln!(
                 "trusted `{}` ({}): artifacts it signs now verify",
                 public.name,
                 output::short(&public.keyid())

@@ -32,7 +32,7 @@ pub fn build(args: IndexBuildArgs, bar: &Bar) -> anyhow::Result<()> {
         .iter()
         .filter(|f| f.status == kolm_recall::FileStatus::Indexed)
         .count();
-    println!(
+    outln!(
         "indexed {} into {}: {} files ({indexed} new or changed, {} unchanged), {} chunks ({} embedded) in {:.1}s",
         args.corpus.display(),
         args.out.display(),
@@ -43,15 +43,15 @@ pub fn build(args: IndexBuildArgs, bar: &Bar) -> anyhow::Result<()> {
         report.seconds
     );
     if !report.removed.is_empty() {
-        println!(
+        outln!(
             "removed {} files gone from the corpus",
             report.removed.len()
         );
     }
     if !report.skipped.is_empty() {
-        println!("skipped {}:", report.skipped.len());
+        outln!("skipped {}:", report.skipped.len());
         for s in &report.skipped {
-            println!("  {}: {}", s.source, s.reason);
+            outln!("  {}: {}", s.source, s.reason);
         }
     }
     Ok(())
@@ -92,10 +92,10 @@ pub fn query(home: &Home, args: RecallQueryArgs, bar: &Bar) -> anyhow::Result<()
         return output::json(&hits);
     }
     if hits.is_empty() {
-        println!("no match");
+        outln!("no match");
     }
     for (i, h) in hits.iter().enumerate() {
-        println!(
+        outln!(
             "{}. {}  (score {:.4})",
             i + 1,
             kolm_recall::prompt::label(h),
@@ -103,10 +103,10 @@ pub fn query(home: &Home, args: RecallQueryArgs, bar: &Bar) -> anyhow::Result<()
         );
         let text: String = h.text.chars().take(400).collect();
         for line in text.lines() {
-            println!("   {line}");
+            outln!("   {line}");
         }
         if h.text.chars().count() > 400 {
-            println!("   …");
+            outln!("   …");
         }
     }
     Ok(())

@@ -54,13 +54,13 @@ fn print_installed(
     reused: u64,
     untrusted: bool,
 ) {
-    println!(
+    outln!(
         "{what} {name}:{version} ({} written, {} shared with installed artifacts)",
         output::size(written),
         output::size(reused)
     );
     if untrusted {
-        println!("  warning: installed with --allow-untrusted; its signer is not trusted");
+        outln!("  warning: installed with --allow-untrusted; its signer is not trusted");
     }
 }
 
@@ -216,7 +216,7 @@ pub fn list(home: &Home, json: bool) -> anyhow::Result<()> {
         return output::json(&listed);
     }
     if listed.is_empty() {
-        println!("no artifacts installed (add one with `kolmctl install X.kolm`)");
+        outln!("no artifacts installed (add one with `kolmctl install X.kolm`)");
         return Ok(());
     }
     let rows: Vec<Vec<String>> = listed
@@ -249,8 +249,8 @@ pub fn show(home: &Home, args: RefArgs, bar: &Bar) -> anyhow::Result<()> {
         SignerStatus::Trusted(record.signers.clone())
     };
     super::artifact::print_manifest(&record.statement, &signers, &home.keyring());
-    println!();
-    println!(
+    outln!();
+    outln!(
         "installed {}; all {} blobs re-checked against their digests",
         record.installed,
         record.statement.predicate.entries.len()
@@ -280,7 +280,7 @@ pub fn remove(home: &Home, args: RefArgs) -> anyhow::Result<()> {
         }));
     }
     let unloaded = if was_loaded { ", unloaded first" } else { "" };
-    println!("removed {name}:{version}{unloaded} (run `kolmctl gc` to free its unshared blobs)");
+    outln!("removed {name}:{version}{unloaded} (run `kolmctl gc` to free its unshared blobs)");
     Ok(())
 }
 
@@ -289,7 +289,7 @@ pub fn gc(home: &Home, json: bool) -> anyhow::Result<()> {
     if json {
         return output::json(&report);
     }
-    println!(
+    outln!(
         "removed {} blobs and {} leftover temporary files, freed {}",
         report.removed_blobs,
         report.removed_temp_files,

@@ -111,7 +111,7 @@ pub fn train(args: TrainArgs, quiet: bool) -> anyhow::Result<()> {
             "precision": report.precision,
         }));
     }
-    println!(
+    outln!(
         "trained {} steps on {} ({}) in {:.1}s ({:.0} tokens/s): loss {:.4} -> {:.4}; adapter written to {}",
         report.steps,
         report.device,

@@ -105,6 +105,10 @@ pub enum ArtifactError {
     ReceiptChain { detail: String },
     #[error("{detail}")]
     InvalidInput { detail: String },
+    #[error("the artifact has no signed entry `{name}`")]
+    NoSuchEntry { name: String },
+    #[error("entry `{name}` changed on disk since the artifact was verified; verify it again")]
+    ChangedSinceVerified { name: String },
     #[error("{path}: {source}")]
     Gguf {
         path: PathBuf,
@@ -125,8 +129,9 @@ impl ArtifactError {
             | UnlistedEntry { .. }
             | SizeMismatch { .. }
             | DigestMismatch { .. }
+            | ChangedSinceVerified { .. }
             | ReceiptChain { .. } => ErrorKind::Integrity,
-            InvalidInput { .. } | Gguf { .. } => ErrorKind::InvalidInput,
+            InvalidInput { .. } | NoSuchEntry { .. } | Gguf { .. } => ErrorKind::InvalidInput,
             NotAnArchive { .. }
             | TruncatedCentralDirectory { .. }
             | DataBeforeArchive { .. }

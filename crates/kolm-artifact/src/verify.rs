@@ -307,6 +307,50 @@ impl VerifiedArtifact {
     pub fn attestations(&self) -> &[String] {
         &self.attestations
     }
+
+    /// Copies the signed entry `name` into `out`, hashing it again as it
+    /// goes: the only way an entry's bytes leave a verified artifact. A file
+    /// changed since [`verify`](AuthenticatedArtifact::verify) is
+    /// [`ArtifactError::ChangedSinceVerified`]; what was written to `out`
+    /// then must be thrown away. Returns the bytes copied.
+    pub fn copy_entry(&self, name: &str, out: &mut dyn Write) -> Result<u64> {
+        let entry = self.entry(name).ok_or_else(|| ArtifactError::NoSuchEntry {
+            name: name.to_owned(),
+        })?;
+        let file = File::open(&self.path).map_err(ArtifactError::io(&self.path))?;
+        let mut sha = Sha256::new();
+        let mut buf = vec![0u8; CHUNK];
+        let mut offset = entry.data_offset;
+        let end = entry.data_offset + entry.record.size;
+        while offset < end {
+            let n = ((end - offset) as usize).min(buf.len());
+            let chunk = &mut buf[..n];
+            file.read_exact_at(chunk, offset)
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::UnexpectedEof => ArtifactError::ChangedSinceVerified {
+                        name: name.to_owned(),
+                    },
+                    _ => ArtifactError::io(&self.path)(e),
+                })?;
+            sha.update(&*chunk);
+            out.write_all(chunk)
+                .map_err(ArtifactError::io(format!("(the copy of `{name}`)")))?;
+            offset += n as u64;
+        }
+        if hex::encode(sha.finalize()) != entry.record.sha256 {
+            return Err(ArtifactError::ChangedSinceVerified {
+                name: name.to_owned(),
+            });
+        }
+        Ok(entry.record.size)
+    }
+
+    /// The signed entry `name` in memory, re-hashed ([`copy_entry`](Self::copy_entry)).
+    pub fn read_entry(&self, name: &str) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        self.copy_entry(name, &mut bytes)?;
+        Ok(bytes)
+    }
 }
 
 fn with_path(e: ArtifactError, path: &Path) -> ArtifactError {

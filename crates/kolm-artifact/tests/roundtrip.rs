@@ -204,3 +204,46 @@ fn bad_pack_inputs_are_refused_clearly_and_leave_nothing() {
         "temporary files left behind: {names:?}"
     );
 }
+
+/// Bytes leave a verified artifact only through `copy_entry`, which hashes
+/// them again: a file changed after `verify` (one byte of the base flipped
+/// in place, or the file cut short) is refused, naming the entry.
+#[test]
+fn copy_entry_rehashes_and_refuses_a_file_changed_since_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = full_artifact(dir.path());
+    let path = dir.path().join("changing.kolm");
+    fs::copy(&good, &path).unwrap();
+    let verified = verify(&path, &trusting(&test_key()), &NoProgress).unwrap();
+    let entry = verified.entry(names::BASE).unwrap().clone();
+
+    let bytes = verified.read_entry(names::BASE).unwrap();
+    assert_eq!(bytes.len() as u64, entry.record.size);
+    assert_eq!(sha256_bytes(&bytes), entry.record.sha256);
+    assert!(matches!(
+        verified.read_entry("no/such/entry"),
+        Err(ArtifactError::NoSuchEntry { .. })
+    ));
+
+    let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let at = entry.data_offset + entry.record.size / 2;
+    let mut byte = [0u8; 1];
+    fs::File::open(&path)
+        .unwrap()
+        .read_exact_at(&mut byte, at)
+        .unwrap();
+    file.write_all_at(&[byte[0] ^ 0x01], at).unwrap();
+    let err = verified.read_entry(names::BASE).unwrap_err();
+    assert!(
+        matches!(err, ArtifactError::ChangedSinceVerified { ref name } if name == names::BASE),
+        "{err}"
+    );
+    assert_eq!(err.kind(), ErrorKind::Integrity);
+
+    file.set_len(entry.data_offset + 1).unwrap();
+    let err = verified.read_entry(names::BASE).unwrap_err();
+    assert!(
+        matches!(err, ArtifactError::ChangedSinceVerified { .. }),
+        "{err}"
+    );
+}

@@ -11,6 +11,8 @@
 //! - [`recipes`] mines the recipe pack (n-gram contexts → next token) and
 //!   reads and writes its binary format.
 //! - [`kscore`] computes the K-score from measured numbers.
+//! - [`report`] is what a compile tells its caller: progress events and the
+//!   final report, as serde types every reader shares.
 //!
 //! - [`pipeline`] runs the stages (distill, train, decompose, evaluate,
 //!   K-score) over a student engine and a trainer the caller plugs in, and
@@ -23,6 +25,7 @@ pub mod digest;
 pub mod kscore;
 pub mod pipeline;
 pub mod recipes;
+pub mod report;
 pub mod task;
 pub mod teacher;
 pub mod verifier;

@@ -1,8 +1,9 @@
 //! The recipe pack: n-gram contexts of the student's tokens (1 to 4 tokens)
 //! mapped to the next token, mined from accepted outputs and kept only when
-//! the continuation is (near) deterministic. The runtime drafts tokens from
-//! it without a draft model; the model verifies drafts, so output is the
-//! same with or without the pack.
+//! the continuation is (near) deterministic, and its coverage of held-out
+//! outputs. It is made for drafting without a draft model (the model checks
+//! each draft, so output does not change); kolmd does not draft from it
+//! today.
 //!
 //! The binary format (version 1) is specified in `docs/recipes.md`:
 //! a 48-byte little-endian header (magic `KOLMRCP\0`, version, parameters,

@@ -8,6 +8,7 @@ use axum::Json;
 use kolm_runtime::RuntimeError;
 use serde_json::json;
 
+use crate::request::RequestError;
 use crate::scheduler::SchedulerError;
 
 /// Everything a request can fail with.
@@ -160,6 +161,29 @@ impl From<SchedulerError> for ApiError {
             SchedulerError::TooLarge { .. } => ApiError::InsufficientMemory(e.to_string()),
             SchedulerError::ShuttingDown => ApiError::ShuttingDown,
             e => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        match e {
+            RequestError::Invalid { message, param } => ApiError::InvalidRequest {
+                message,
+                param: Some(param),
+                code: (param == "response_format").then_some("invalid_response_format"),
+            },
+            RequestError::NoChatTemplate { model } => ApiError::InvalidRequest {
+                message: format!(
+                    "the model `{model}` has no chat template; use /v1/completions with a \
+                     prompt instead"
+                ),
+                param: Some("messages"),
+                code: Some("no_chat_template"),
+            },
+            RequestError::Scheduler(e) => e.into(),
+            RequestError::Runtime(e) => e.into(),
+            e @ RequestError::Recall(_) => ApiError::Internal(e.to_string()),
         }
     }
 }

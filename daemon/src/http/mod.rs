@@ -6,6 +6,7 @@
 mod error;
 mod extract;
 mod openai;
+mod wire;
 
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;

@@ -14,21 +14,19 @@ use axum::response::sse::{Event, KeepAlive as SseKeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
-use kolm_artifact::serving::Serving;
-use kolm_runtime::{
-    ChatMessage, Completion, FinishReason, GenerateEvent, GenerateRequest, GenerationStream,
-    Grammar, RuntimeError, SamplingParams,
-};
+use kolm_runtime::{ChatMessage, Completion, FinishReason, GenerateEvent, GenerationStream};
 use kolm_store::ArtifactRecord;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
 use super::extract::ApiJson;
+use super::wire;
 use super::AppState;
 use crate::config::KeepAlive;
 use crate::metrics::Metrics;
+use crate::request::{self, Inference, Prepared, Prompt, ResponseFormat, MAX_RECALL_K};
 use crate::scheduler::{Lease, LoadOptions};
 
 // ---------------------------------------------------------------------------
@@ -114,7 +112,7 @@ pub fn keep_alive(value: &Option<Value>) -> Result<Option<KeepAlive>, ApiError> 
         Some(Value::Number(n)) => KeepAlive::from_seconds(n.as_f64().unwrap_or(f64::NAN))
             .map(Some)
             .map_err(|e| ApiError::invalid(format!("keep_alive: {e}"), "keep_alive")),
-        Some(Value::String(s)) => KeepAlive::parse(s)
+        Some(Value::String(s)) => kolm_proto::parse_keep_alive(s)
             .map(Some)
             .map_err(|e| ApiError::invalid(format!("keep_alive: {e}"), "keep_alive")),
         Some(_) => Err(ApiError::invalid(
@@ -124,23 +122,16 @@ pub fn keep_alive(value: &Option<Value>) -> Result<Option<KeepAlive>, ApiError> 
     }
 }
 
-/// What a validated request asks of the engine. `temperature`,
-/// `max_tokens` and `grammar` are what the request set; [`Plan::settle`]
-/// fills the rest (from the artifact's evaluation record for chats).
-struct Plan {
-    max_tokens: Option<u32>,
-    temperature: Option<f32>,
-    params: SamplingParams,
-    stop: Vec<String>,
-    /// `None`: no `response_format`; `Some(None)`: `text`.
-    requested_grammar: Option<Option<Grammar>>,
-    grammar: Option<Grammar>,
+/// How the answer travels back: at once, or as server-sent events.
+struct Delivery {
     stream: bool,
     include_usage: bool,
-    keep_alive: Option<KeepAlive>,
 }
 
-fn plan(c: &Common) -> Result<Plan, ApiError> {
+/// The fields chat and text completions share, as the transport-neutral
+/// request (`crate::request`); only the wire's own rules are checked here
+/// (`n`, JSON types, which of the two max-token names was used).
+fn inference(model: &str, prompt: Prompt, c: &Common) -> Result<(Inference, Delivery), ApiError> {
     if let Some(n) = c.n {
         if n != 1 {
             return Err(ApiError::invalid(
@@ -158,11 +149,7 @@ fn plan(c: &Common) -> Result<Plan, ApiError> {
         Some(m) if m < 1 => {
             return Err(ApiError::invalid(
                 format!("{max_param} must be at least 1, got {m}"),
-                if max_param == "max_tokens" {
-                    "max_tokens"
-                } else {
-                    "max_completion_tokens"
-                },
+                max_param,
             ))
         }
         Some(m) => Some(u32::try_from(m).unwrap_or(u32::MAX)),
@@ -177,39 +164,33 @@ fn plan(c: &Common) -> Result<Plan, ApiError> {
         })?;
         logit_bias.push((id, *bias));
     }
-    let params = SamplingParams {
-        temperature: c.temperature.unwrap_or(1.0),
-        top_p: c.top_p.unwrap_or(1.0),
-        top_k: c.top_k.unwrap_or(0),
-        min_p: c.min_p.unwrap_or(0.0),
-        seed: c.seed.map(|s| s as u64 as u32),
-        presence_penalty: c.presence_penalty.unwrap_or(0.0),
-        frequency_penalty: c.frequency_penalty.unwrap_or(0.0),
-        repeat_penalty: c.repeat_penalty.unwrap_or(1.0),
-        logit_bias,
-        ..SamplingParams::default()
-    };
+    // Token ids in a map are in no order; the engine's bias is the same
+    // whatever the order, the request's text should be too.
+    logit_bias.sort_by_key(|(id, _)| *id);
+    let seed =
+        match c.seed {
+            None => None,
+            Some(s) => Some(u64::try_from(s).map_err(|_| {
+                ApiError::invalid(format!("seed must be 0 or more, got {s}"), "seed")
+            })?),
+        };
     let stop = match &c.stop {
         None => Vec::new(),
         Some(OneOrMany::One(s)) => vec![s.clone()],
-        Some(OneOrMany::Many(v)) => {
-            if v.len() > 16 {
-                return Err(ApiError::invalid("at most 16 stop sequences", "stop"));
-            }
-            v.iter()
-                .map(|s| {
-                    s.as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| ApiError::invalid("stop must be strings", "stop"))
-                })
-                .collect::<Result<_, _>>()?
-        }
+        Some(OneOrMany::Many(v)) => v
+            .iter()
+            .map(|s| {
+                s.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| ApiError::invalid("stop must be strings", "stop"))
+            })
+            .collect::<Result<_, _>>()?,
     };
-    let requested_grammar = match &c.response_format {
+    let response_format = match &c.response_format {
         None | Some(Value::Null) => None,
         Some(f) => Some(match f.get("type").and_then(Value::as_str) {
-            Some("text") => None,
-            Some("json_object") => Some(Grammar::JsonObject),
+            Some("text") => ResponseFormat::Text,
+            Some("json_object") => ResponseFormat::JsonObject,
             Some("json_schema") => {
                 let schema = f
                     .get("json_schema")
@@ -220,14 +201,7 @@ fn plan(c: &Common) -> Result<Plan, ApiError> {
                             "response_format",
                         )
                     })?;
-                if !schema.is_object() {
-                    return Err(ApiError::InvalidRequest {
-                        message: "response_format json_schema.schema must be a JSON object".into(),
-                        param: Some("response_format"),
-                        code: Some("invalid_response_format"),
-                    });
-                }
-                Some(Grammar::JsonSchema(schema.clone()))
+                ResponseFormat::JsonSchema(schema.clone())
             }
             other => {
                 return Err(ApiError::invalid(
@@ -240,41 +214,32 @@ fn plan(c: &Common) -> Result<Plan, ApiError> {
             }
         }),
     };
-    Ok(Plan {
+    let request = Inference {
         max_tokens,
         temperature: c.temperature,
-        params,
+        top_p: c.top_p,
+        // OpenAI-style clients send -1 or 0 for "no limit".
+        top_k: c.top_k.map(|k| u32::try_from(k).unwrap_or(0)),
+        min_p: c.min_p,
+        seed,
+        presence_penalty: c.presence_penalty,
+        frequency_penalty: c.frequency_penalty,
+        repeat_penalty: c.repeat_penalty,
+        logit_bias,
         stop,
-        requested_grammar,
-        grammar: None,
+        response_format,
+        keep_alive: keep_alive(&c.keep_alive)?,
+        ..Inference::new(model, prompt)
+    };
+    let delivery = Delivery {
         stream: c.stream.unwrap_or(false),
         include_usage: c
             .stream_options
             .as_ref()
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
-        keep_alive: keep_alive(&c.keep_alive)?,
-    })
-}
-
-impl Plan {
-    /// Fills the settings the request left unset: from `serving` (a
-    /// compiled artifact's chat), else the OpenAI defaults.
-    fn settle(&mut self, serving: Option<&Serving>, context: u32) {
-        let resolved = crate::serving::resolve(
-            crate::serving::Requested {
-                temperature: self.temperature,
-                max_tokens: self.max_tokens,
-                grammar: self.requested_grammar.take(),
-            },
-            serving,
-            1.0,
-            context,
-        );
-        self.params.temperature = resolved.temperature;
-        self.max_tokens = resolved.max_tokens;
-        self.grammar = resolved.grammar;
-    }
+    };
+    Ok((request, delivery))
 }
 
 /// Text of a message: a string, or the text parts of a list.
@@ -348,13 +313,8 @@ fn finish_reason(r: FinishReason) -> &'static str {
     }
 }
 
-fn usage(c: &Completion) -> Value {
-    json!({
-        "prompt_tokens": c.prompt_tokens,
-        "completion_tokens": c.completion_tokens,
-        "total_tokens": c.prompt_tokens + c.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": c.cached_tokens},
-    })
+fn usage(c: &Completion) -> wire::Usage {
+    wire::Usage::new(c.prompt_tokens, c.completion_tokens, c.cached_tokens)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -363,50 +323,21 @@ enum Kind {
     Text,
 }
 
-/// The next event, or a cancellation when the daemon's shutdown grace
-/// period ends.
-async fn next_event(
-    stream: &mut GenerationStream,
-    cancel: &CancellationToken,
-) -> Option<GenerateEvent> {
-    tokio::select! {
-        e = stream.next() => e,
-        () = cancel.cancelled() => Some(GenerateEvent::Failed(RuntimeError::Cancelled)),
-    }
-}
-
-/// Starts generation and waits for its first event, so that a request the
-/// engine refuses (prompt too long, bad schema) is a plain HTTP error.
-async fn start(
-    state: &AppState,
-    lease: &Lease,
-    plan: &Plan,
-    prompt: String,
-) -> Result<(GenerationStream, GenerateEvent), ApiError> {
-    let context = lease.model().context.context_per_slot();
-    if let Some(m) = plan.max_tokens {
-        if m >= context {
-            return Err(ApiError::invalid(
-                format!("max_tokens is {m}, but the context holds {context} tokens per request (prompt included)"),
-                "max_tokens",
-            ));
+impl Kind {
+    /// The `object` of a whole answer.
+    fn object(self) -> &'static str {
+        match self {
+            Kind::Chat => "chat.completion",
+            Kind::Text => "text_completion",
         }
     }
-    let request = GenerateRequest {
-        prompt,
-        add_bos: true,
-        params: plan.params.clone(),
-        max_tokens: plan.max_tokens.unwrap_or(context),
-        stop: plan.stop.clone(),
-        grammar: plan.grammar.clone(),
-    };
-    let mut stream = lease.generate(request)?;
-    match next_event(&mut stream, &state.cancel).await {
-        Some(GenerateEvent::Failed(e)) => Err(e.into()),
-        Some(first) => Ok((stream, first)),
-        None => Err(ApiError::Internal(
-            "the engine ended the request without an answer".into(),
-        )),
+
+    /// The `object` of a streamed chunk.
+    fn chunk_object(self) -> &'static str {
+        match self {
+            Kind::Chat => "chat.completion.chunk",
+            Kind::Text => "text_completion",
+        }
     }
 }
 
@@ -423,12 +354,17 @@ fn record(metrics: &Metrics, model: &str, c: &Completion) {
 async fn respond(
     state: AppState,
     kind: Kind,
-    lease: Lease,
-    plan: Plan,
-    prompt: String,
-    citations: Option<Value>,
+    prepared: Prepared,
+    delivery: Delivery,
 ) -> Result<Response, ApiError> {
-    let (mut stream, first) = start(&state, &lease, &plan, prompt).await?;
+    let (mut stream, first) = request::start(&prepared, &state.cancel).await?;
+    let citations = prepared
+        .citations
+        .as_deref()
+        .map(|hits| wire::CompletionExtension {
+            citations: hits.iter().map(wire::Citation::from).collect(),
+        });
+    let lease = prepared.lease;
     let model = lease.model().reference.clone();
     let id = new_id(if kind == Kind::Chat {
         "chatcmpl"
@@ -436,13 +372,13 @@ async fn respond(
         "cmpl"
     });
     let created = now_seconds();
-    if plan.stream {
+    if delivery.stream {
         let sse = SseState {
             kind,
             id,
             created,
             model,
-            include_usage: plan.include_usage,
+            include_usage: delivery.include_usage,
             first: Some(first),
             stream,
             _lease: lease,
@@ -453,52 +389,58 @@ async fn respond(
         };
         if kind == Kind::Chat {
             let mut sse = sse;
-            let mut chunk = sse.chunk_value(json!({"role": "assistant", "content": ""}), None);
-            if let Some(c) = citations {
-                // The citations ride on the first chunk.
-                chunk["kolm"] = json!({ "citations": c });
-            }
-            sse.pending
-                .push_back(Event::default().data(chunk.to_string()));
+            let mut chunk = sse.chunk(
+                wire::Delta {
+                    role: Some("assistant"),
+                    content: Some(String::new()),
+                },
+                None,
+            );
+            // The citations ride on the first chunk.
+            chunk.kolm = citations;
+            sse.push(&chunk);
             return Ok(sse_response(sse));
         }
         return Ok(sse_response(sse));
     }
     let mut text = String::new();
-    let mut event = Some(first);
+    let mut event = first;
     let completion = loop {
         match event {
-            Some(GenerateEvent::Text(t)) => text.push_str(&t),
-            Some(GenerateEvent::Done(c)) => break c,
-            Some(GenerateEvent::Failed(e)) => return Err(e.into()),
-            None => {
-                return Err(ApiError::Internal(
-                    "the engine ended the request early".into(),
-                ))
-            }
+            GenerateEvent::Text(t) => text.push_str(&t),
+            GenerateEvent::Done(c) => break c,
+            GenerateEvent::Failed(e) => return Err(e.into()),
         }
-        event = next_event(&mut stream, &state.cancel).await;
+        event = request::next_event(&mut stream, &state.cancel).await;
     };
     drop(stream);
     drop(lease);
     record(&state.metrics, &model, &completion);
-    let reason = finish_reason(completion.finish_reason);
-    let mut body = match kind {
-        Kind::Chat => json!({
-            "id": id, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "logprobs": null, "finish_reason": reason}],
-            "usage": usage(&completion),
-        }),
-        Kind::Text => json!({
-            "id": id, "object": "text_completion", "created": created, "model": model,
-            "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": reason}],
-            "usage": usage(&completion),
-        }),
+    let (message, text) = match kind {
+        Kind::Chat => (
+            Some(wire::AssistantMessage {
+                role: "assistant",
+                content: text,
+            }),
+            None,
+        ),
+        Kind::Text => (None, Some(text)),
     };
-    if let Some(c) = citations {
-        body["kolm"] = json!({ "citations": c });
-    }
+    let body = wire::Completion {
+        id,
+        object: kind.object(),
+        created,
+        model,
+        choices: vec![wire::Choice {
+            index: 0,
+            message,
+            text,
+            logprobs: (),
+            finish_reason: finish_reason(completion.finish_reason),
+        }],
+        usage: usage(&completion),
+        kolm: citations,
+    };
     Ok(Json(body).into_response())
 }
 
@@ -521,69 +463,70 @@ struct SseState {
 }
 
 impl SseState {
-    fn chunk(&self, delta: Value, finish: Option<&str>) -> Event {
-        Event::default().data(self.chunk_value(delta, finish).to_string())
-    }
-
-    fn chunk_value(&self, delta: Value, finish: Option<&str>) -> Value {
-        let mut body = match self.kind {
-            Kind::Chat => json!({
-                "id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-            }),
-            Kind::Text => json!({
-                "id": self.id, "object": "text_completion", "created": self.created,
-                "model": self.model,
-                "choices": [{"index": 0, "text": delta, "logprobs": null, "finish_reason": finish}],
-            }),
+    /// A chunk with one choice: `delta` for a chat, its content as the
+    /// `text` of a text completion.
+    fn chunk(&self, delta: wire::Delta, finish: Option<&'static str>) -> wire::Chunk {
+        let (delta, text) = match self.kind {
+            Kind::Chat => (Some(delta), None),
+            Kind::Text => (None, Some(delta.content.unwrap_or_default())),
         };
-        if self.include_usage {
-            body["usage"] = Value::Null;
+        wire::Chunk {
+            id: self.id.clone(),
+            object: self.kind.chunk_object(),
+            created: self.created,
+            model: self.model.clone(),
+            choices: vec![wire::ChunkChoice {
+                index: 0,
+                delta,
+                text,
+                logprobs: (),
+                finish_reason: finish,
+            }],
+            usage: if self.include_usage {
+                wire::UsageField::Null
+            } else {
+                wire::UsageField::Absent
+            },
+            kolm: None,
         }
-        body
     }
 
-    fn handle(&mut self, event: Option<GenerateEvent>) {
+    fn push(&mut self, chunk: &wire::Chunk) {
+        let data = serde_json::to_string(chunk).unwrap_or_default();
+        self.pending.push_back(Event::default().data(data));
+    }
+
+    fn handle(&mut self, event: GenerateEvent) {
         match event {
-            Some(GenerateEvent::Text(t)) => {
-                let delta = match self.kind {
-                    Kind::Chat => json!({"content": t}),
-                    Kind::Text => json!(t),
-                };
-                let e = self.chunk(delta, None);
-                self.pending.push_back(e);
+            GenerateEvent::Text(t) => {
+                let chunk = self.chunk(
+                    wire::Delta {
+                        role: None,
+                        content: Some(t),
+                    },
+                    None,
+                );
+                self.push(&chunk);
             }
-            Some(GenerateEvent::Done(c)) => {
+            GenerateEvent::Done(c) => {
                 record(&self.metrics, &self.model, &c);
-                let empty = match self.kind {
-                    Kind::Chat => json!({}),
-                    Kind::Text => json!(""),
-                };
-                let e = self.chunk(empty, Some(finish_reason(c.finish_reason)));
-                self.pending.push_back(e);
+                let last = self.chunk(wire::Delta::default(), Some(finish_reason(c.finish_reason)));
+                self.push(&last);
                 if self.include_usage {
-                    let object = match self.kind {
-                        Kind::Chat => "chat.completion.chunk",
-                        Kind::Text => "text_completion",
-                    };
-                    let body = json!({
-                        "id": self.id, "object": object, "created": self.created,
-                        "model": self.model, "choices": [], "usage": usage(&c),
-                    });
-                    self.pending
-                        .push_back(Event::default().data(body.to_string()));
+                    let mut totals = self.chunk(wire::Delta::default(), None);
+                    totals.choices.clear();
+                    totals.usage = wire::UsageField::Some(usage(&c));
+                    self.push(&totals);
                 }
                 self.pending.push_back(Event::default().data("[DONE]"));
                 self.done = true;
             }
-            Some(GenerateEvent::Failed(e)) => {
+            GenerateEvent::Failed(e) => {
                 let error = ApiError::from(e);
                 self.pending
                     .push_back(Event::default().data(error.body().to_string()));
                 self.done = true;
             }
-            None => self.done = true,
         }
     }
 }
@@ -598,8 +541,8 @@ fn sse_response(state: SseState) -> Response {
                 return None;
             }
             let event = match st.first.take() {
-                Some(first) => Some(first),
-                None => next_event(&mut st.stream, &st.cancel).await,
+                Some(first) => first,
+                None => request::next_event(&mut st.stream, &st.cancel).await,
             };
             st.handle(event);
         }
@@ -616,11 +559,6 @@ pub async fn chat_completions(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
-    check_model(&req.model)?;
-    if req.messages.is_empty() {
-        return Err(ApiError::invalid("messages must not be empty", "messages"));
-    }
-    let mut plan = plan(&req.common)?;
     let messages = req
         .messages
         .iter()
@@ -631,32 +569,14 @@ pub async fn chat_completions(
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let recall_k = recall_k(&req.recall)?;
-    let lease = state.scheduler.acquire(&req.model, plan.keep_alive).await?;
-    let (mut messages, citations) = ground(&lease, messages, recall_k).await?;
-    let serving = lease.model().serving.as_ref();
-    plan.settle(serving, lease.model().context.context_per_slot());
-    crate::serving::prepend_system(serving, &mut messages);
-    let prompt = lease.render_chat(&messages).map_err(|e| match e {
-        RuntimeError::NoChatTemplate => ApiError::InvalidRequest {
-            message: format!(
-                "the model `{}` has no chat template; use /v1/completions with a prompt instead",
-                req.model
-            ),
-            param: Some("messages"),
-            code: Some("no_chat_template"),
-        },
-        e => e.into(),
-    })?;
-    respond(state, Kind::Chat, lease, plan, prompt, citations).await
+    let (mut inference, delivery) = inference(&req.model, Prompt::Chat(messages), &req.common)?;
+    inference.recall_k = recall_k(&req.recall)?;
+    let prepared = request::prepare(&state.scheduler, inference).await?;
+    respond(state, Kind::Chat, prepared, delivery).await
 }
 
-/// Chunks a grounded request gets unless it sets `recall.k`.
-pub const DEFAULT_RECALL_K: usize = kolm_recall::prompt::DEFAULT_K;
-/// The most chunks a request may ask for.
-pub const MAX_RECALL_K: usize = kolm_recall::prompt::MAX_K;
-
-/// The `recall` extension: `None` off, else how many chunks.
+/// The `recall` extension: `true` or absent is the default number of
+/// chunks, `false` or `{"k": 0}` turns it off.
 fn recall_k(value: &Option<Value>) -> Result<Option<usize>, ApiError> {
     let bad = || {
         ApiError::invalid(
@@ -665,68 +585,29 @@ fn recall_k(value: &Option<Value>) -> Result<Option<usize>, ApiError> {
         )
     };
     match value {
-        None | Some(Value::Null) | Some(Value::Bool(true)) => Ok(Some(DEFAULT_RECALL_K)),
-        Some(Value::Bool(false)) => Ok(None),
+        None | Some(Value::Null) | Some(Value::Bool(true)) => Ok(None),
+        Some(Value::Bool(false)) => Ok(Some(0)),
         Some(Value::Object(o)) => {
             if o.keys().any(|k| k != "k") {
                 return Err(bad());
             }
             match o.get("k") {
-                None => Ok(Some(DEFAULT_RECALL_K)),
-                Some(k) => match k.as_u64() {
-                    Some(0) => Ok(None),
-                    Some(k) if k as usize <= MAX_RECALL_K => Ok(Some(k as usize)),
-                    _ => Err(bad()),
-                },
+                None => Ok(None),
+                Some(k) => k
+                    .as_u64()
+                    .and_then(|k| usize::try_from(k).ok())
+                    .map(Some)
+                    .ok_or_else(bad),
             }
         }
         Some(_) => Err(bad()),
     }
 }
 
-/// Grounds a chat in the artifact's recall index (if it has one and the
-/// request did not turn recall off): the last user message is the query,
-/// and the hits go into the system message by the template of
-/// `docs/recall.md` (`kolm_recall::prompt`). Returns the messages to render
-/// and the citations for the response's `kolm.citations`.
-async fn ground(
-    lease: &Lease,
-    mut messages: Vec<ChatMessage>,
-    k: Option<usize>,
-) -> Result<(Vec<ChatMessage>, Option<Value>), ApiError> {
-    let Some(k) = k else {
-        return Ok((messages, None));
-    };
-    let Some(result) = lease.ground(&mut messages, k).await else {
-        return Ok((messages, None));
-    };
-    let hits = result.map_err(|e| ApiError::Internal(format!("recall failed: {e}")))?;
-    let citations: Vec<Value> = hits
-        .iter()
-        .map(|h| {
-            let mut c = json!({
-                "source": h.source,
-                "offset": h.offset,
-                "end": h.end,
-                "score": h.score,
-            });
-            if let Some(p) = h.page {
-                c["page"] = json!(p);
-            }
-            if let Some(r) = h.record {
-                c["record"] = json!(r);
-            }
-            c
-        })
-        .collect();
-    Ok((messages, Some(Value::Array(citations))))
-}
-
 pub async fn completions(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
-    check_model(&req.model)?;
     let prompt = match req.prompt {
         None => return Err(ApiError::invalid("prompt is required", "prompt")),
         Some(OneOrMany::One(p)) => p,
@@ -740,14 +621,9 @@ pub async fn completions(
             }
         },
     };
-    if prompt.is_empty() {
-        return Err(ApiError::invalid("prompt must not be empty", "prompt"));
-    }
-    let mut plan = plan(&req.common)?;
-    let lease = state.scheduler.acquire(&req.model, plan.keep_alive).await?;
-    // A raw prompt is not a chat on the artifact's task: OpenAI defaults.
-    plan.settle(None, lease.model().context.context_per_slot());
-    respond(state, Kind::Text, lease, plan, prompt, None).await
+    let (inference, delivery) = inference(&req.model, Prompt::Text(prompt), &req.common)?;
+    let prepared = request::prepare(&state.scheduler, inference).await?;
+    respond(state, Kind::Text, prepared, delivery).await
 }
 
 pub async fn embeddings(
@@ -799,48 +675,52 @@ pub async fn embeddings(
     };
     drop(lease);
     state.metrics.embedding(&model, result.prompt_tokens);
-    let data: Vec<Value> = result
+    let data = result
         .vectors
-        .iter()
+        .into_iter()
         .enumerate()
-        .map(|(i, v)| {
-            let embedding = if base64 {
+        .map(|(index, v)| wire::EmbeddingObject {
+            object: "embedding",
+            index,
+            embedding: if base64 {
                 let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+                wire::EmbeddingValue::Base64(
+                    base64::engine::general_purpose::STANDARD.encode(bytes),
+                )
             } else {
-                json!(v)
-            };
-            json!({"object": "embedding", "index": i, "embedding": embedding})
+                wire::EmbeddingValue::Float(v)
+            },
         })
         .collect();
-    Ok(Json(json!({
-        "object": "list",
-        "data": data,
-        "model": model,
-        "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
-    }))
+    Ok(Json(wire::EmbeddingList {
+        object: "list",
+        data,
+        model,
+        usage: wire::EmbeddingUsage {
+            prompt_tokens: result.prompt_tokens,
+            total_tokens: result.prompt_tokens,
+        },
+    })
     .into_response())
 }
 
-fn model_object(record: &ArtifactRecord, loaded: bool) -> Value {
-    let created = record
-        .installed_at()
-        .map_or(0, |t| t.unix_timestamp().max(0));
-    let p = &record.statement.predicate;
-    json!({
-        "id": record.reference(),
-        "object": "model",
-        "created": created,
-        "owned_by": "kolm",
-        "kolm": {
-            "name": record.name,
-            "version": record.version,
-            "loaded": loaded,
-            "size": record.size,
-            "trusted": record.is_trusted(),
-            "base": serde_json::to_value(&p.base).unwrap_or(Value::Null),
+fn model_object(record: &ArtifactRecord, loaded: bool) -> wire::Model {
+    wire::Model {
+        id: record.reference(),
+        object: "model",
+        created: record
+            .installed_at()
+            .map_or(0, |t| t.unix_timestamp().max(0)),
+        owned_by: "kolm",
+        kolm: wire::ModelExtension {
+            name: record.name.clone(),
+            version: record.version.clone(),
+            loaded,
+            size: record.size,
+            trusted: record.is_trusted(),
+            base: serde_json::to_value(&record.statement.predicate.base).unwrap_or(Value::Null),
         },
-    })
+    }
 }
 
 async fn installed(state: &AppState) -> Result<Vec<ArtifactRecord>, ApiError> {
@@ -859,11 +739,15 @@ pub async fn list_models(State(state): State<AppState>) -> Result<Response, ApiE
         .into_iter()
         .map(|l| l.model)
         .collect();
-    let data: Vec<Value> = records
+    let data = records
         .iter()
         .map(|r| model_object(r, loaded.contains(&r.reference())))
         .collect();
-    Ok(Json(json!({"object": "list", "data": data})).into_response())
+    Ok(Json(wire::ModelList {
+        object: "list",
+        data,
+    })
+    .into_response())
 }
 
 pub async fn get_model(
@@ -900,11 +784,24 @@ pub struct UnloadRequest {
 
 pub async fn loaded(State(state): State<AppState>) -> Response {
     let memory = state.scheduler.memory();
-    Json(json!({
-        "models": state.scheduler.list_loaded(),
-        "bases": memory.bases.iter().map(|(d, b, n)| json!({"base": d, "bytes": b, "artifacts": n})).collect::<Vec<_>>(),
-        "memory_bytes": memory.total_bytes,
-    }))
+    Json(wire::Loaded {
+        models: state
+            .scheduler
+            .list_loaded()
+            .into_iter()
+            .map(wire::LoadedModel::from)
+            .collect(),
+        bases: memory
+            .bases
+            .into_iter()
+            .map(|(base, bytes, artifacts)| wire::LoadedBase {
+                base,
+                bytes,
+                artifacts,
+            })
+            .collect(),
+        memory_bytes: memory.total_bytes,
+    })
     .into_response()
 }
 
@@ -918,7 +815,7 @@ pub async fn load(
         pin: req.pin,
     };
     let info = state.scheduler.load(&req.model, options).await?;
-    Ok(Json(info).into_response())
+    Ok(Json(wire::LoadedModel::from(info)).into_response())
 }
 
 pub async fn unload(
@@ -927,8 +824,8 @@ pub async fn unload(
 ) -> Result<Response, ApiError> {
     check_model(&req.model)?;
     let scheduler = state.scheduler.clone();
-    let was = tokio::task::spawn_blocking(move || scheduler.unload(&req.model))
+    let unloaded = tokio::task::spawn_blocking(move || scheduler.unload(&req.model))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(Json(json!({"unloaded": was})).into_response())
+    Ok(Json(wire::Unloaded::from(unloaded)).into_response())
 }

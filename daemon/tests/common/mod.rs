@@ -222,6 +222,86 @@ impl Daemon {
         names
     }
 
+    /// Runs `kolmctl` against this daemon (over its gRPC socket), with
+    /// `stdin` as its input.
+    pub fn kolmctl(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+        let mut cmd = Command::new(kolmctl_path());
+        cmd.args(args)
+            .env("KOLM_HOME", home())
+            .env("KOLM_GRPC_SOCKET", &self.socket)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+        let mut child = cmd.spawn().unwrap();
+        if let Some(text) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// `kolmctl ARGS` that must succeed; its stdout as JSON.
+    pub fn kolmctl_json(&self, args: &[&str]) -> Value {
+        let out = self.kolmctl(args, None);
+        assert!(
+            out.status.success(),
+            "kolmctl {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// The same one-question chat through both doors: `/v1/chat/completions`
+    /// with `body` (its `model` and `messages` are set here) and `kolmctl
+    /// run MODEL QUESTION RUN_ARGS --json` over gRPC. Returns both answers,
+    /// each with its `text` and `citations` (empty when not grounded).
+    pub fn chat_both_ways(
+        &self,
+        model: &str,
+        question: &str,
+        mut body: Value,
+        run_args: &[&str],
+    ) -> [Answer; 2] {
+        body["model"] = model.into();
+        body["messages"] = serde_json::json!([{"role": "user", "content": question}]);
+        let r = self.post("/v1/chat/completions", &body);
+        assert_eq!(r.status, 200, "{}\n{}", r.text(), self.log());
+        let http = r.json();
+        let mut args = vec!["run", model, question, "--json"];
+        args.extend_from_slice(run_args);
+        let grpc = self.kolmctl_json(&args);
+        let sources = |list: &Value| -> Vec<String> {
+            list.as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| c["source"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        [
+            Answer {
+                text: http["choices"][0]["message"]["content"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+                sources: sources(&http["kolm"]["citations"]),
+            },
+            Answer {
+                text: grpc["text"].as_str().unwrap().to_owned(),
+                sources: sources(&grpc["citations"]),
+            },
+        ]
+    }
+
     /// A short greedy chat; asserts success and returns the text.
     pub fn chat(&self, model: &str, extra: Value) -> String {
         let mut body = serde_json::json!({
@@ -247,6 +327,14 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// One answer of [`Daemon::chat_both_ways`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub text: String,
+    /// The sources of its citations, in order.
+    pub sources: Vec<String>,
 }
 
 /// An HTTP response.

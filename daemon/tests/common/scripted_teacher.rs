@@ -158,6 +158,8 @@ pub fn rule(text: &str) -> Option<Value> {
         })
         .collect();
     let who = words.iter().find_map(|w| {
+        // `Ned:` and `Mo:` name people too.
+        let w = w.trim_matches(|c: char| !c.is_alphanumeric());
         NAMES
             .iter()
             .find(|n| w.eq_ignore_ascii_case(n))

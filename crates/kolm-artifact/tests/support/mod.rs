@@ -125,3 +125,8 @@ pub fn sha256_file(path: &Path) -> String {
     io::copy(&mut File::open(path).unwrap(), &mut h).unwrap();
     hex::encode(h.finalize())
 }
+
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
