@@ -19,7 +19,8 @@
 //! Run: `cargo build --release -p kolm-cli && cargo bench -p kolm-benches --bench generalization`.
 //! Environment: `KOLM_BENCH_EPOCHS` (most epochs of the validated levers,
 //! default 6), `KOLM_BENCH_SYNTHESIZE` (synthetic inputs, default 40),
-//! `KOLM_BENCH_K` (teacher samples per example, default 4), `KOLMCTL`.
+//! `KOLM_BENCH_K` (teacher samples per example, default 4),
+//! `KOLM_BENCH_LEVERS` (which levers, by number, default `1,2,3`), `KOLMCTL`.
 //!
 //! Output: progress on stderr; a table on stdout, then one JSON line
 //! `{"bench":"generalization",...}`.
@@ -135,8 +136,21 @@ fn run() -> Result<()> {
         },
     ];
 
+    let chosen: String = env_or("KOLM_BENCH_LEVERS", "1,2,3".to_owned())?;
+    let chosen: Vec<usize> = chosen
+        .split(',')
+        .map(|n| match n.trim().parse::<usize>() {
+            Ok(i @ 1..=3) => Ok(i - 1),
+            _ => Err(anyhow::anyhow!(
+                "KOLM_BENCH_LEVERS={chosen:?}: give lever numbers 1 to 3, e.g. 1,3"
+            )),
+        })
+        .collect::<Result<_>>()?;
     let mut results = Vec::new();
     for (i, lever) in levers.iter().enumerate() {
+        if !chosen.contains(&i) {
+            continue;
+        }
         eprintln!("[{}/{}] {}", i + 1, levers.len(), lever.name);
         // A teacher and a cache of its own: each lever's calls are counted cold.
         let teacher = ScriptedTeacher::start();

@@ -10,13 +10,23 @@ use kolm_store::StoreError;
 
 use crate::daemon::DaemonError;
 
+/// Exit code of a compile whose K-score is below the gate.
+pub const BELOW_GATE_EXIT: u8 = 7;
+
+/// A compile that ran but did not reach the gate; its report was printed.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "K = {k:.3} is below the gate {gate:.2}: no artifact written (use --force to write it anyway)"
+)]
+pub struct BelowGate {
+    pub k: f64,
+    pub gate: f64,
+}
+
 /// The exit code for an error, from the first cause the libraries classify.
 pub fn code_for(err: &anyhow::Error) -> u8 {
-    if err
-        .chain()
-        .any(|c| c.downcast_ref::<crate::commands::BelowGate>().is_some())
-    {
-        return crate::commands::BELOW_GATE_EXIT;
+    if err.chain().any(|c| c.downcast_ref::<BelowGate>().is_some()) {
+        return BELOW_GATE_EXIT;
     }
     let kind = err.chain().find_map(|cause| {
         cause
@@ -70,7 +80,7 @@ pub fn message(err: &anyhow::Error) -> String {
 /// (with `"ok": false`) already, so only the message goes to stderr.
 pub fn report(err: &anyhow::Error, json: bool) -> ExitCode {
     let code = code_for(err);
-    if json && code != crate::commands::BELOW_GATE_EXIT {
+    if json && code != BELOW_GATE_EXIT {
         let value = serde_json::json!({
             "ok": false,
             "error": { "kind": kind_name(code), "exit_code": code, "message": message(err) },

@@ -209,6 +209,15 @@ fn bad_requests_get_openai_errors_and_the_daemon_keeps_serving() {
 fn a_client_that_hangs_up_frees_its_slot() {
     let d = Daemon::start("slots = 1\nqueue = 0");
     d.chat("smollm2", json!({}));
+    // This machine's time per token, from a 64-token answer (loaded).
+    let started = Instant::now();
+    let r = d.post(
+        "/v1/chat/completions",
+        &chat_body("smollm2", "Write a long story about a dragon.", 64),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let tokens = r.json()["usage"]["completion_tokens"].as_u64().unwrap() as u32;
+    let per_token = started.elapsed() / tokens.max(1);
     let mut body = chat_body("smollm2", "Write a long story about a dragon.", 400);
     body["stream"] = json!(true);
     let mut stream = connect(d.addr);
@@ -227,14 +236,21 @@ fn a_client_that_hangs_up_frees_its_slot() {
         String::from_utf8_lossy(&buf[..n])
     );
     drop(stream);
-    // The only slot and no queue: this succeeds only if the slot was freed.
+    // The only slot and no queue: this succeeds only once the slot is
+    // free, and must long before the 390-odd tokens the abandoned answer
+    // had left would end (150 tokens' time).
+    let bound = per_token * 150;
     let start = Instant::now();
-    let ok = eventually(Duration::from_secs(30), || {
+    let ok = eventually(bound, || {
         let r = d.post("/v1/chat/completions", &chat_body("smollm2", "hi", 4));
         r.status == 200
     });
-    assert!(ok, "the slot was not freed:\n{}", d.log());
-    assert!(start.elapsed() < Duration::from_secs(30));
+    assert!(
+        ok,
+        "the slot was not freed within {bound:?} ({per_token:?} a token):\n{}",
+        d.log()
+    );
+    assert!(start.elapsed() < bound);
 }
 
 #[test]

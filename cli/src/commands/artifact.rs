@@ -316,7 +316,7 @@ pub fn print_manifest(statement: &Statement, signers: &SignerStatus, keyring: &K
     match evaluation(p) {
         Evaluation::NotCompiled => {}
         Evaluation::ShapeOnly => outln!("accuracy: {SHAPE_ONLY}"),
-        Evaluation::Judged(s) => super::compile::print_scores(&s),
+        Evaluation::Judged(s) => super::scores::print_scores(&s),
     }
     outln!();
     let rows: Vec<Vec<String>> = p

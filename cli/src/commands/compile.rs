@@ -12,7 +12,6 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kolm_artifact::names;
-use kolm_compile::pipeline::eval::AllScores;
 use kolm_compile::pipeline::{self, CompileOptions, CompileProgress, Compiled, SealInputs, Stage};
 use kolm_compile::report::{AccuracyFigures, BaseCandidateReport, CompileEvent, CompileReport};
 use kolm_compile::teacher::TeacherSettings;
@@ -22,23 +21,11 @@ use serde_json::json;
 
 use crate::base_chat::BaseChat;
 use crate::cli::{CompileArgs, VerifierCommand};
+use crate::exit::BelowGate;
 use crate::grounding::CorpusRecall;
 use crate::output;
 use crate::progress::Bar;
 use crate::student::LlamaStudent;
-
-/// Exit code of a compile whose K-score is below the gate.
-pub const BELOW_GATE_EXIT: u8 = 7;
-
-/// A compile that ran but did not reach the gate; its report was printed.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "K = {k:.3} is below the gate {gate:.2}: no artifact written (use --force to write it anyway)"
-)]
-pub struct BelowGate {
-    pub k: f64,
-    pub gate: f64,
-}
 
 /// The flags as a task file, to overlay on `--file`.
 fn flags_as_task_file(args: &CompileArgs) -> TaskFile {
@@ -518,54 +505,11 @@ fn pct(x: f64) -> String {
     format!("{:.0}%", x * 100.0)
 }
 
-/// Prints the accuracy lines of a compile (or of an artifact's manifest):
-/// each model's accuracy with its interval and n, the answers without a
-/// reference apart, and the student's fields that were wrong.
-pub fn print_scores(scores: &AllScores) {
-    let tests = scores.student.accuracy.n;
-    let unchecked = scores.student.unchecked.n;
-    if tests > 0 {
-        outln!("held-out accuracy    ({tests} test(s) with a reference answer; 95% interval)");
-        for (who, s) in [
-            ("student", &scores.student),
-            ("base", &scores.base),
-            ("teacher", &scores.teacher),
-        ] {
-            outln!("  {who:<18} {}", s.accuracy.describe());
-        }
-    } else {
-        outln!("held-out accuracy    - (no test has a reference answer: nothing was checked for correctness)");
-    }
-    if unchecked > 0 {
-        outln!(
-            "no reference         {unchecked} test(s): student {}, base {}, teacher {} passed the gates (right shape, not checked for correctness)",
-            scores.student.unchecked.passed, scores.base.unchecked.passed, scores.teacher.unchecked.passed
-        );
-    }
-    let wrong: Vec<String> = scores
-        .student
-        .fields
-        .iter()
-        .filter(|f| f.wrong > 0)
-        .map(|f| format!("{} wrong on {} of {}", f.path, f.wrong, f.n))
-        .collect();
-    if !scores.student.fields.is_empty() {
-        outln!(
-            "student fields       {}",
-            if wrong.is_empty() {
-                "every field right on every test".to_owned()
-            } else {
-                wrong.join(", ")
-            }
-        );
-    }
-}
-
 fn print_report(compiled: &Compiled, report: &CompileReport, artifact: Option<&Path>) {
     let k = &compiled.kscore;
     let m = &compiled.kscore_inputs;
     let acct = &compiled.teacher;
-    print_scores(&compiled.eval.scores());
+    super::scores::print_scores(&compiled.eval.scores());
     outln!("K-score              {:.3}", k.k);
     outln!(
         "  accuracy           {:.3}  (the student's accuracy above)",

@@ -488,7 +488,7 @@ pub fn compile_via_daemon(home: &Home, args: &crate::cli::CompileArgs) -> anyhow
     } else if let Some(report) = report {
         outln!("K-score {:.3}", report.k_score);
         // The same accuracy lines as a local compile, from the report.
-        super::compile::print_scores(&report.accuracy.scores());
+        super::scores::print_scores(&report.accuracy.scores());
         if let Some(i) = &result.installed {
             outln!("kolmd installed {i}");
         }
@@ -500,7 +500,7 @@ pub fn compile_via_daemon(home: &Home, args: &crate::cli::CompileArgs) -> anyhow
         ),
         (0, _) => Ok(()),
         (7, error) => match report {
-            Some(r) => Err(super::compile::BelowGate {
+            Some(r) => Err(crate::exit::BelowGate {
                 k: r.k_score,
                 gate: r.gate,
             }

@@ -6,11 +6,11 @@ mod compile;
 mod daemon;
 mod keys;
 mod recall;
+mod scores;
 mod store;
 mod train;
 
 use anyhow::Context;
-pub use compile::{BelowGate, BELOW_GATE_EXIT};
 use kolm_artifact::TrustPolicy;
 use kolm_store::{Home, Keyring};
 

@@ -110,7 +110,14 @@ fn greedy_chat_answers_and_is_deterministic() {
     );
     assert!(a.contains("Paris"), "{a}");
     assert!(n > 0 && n <= 24);
-    assert!(matches!(reason, FinishReason::Stop | FinishReason::Length));
+    // The reason agrees with the count: the budget used up is `Length`,
+    // an answer that ended before it is `Stop`.
+    let expected = if n == 24 {
+        FinishReason::Length
+    } else {
+        FinishReason::Stop
+    };
+    assert_eq!(reason, expected, "{n} tokens: {a}");
 }
 
 #[test]
@@ -228,6 +235,15 @@ fn a_dropped_stream_frees_its_slot_and_the_queue_is_bounded() {
         first.blocking_next(),
         Some(GenerateEvent::Text(_))
     ));
+    // This machine's time per token, from 16 tokens of the first answer.
+    let started = std::time::Instant::now();
+    for _ in 0..16 {
+        assert!(matches!(
+            first.blocking_next(),
+            Some(GenerateEvent::Text(_))
+        ));
+    }
+    let per_token = started.elapsed() / 16;
     let _waiting = ctx.generate(request(&prompt, 4)).unwrap();
     assert!(matches!(
         ctx.generate(request(&prompt, 4)),
@@ -235,9 +251,17 @@ fn a_dropped_stream_frees_its_slot_and_the_queue_is_bounded() {
     ));
     drop(_waiting);
     drop(first);
-    // The only slot is free again: a new request completes.
+    // The only slot is free again: a new request completes, in far less
+    // time than the dropped answer's 380-odd tokens left would take.
+    let started = std::time::Instant::now();
     let (_, reason, n) = collect(&ctx, request(&prompt, 3)).unwrap();
     assert_eq!((reason, n), (FinishReason::Length, 3));
+    let bound = per_token * 150;
+    assert!(
+        started.elapsed() < bound,
+        "the new request took {:?}, over {bound:?} (150 tokens): the slot was not freed",
+        started.elapsed()
+    );
 }
 
 #[test]

@@ -587,13 +587,11 @@ fn the_real_smollm2_base_is_stored_once() {
             std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/kolm/fixtures")
         })
         .join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !model.exists() {
-        eprintln!(
-            "skipping: {} is missing (run scripts/fixtures.sh)",
-            model.display()
-        );
-        return;
-    }
+    assert!(
+        model.exists(),
+        "{} is missing: run scripts/fixtures.sh",
+        model.display()
+    );
     let dir = tempfile::tempdir().unwrap();
     let store = store_in(dir.path());
     let size = fs::metadata(&model).unwrap().len();
