@@ -163,6 +163,14 @@ fn synthesized_inputs_are_deduplicated_labelled_trained_on_and_cached() {
     // 16 examples, 4 held out for validation, the kept synthetic ones added.
     assert_eq!(report["validation"]["examples"], 4, "{report}");
     assert_eq!(report["distill"]["examples"].as_u64().unwrap(), 12 + kept);
+    // The teacher is right on every input, so every winner is its sample:
+    // the student is trained on the teacher's answers, not the references.
+    assert_eq!(
+        report["distill"]["from_teacher"], report["distill"]["examples"],
+        "{}",
+        report["distill"]
+    );
+    assert_eq!(report["distill"]["from_reference"], 0);
     assert_eq!(report["accuracy"]["student"]["accuracy"]["n"], 8);
     // Requests: 2 for inputs, k per labelled input (distillation replays
     // them from the cache), k per training example, 1 per test.
@@ -188,6 +196,44 @@ fn synthesized_inputs_are_deduplicated_labelled_trained_on_and_cached() {
     assert_eq!(report2["teacher_calls"], 0, "{report2}");
     assert_eq!(report2["synthesis"], *s);
     assert_eq!(teacher.requests.load(Ordering::SeqCst), before);
+}
+
+/// A compile whose K cannot reach its gate exits 7, prints its report
+/// (`ok: false`, the K it reached) and writes nothing at `--out`.
+#[test]
+fn a_compile_below_its_gate_exits_7_and_writes_nothing() {
+    let teacher = ScriptedTeacher::start();
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let task = dir.path().join("kolm.toml");
+    write_task(&task, &teacher, dir.path(), Some(&common::smollm2()), "");
+    let out = dir.path().join("meetings.kolm");
+    let compiled = run(
+        &[
+            "compile",
+            "--file",
+            task.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--validation",
+            "0",
+            "--gate",
+            "1.0",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+        &home,
+    );
+    let report = json_of(&compiled);
+    assert_eq!(compiled.status.code(), Some(7), "{report}");
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["passed_gate"], false);
+    assert!(report["k_score"].as_f64().unwrap() < 1.0, "{report}");
+    assert_eq!(report["artifact"], Value::Null);
+    assert!(!out.exists(), "nothing is written below the gate");
+    let stderr = String::from_utf8_lossy(&compiled.stderr);
+    assert!(stderr.contains("below the gate"), "{stderr}");
 }
 
 fn gemma3() -> PathBuf {
