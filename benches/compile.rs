@@ -18,12 +18,14 @@
 //! `{"bench":"compile",...}`.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use kolm_benches::{env_or, kolmctl_path, kolmd_path, run_ok, workspace_root, Table};
+use kolm_benches::{
+    env_or, kolmctl_path, kolmd_path, run_ok, smollm2_fixture, workspace_root, Table,
+};
 use kolm_compile::pipeline::Stage;
 use kolm_compile::report::CompileReport;
 use serde_json::json;
@@ -159,15 +161,7 @@ fn run() -> Result<()> {
     let price_in: f64 = env_or("KOLM_BENCH_PRICE_IN", 0.15)?;
     let price_out: f64 = env_or("KOLM_BENCH_PRICE_OUT", 0.60)?;
     let root = workspace_root();
-    let fixtures = String::from_utf8(
-        run_ok(Command::new(root.join("scripts/fixtures.sh")).args([
-            "--only",
-            "smollm2",
-            "--print-dir",
-        ]))?
-        .stdout,
-    )?;
-    let base = PathBuf::from(fixtures.trim()).join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let base = smollm2_fixture()?;
     let data = root.join("daemon/tests/data/orders");
 
     let dir = tempfile::tempdir()?;

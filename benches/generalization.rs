@@ -35,7 +35,7 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use kolm_benches::{env_or, kolmctl_path, run_ok, workspace_root, Table};
+use kolm_benches::{env_or, kolmctl_path, smollm2_fixture, workspace_root, Table};
 use kolm_compile::pipeline::eval::{Answer, EvalPack, Rate};
 use kolm_compile::report::CompileReport;
 use kolm_compile::task::Input;
@@ -78,15 +78,7 @@ fn run() -> Result<()> {
     let synthesize: usize = env_or("KOLM_BENCH_SYNTHESIZE", 40)?;
     let k: u32 = env_or("KOLM_BENCH_K", 4)?;
     let root = workspace_root();
-    let fixtures = String::from_utf8(
-        run_ok(Command::new(root.join("scripts/fixtures.sh")).args([
-            "--only",
-            "smollm2",
-            "--print-dir",
-        ]))?
-        .stdout,
-    )?;
-    let base = Path::new(fixtures.trim()).join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let base = smollm2_fixture()?;
     let data = root.join("daemon/tests/data/meetings");
     let dir = tempfile::tempdir()?;
     let home = dir.path().join("home");

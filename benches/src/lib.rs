@@ -50,6 +50,15 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
     }
 }
 
+/// The SmolLM2-135M-Instruct fixture, fetched by `scripts/fixtures.sh` if
+/// it is missing.
+pub fn smollm2_fixture() -> Result<PathBuf> {
+    let script = workspace_root().join("scripts/fixtures.sh");
+    let out = run_ok(Command::new(script).args(["--only", "smollm2", "--print-dir"]))?;
+    let dir = String::from_utf8(out.stdout)?;
+    Ok(Path::new(dir.trim()).join("SmolLM2-135M-Instruct.Q4_1.gguf"))
+}
+
 /// The workspace root (the parent of this package's directory).
 pub fn workspace_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
