@@ -142,8 +142,6 @@ pub struct Prepared {
     /// The chunks the chat was grounded in; `None` when it was not (no
     /// index, recall off, no user message, or a raw prompt).
     pub citations: Option<Vec<Hit>>,
-    /// Whether the artifact's evaluation record supplied any default.
-    pub as_evaluated: bool,
 }
 
 /// Checks what can be checked without the model.
@@ -326,7 +324,6 @@ pub async fn prepare(scheduler: &Scheduler, req: Inference) -> Result<Prepared, 
         lease,
         request,
         citations,
-        as_evaluated: settled.as_evaluated,
     })
 }
 
