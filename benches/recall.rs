@@ -249,10 +249,7 @@ fn top10_flat(vectors: &[Vec<f32>], q: &[f32]) -> Vec<usize> {
 fn main() -> Result<()> {
     let embedder_path = std::env::var_os("KOLM_EMBEDDER")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/kolm/fixtures/all-MiniLM-L6-v2.zip")
-        });
+        .unwrap_or_else(|| kolm_fixtures::dir().join(kolm_fixtures::MINILM_ZIP));
     let pages_n = env_usize("KOLM_BENCH_PAGES", 2000);
     let queries_n = env_usize("KOLM_BENCH_QUERIES", 300);
     let sizes: Vec<usize> = std::env::var("KOLM_BENCH_SIZES")

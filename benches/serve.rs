@@ -92,13 +92,7 @@ impl Config {
     fn from_env() -> Result<Self> {
         let model = match std::env::var_os("KOLM_BENCH_MODEL") {
             Some(p) => PathBuf::from(p),
-            None => std::env::var_os("KOLM_FIXTURES")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                        .join(".cache/kolm/fixtures")
-                })
-                .join("SmolLM2-135M-Instruct.Q4_1.gguf"),
+            None => kolm_fixtures::find(kolm_fixtures::SMOLLM2)?,
         };
         ensure!(
             model.is_file(),

@@ -104,17 +104,7 @@ fn run() -> Result<()> {
         device == "cpu" || device == "cuda",
         "KOLM_BENCH_DEVICE={device}: expected cpu or cuda"
     );
-    let fixtures = std::env::var_os("KOLM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/kolm/fixtures")
-        });
-    let base = fixtures.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    ensure!(
-        base.exists(),
-        "{} is missing: run scripts/fixtures.sh",
-        base.display()
-    );
+    let base = kolm_fixtures::find(kolm_fixtures::SMOLLM2)?;
     let python = std::env::var_os("KOLM_PYREF_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| {

@@ -12,12 +12,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 fn smollm2() -> PathBuf {
-    let dir = std::env::var_os("KOLM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/kolm/fixtures")
-        });
-    dir.join("SmolLM2-135M-Instruct.Q4_1.gguf")
+    kolm_fixtures::dir().join(kolm_fixtures::SMOLLM2)
 }
 
 struct Case {

@@ -7,11 +7,7 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
-    std::env::var_os("KOLM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/kolm/fixtures")
-        })
+    kolm_fixtures::dir()
 }
 
 fn kolmctl(home: &std::path::Path, args: &[&str]) -> (bool, String, String) {

@@ -8,18 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn smollm2() -> PathBuf {
-    let dir = std::env::var_os("KOLM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/kolm/fixtures")
-        });
-    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/fixtures.sh",
-        path.display()
-    );
-    path
+    kolm_fixtures::smollm2()
 }
 
 /// `kolmctl train` on SmolLM2 with these data and output paths and flags.

@@ -20,9 +20,9 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use crate::config::KeepAlive;
-use crate::http::AppState;
 use crate::request::{Inference, Prompt, RequestError, ResponseFormat};
 use crate::scheduler::{Lease, LoadOptions, SchedulerError};
+use crate::state::AppState;
 
 /// The metadata key that carries an artifact or store error's class
 /// (`malformed`, `bad_signature`, `untrusted`, `integrity`).
@@ -628,9 +628,8 @@ fn status_from_request(e: &RequestError) -> Status {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, SchedulerError> + Send + 'static,
 ) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
+    crate::scheduler::blocking(f)
         .await
-        .map_err(|e| Status::internal(e.to_string()))?
         .map_err(|e| status_from(&e))
 }
 

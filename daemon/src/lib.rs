@@ -10,6 +10,7 @@
 //!   grounding, chat rendering, the engine request.
 //! - [`serving`] — a compiled artifact's chats get the defaults it was
 //!   evaluated with.
+//! - [`state`] — [`AppState`], shared by every handler of both APIs.
 //! - [`http`] — the axum server and [`http::run`].
 //! - [`grpc`] — the control API over the same state.
 //! - [`serve`] — runs both until shutdown, then stops them together.
@@ -24,9 +25,11 @@ pub mod metrics;
 pub mod request;
 pub mod scheduler;
 pub mod serving;
+pub mod state;
 
 pub use config::Config;
-pub use http::{run, AppState, HttpOptions};
+pub use http::run;
+pub use state::{AppState, HttpOptions};
 
 use std::future::Future;
 use std::path::PathBuf;

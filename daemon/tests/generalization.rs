@@ -237,7 +237,7 @@ fn a_compile_below_its_gate_exits_7_and_writes_nothing() {
 }
 
 fn gemma3() -> PathBuf {
-    common::smollm2().with_file_name("gemma-3-270m-q4_k_m.gguf")
+    kolm_fixtures::gemma()
 }
 
 /// A second instruct base that is larger than SmolLM2 with the same weights:

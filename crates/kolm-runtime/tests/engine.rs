@@ -11,18 +11,7 @@ use kolm_runtime::{
 };
 
 fn smollm2() -> PathBuf {
-    let dir = std::env::var_os("KOLM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/kolm/fixtures")
-        });
-    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/fixtures.sh",
-        path.display()
-    );
-    path
+    kolm_fixtures::smollm2()
 }
 
 /// One base for all tests in this binary (loading it once is the point).

@@ -581,17 +581,7 @@ fn records_are_stable_json() {
 
 #[test]
 fn the_real_smollm2_base_is_stored_once() {
-    let model = std::env::var_os("KOLM_FIXTURES")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/kolm/fixtures")
-        })
-        .join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        model.exists(),
-        "{} is missing: run scripts/fixtures.sh",
-        model.display()
-    );
+    let model = kolm_fixtures::smollm2();
     let dir = tempfile::tempdir().unwrap();
     let store = store_in(dir.path());
     let size = fs::metadata(&model).unwrap().len();

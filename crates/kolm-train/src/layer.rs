@@ -397,19 +397,7 @@ mod tests {
     use crate::rng::Rng;
 
     fn fixture(name: &str) -> PathBuf {
-        let dir = std::env::var_os("KOLM_FIXTURES")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                    .join(".cache/kolm/fixtures")
-            });
-        let path = dir.join(name);
-        assert!(
-            path.exists(),
-            "{} is missing: run scripts/fixtures.sh",
-            path.display()
-        );
-        path
+        kolm_fixtures::path(name)
     }
 
     fn max_rel_diff(a: &Tensor, b: &Tensor) -> f32 {

@@ -23,11 +23,11 @@ use tokio_util::sync::CancellationToken;
 use super::error::ApiError;
 use super::extract::ApiJson;
 use super::wire;
-use super::AppState;
 use crate::config::KeepAlive;
 use crate::metrics::Metrics;
 use crate::request::{self, Inference, Prepared, Prompt, ResponseFormat, MAX_RECALL_K};
-use crate::scheduler::{Lease, LoadOptions};
+use crate::scheduler::{blocking, Lease, LoadOptions};
+use crate::state::AppState;
 
 // ---------------------------------------------------------------------------
 // Requests.
@@ -725,10 +725,7 @@ fn model_object(record: &ArtifactRecord, loaded: bool) -> wire::Model {
 
 async fn installed(state: &AppState) -> Result<Vec<ArtifactRecord>, ApiError> {
     let scheduler = state.scheduler.clone();
-    tokio::task::spawn_blocking(move || scheduler.installed())
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(ApiError::from)
+    Ok(blocking(move || scheduler.installed()).await?)
 }
 
 pub async fn list_models(State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -755,9 +752,7 @@ pub async fn get_model(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let scheduler = state.scheduler.clone();
-    let record = tokio::task::spawn_blocking(move || scheduler.resolve(&id))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let record = blocking(move || scheduler.resolve(&id)).await?;
     let loaded = state
         .scheduler
         .list_loaded()
@@ -824,8 +819,6 @@ pub async fn unload(
 ) -> Result<Response, ApiError> {
     check_model(&req.model)?;
     let scheduler = state.scheduler.clone();
-    let unloaded = tokio::task::spawn_blocking(move || scheduler.unload(&req.model))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let unloaded = blocking(move || scheduler.unload(&req.model)).await?;
     Ok(Json(wire::Unloaded::from(unloaded)).into_response())
 }

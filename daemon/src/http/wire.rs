@@ -378,3 +378,16 @@ mod tests {
         assert_eq!(serde_json::to_value(e).unwrap(), json!("AAAA"));
     }
 }
+
+/// `GET /health`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Health {
+    /// `ok`, or `loading` while a model loads (then the status is 503).
+    pub status: &'static str,
+    /// Loads in progress.
+    pub loading: usize,
+    /// Models loaded.
+    pub loaded: usize,
+    pub version: &'static str,
+    pub uptime_seconds: f64,
+}

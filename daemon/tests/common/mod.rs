@@ -18,29 +18,12 @@ use kolm_artifact::{NoProgress, PackSpec};
 use serde_json::Value;
 
 pub fn smollm2() -> PathBuf {
-    let dir = std::env::var_os("KOLM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/kolm/fixtures")
-        });
-    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/fixtures.sh",
-        path.display()
-    );
-    path
+    kolm_fixtures::smollm2()
 }
 
 /// The embedder fixture (all-MiniLM-L6-v2, sentence-transformers zip).
 pub fn minilm_zip() -> PathBuf {
-    let p = smollm2().with_file_name("all-MiniLM-L6-v2.zip");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/fixtures.sh",
-        p.display()
-    );
-    p
+    kolm_fixtures::minilm_zip()
 }
 
 /// `kolmctl`, built beside the kolmd under test.

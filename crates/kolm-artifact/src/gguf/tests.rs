@@ -5,29 +5,9 @@ use std::path::PathBuf;
 // real files from scripts/fixtures.sh
 // ---------------------------------------------------------------------------
 
-/// The fixtures cache dir, as scripts/fixtures.sh computes it.
-fn fixtures_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("KOLM_FIXTURES").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is not set")).join(".cache")
-        });
-    cache.join("kolm").join("fixtures")
-}
-
 /// Path of a fixture file; panics (does not skip) when it is absent.
 fn fixture(name: &str) -> PathBuf {
-    let path = fixtures_dir().join(name);
-    assert!(
-        path.is_file(),
-        "fixture {} is missing: run scripts/fixtures.sh",
-        path.display()
-    );
-    path
+    kolm_fixtures::path(name)
 }
 
 /// Reads the header of a real file and checks that every tensor's size, as

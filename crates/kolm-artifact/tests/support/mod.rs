@@ -12,15 +12,7 @@ use kolm_artifact::{pack, Component, NoProgress, PackSpec, ReceiptKey, SecretKey
 
 /// Where `scripts/fixtures.sh` puts the model files.
 pub fn fixtures_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("KOLM_FIXTURES") {
-        return dir.into();
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache")
-        });
-    cache.join("kolm").join("fixtures")
+    kolm_fixtures::dir()
 }
 
 /// The real SmolLM2-135M-Instruct Q4_1 GGUF.

@@ -10,19 +10,7 @@ use kolm_recall::MiniLm;
 
 /// The all-MiniLM-L6-v2 zip (scripts/fixtures.sh fetches it).
 pub fn minilm_zip() -> PathBuf {
-    let dir = std::env::var_os("KOLM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
-                .join(".cache/kolm/fixtures")
-        });
-    let p = dir.join("all-MiniLM-L6-v2.zip");
-    assert!(
-        p.is_file(),
-        "{} is missing: run scripts/fixtures.sh",
-        p.display()
-    );
-    p
+    kolm_fixtures::minilm_zip()
 }
 
 /// The embedder, loaded once.

@@ -21,18 +21,7 @@ use llama_cpp_2::token::LlamaToken;
 /// A model file of `scripts/fixtures.sh` (`$KOLM_FIXTURES`, default
 /// `~/.cache/kolm/fixtures`).
 pub fn fixture(name: &str) -> PathBuf {
-    let dir = std::env::var_os("KOLM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/kolm/fixtures")
-        });
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/fixtures.sh",
-        path.display()
-    );
-    path
+    kolm_fixtures::path(name)
 }
 
 /// llama.cpp's backend: initialized once per process.
