@@ -90,6 +90,7 @@ impl StudentEngine for LlamaStudent {
                 batch: 512,
                 threads: self.threads,
                 max_queue: 1,
+                draft: kolm_runtime::DraftConfig::default(),
             })
             .map_err(|e| e.to_string())?;
         let mut answers = Vec::with_capacity(conversations.len());
@@ -104,6 +105,8 @@ impl StudentEngine for LlamaStudent {
                     max_tokens: serving.max_tokens,
                     stop: Vec::new(),
                     grammar: grammar.clone(),
+                    // Evaluated as decoded token by token.
+                    draft: false,
                 })
                 .map_err(|e| e.to_string())?;
             let mut text = String::new();

@@ -80,6 +80,9 @@ pub struct Inference {
     /// recall off, `None` is [`DEFAULT_RECALL_K`].
     pub recall_k: Option<usize>,
     pub keep_alive: Option<KeepAlive>,
+    /// `Some(false)`: decode this request token by token even when the
+    /// daemon drafts.
+    pub draft: Option<bool>,
 }
 
 impl Inference {
@@ -98,6 +101,7 @@ impl Inference {
             frequency_penalty: None,
             repeat_penalty: None,
             logit_bias: Vec::new(),
+            draft: None,
             stop: Vec::new(),
             response_format: None,
             recall_k: None,
@@ -319,6 +323,7 @@ pub async fn prepare(scheduler: &Scheduler, req: Inference) -> Result<Prepared, 
         max_tokens: settled.max_tokens.unwrap_or(context),
         stop: req.stop,
         grammar: settled.grammar,
+        draft: req.draft.unwrap_or(true),
     };
     Ok(Prepared {
         lease,

@@ -15,6 +15,7 @@ pub mod names;
 pub mod pack;
 pub mod progress;
 pub mod receipts;
+pub mod recipes;
 pub mod serving;
 pub mod verify;
 

@@ -24,7 +24,8 @@
 pub mod digest;
 pub mod kscore;
 pub mod pipeline;
-pub mod recipes;
+/// The recipe pack lives in `kolm-artifact` (the runtime drafts from it).
+pub use kolm_artifact::recipes;
 pub mod report;
 pub mod task;
 pub mod teacher;

@@ -2,7 +2,10 @@
 //! weights and one llama.cpp context per attached artifact (each with its
 //! own adapter and slots), and runs continuous batching: every step it
 //! decodes one token for each generating slot plus a chunk of pending
-//! prompts, in one batch per context.
+//! prompts, in one batch per context. A generating slot may add a draft
+//! ([`crate::draft`]): the model's logits at every drafted position are
+//! sampled in order and the longest agreeing prefix is kept, so the output
+//! is the one decoding token by token gives, in fewer steps.
 //!
 //! Why a thread owns the model: llama.cpp contexts borrow the model, and
 //! initialising a LoRA adapter needs it mutably. The worker drops its
@@ -28,6 +31,7 @@ use llama_cpp_2::token::LlamaToken;
 use llguidance::toktrie::TokEnv;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
+use crate::draft::{DraftConfig, DraftStats, Drafter, Source};
 use crate::error::RuntimeError;
 use crate::sampling::{build_chain, compile_grammar, Grammar, SamplingParams};
 use crate::text::TextAssembler;
@@ -96,6 +100,8 @@ pub struct ContextSpec {
     pub threads: i32,
     /// Requests that may wait for a slot before `QueueFull`.
     pub max_queue: usize,
+    /// Drafting: on or off, its length, the recipe pack.
+    pub draft: DraftConfig,
 }
 
 impl Default for ContextSpec {
@@ -108,6 +114,7 @@ impl Default for ContextSpec {
             batch: 512,
             threads: 2,
             max_queue: 64,
+            draft: DraftConfig::default(),
         }
     }
 }
@@ -124,6 +131,8 @@ pub struct GenerateRequest {
     pub max_tokens: u32,
     pub stop: Vec<String>,
     pub grammar: Option<Grammar>,
+    /// Draft when the context drafts (false: decode token by token).
+    pub draft: bool,
 }
 
 /// Why generation ended.
@@ -145,6 +154,8 @@ pub struct Completion {
     pub completion_tokens: u32,
     pub time_to_first_token: Duration,
     pub total_time: Duration,
+    /// What drafting did; `None` when the request did not draft.
+    pub draft: Option<DraftStats>,
 }
 
 /// What a generation stream yields.
@@ -656,6 +667,7 @@ struct Slots<'m> {
 struct Pending {
     tokens: Vec<LlamaToken>,
     sampler: LlamaSampler,
+    drafter: Option<Drafter>,
     request: GenerateRequest,
     events: UnboundedSender<GenerateEvent>,
     received: Instant,
@@ -680,6 +692,10 @@ struct Active {
     next: Option<LlamaToken>,
     /// Index in the current batch whose logits to sample, if any.
     logits_at: Option<i32>,
+    drafter: Option<Drafter>,
+    /// Drafted after `next` in the current batch, with where each one's
+    /// logits are in the batch (other slots' tokens may lie between).
+    drafted: Vec<(LlamaToken, Source, i32)>,
     received: Instant,
     first_token: Option<Instant>,
 }
@@ -750,9 +766,10 @@ impl<'m> Slots<'m> {
         events: UnboundedSender<GenerateEvent>,
     ) {
         match self.prepare(model, env, &request) {
-            Ok((tokens, sampler)) => self.queue.push_back(Pending {
+            Ok((tokens, sampler, drafter)) => self.queue.push_back(Pending {
                 tokens,
                 sampler,
+                drafter,
                 request,
                 events,
                 received: Instant::now(),
@@ -768,7 +785,7 @@ impl<'m> Slots<'m> {
         model: &LlamaModel,
         env: Option<&TokEnv>,
         request: &GenerateRequest,
-    ) -> Result<(Vec<LlamaToken>, LlamaSampler), RuntimeError> {
+    ) -> Result<(Vec<LlamaToken>, LlamaSampler, Option<Drafter>), RuntimeError> {
         request.params.validate(model.n_vocab())?;
         let vocab = model.vocab();
         let bos_text =
@@ -801,8 +818,17 @@ impl<'m> Slots<'m> {
                 compile_grammar(env, g)
             })
             .transpose()?;
+        let drafter = (request.draft && self.spec.draft.enabled).then(|| {
+            let prompt: Vec<u32> = tokens.iter().map(|t| t.0 as u32).collect();
+            let shadow = grammar.as_ref().map(llguidance::Matcher::deep_clone);
+            Drafter::new(&self.spec.draft, &prompt, shadow)
+        });
         let seed = request.params.seed.unwrap_or_else(fresh_seed);
-        Ok((tokens, build_chain(model, &request.params, grammar, seed)))
+        Ok((
+            tokens,
+            build_chain(model, &request.params, grammar, seed),
+            drafter,
+        ))
     }
 
     /// Moves queued requests into free slots, preferring the slot whose
@@ -847,6 +873,8 @@ impl<'m> Slots<'m> {
                 generated: 0,
                 next: None,
                 logits_at: None,
+                drafter: pending.drafter,
+                drafted: Vec::new(),
                 received: pending.received,
                 first_token: None,
             });
@@ -864,6 +892,7 @@ impl<'m> Slots<'m> {
         self.assign();
         self.batch.clear();
         let budget = self.spec.batch as usize;
+        let limit = self.spec.context_per_slot as usize;
         let mut used = 0usize;
         // Generating slots: one token each.
         for slot in &mut self.slots {
@@ -871,11 +900,13 @@ impl<'m> Slots<'m> {
                 continue;
             };
             active.logits_at = None;
+            active.drafted.clear();
             if let Some(token) = active.next {
                 let pos = slot.cached.len() as i32;
                 if self.batch.add(token, pos, &[slot.seq], true).is_ok() {
                     active.logits_at = Some(used as i32);
                     used += 1;
+                    slot.cached.push(token);
                 }
             }
         }
@@ -905,11 +936,73 @@ impl<'m> Slots<'m> {
             slot.cached
                 .extend_from_slice(&active.prompt[done..done + take]);
         }
-        for slot in &mut self.slots {
-            if let Some(active) = slot.active.as_ref() {
-                if let (Some(token), Some(_)) = (active.next, active.logits_at) {
-                    slot.cached.push(token);
+        // Drafts: what is left of the budget and of the drafting allowance
+        // (verifying drafts in a batch already full of sequences costs more
+        // than it saves), shared by the slots that draft this step.
+        let generating = self
+            .slots
+            .iter()
+            .filter(|s| {
+                s.active
+                    .as_ref()
+                    .is_some_and(|a| a.logits_at.is_some() && a.next.is_some())
+            })
+            .count();
+        let mut allowance = self
+            .spec
+            .draft
+            .step_budget
+            .saturating_sub(generating)
+            .min(budget - used);
+        let mut drafting: Vec<usize> = Vec::new();
+        if allowance > 0 {
+            for (i, slot) in self.slots.iter_mut().enumerate() {
+                let Some(active) = slot.active.as_mut() else {
+                    continue;
+                };
+                if active.next.is_none() || active.logits_at.is_none() {
+                    continue;
                 }
+                if let Some(d) = active.drafter.as_mut() {
+                    if d.wants_to_draft() {
+                        drafting.push(i);
+                    }
+                }
+            }
+        }
+        let mut left = drafting.len();
+        for i in drafting {
+            let share = (allowance / left.max(1)).max(1).min(allowance);
+            left -= 1;
+            let slot = &mut self.slots[i];
+            let active = slot.active.as_mut().expect("drafting slots are active");
+            // Room left in the slot's context and in the request's tokens:
+            // the step emits the drafts accepted plus one.
+            let room = limit.saturating_sub(slot.cached.len() + 1);
+            let tokens_left = (active.max_tokens - active.generated).saturating_sub(1) as usize;
+            let want = share.min(room).min(tokens_left);
+            let drafter = active.drafter.as_mut().expect("checked");
+            let tokenize = |bytes: &[u8]| -> Vec<u32> {
+                match std::str::from_utf8(bytes) {
+                    Ok(text) => model
+                        .vocab()
+                        .tokenize(text.as_bytes(), false, false)
+                        .into_iter()
+                        .map(|t| t.0 as u32)
+                        .collect(),
+                    Err(_) => Vec::new(),
+                }
+            };
+            for (t, source) in drafter.draft(want, &tokenize) {
+                let token = LlamaToken(t as i32);
+                let pos = slot.cached.len() as i32;
+                if self.batch.add(token, pos, &[slot.seq], true).is_err() {
+                    break;
+                }
+                active.drafted.push((token, source, used as i32));
+                used += 1;
+                allowance -= 1;
+                slot.cached.push(token);
             }
         }
         if used == 0 {
@@ -928,40 +1021,62 @@ impl<'m> Slots<'m> {
             }
             return;
         }
-        let limit = self.spec.context_per_slot as usize;
         for slot in &mut self.slots {
             let Some(active) = slot.active.as_mut() else {
                 continue;
             };
             let Some(at) = active.logits_at else { continue };
-            let token = active.sampler.sample(&self.ctx, at);
-            active.first_token.get_or_insert_with(Instant::now);
-            let finish = if model.vocab().is_eog(token) {
-                let rest = active.text.finish();
-                if !rest.is_empty() {
-                    let _ = active.events.send(GenerateEvent::Text(rest));
+            let drafted = std::mem::take(&mut active.drafted);
+            // Where the cache is valid up to: the prompt (or `next`), then
+            // each drafted token the model agrees with.
+            let mut valid = slot.cached.len() - drafted.len();
+            let mut accepted = 0usize;
+            let mut index = at;
+            let finish = loop {
+                let token = active.sampler.sample(&self.ctx, index);
+                if let Some(reason) = active.emit(model, token, valid, limit) {
+                    break Some(reason);
                 }
-                Some(FinishReason::Stop)
-            } else {
-                active.generated += 1;
-                let bytes = model.vocab().token_to_piece(token, false, None);
-                let delta = active.text.push(&bytes);
-                if !delta.text.is_empty() {
-                    let _ = active.events.send(GenerateEvent::Text(delta.text));
-                }
-                if delta.stopped {
-                    Some(FinishReason::Stop)
-                } else if active.generated >= active.max_tokens || slot.cached.len() + 1 >= limit {
-                    let rest = active.text.finish();
-                    if !rest.is_empty() {
-                        let _ = active.events.send(GenerateEvent::Text(rest));
+                match drafted.get(accepted) {
+                    Some(&(d, _, at)) if d == token => {
+                        accepted += 1;
+                        valid += 1;
+                        index = at;
                     }
-                    Some(FinishReason::Length)
-                } else {
-                    active.next = Some(token);
-                    None
+                    _ => {
+                        active.next = Some(token);
+                        break None;
+                    }
                 }
             };
+            if let Some(d) = active.drafter.as_mut() {
+                let sources: Vec<Source> = drafted.iter().map(|(_, s, _)| *s).collect();
+                d.verified(&sources, accepted);
+            }
+            if valid < slot.cached.len() {
+                // Rejected drafts leave the cache.
+                let removed = self
+                    .ctx
+                    .clear_kv_cache_seq(Some(slot.seq as u32), Some(valid as u32), None)
+                    .unwrap_or(false);
+                if removed {
+                    slot.cached.truncate(valid);
+                } else {
+                    let _ = self
+                        .ctx
+                        .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+                    slot.cached.clear();
+                    if finish.is_none() {
+                        let error = RuntimeError::Decode(
+                            "cannot remove rejected drafts from the cache".into(),
+                        );
+                        if let Some(a) = slot.active.take() {
+                            let _ = a.events.send(GenerateEvent::Failed(error));
+                        }
+                        continue;
+                    }
+                }
+            }
             if let Some(reason) = finish {
                 let active = slot.active.take().expect("active");
                 let now = Instant::now();
@@ -972,9 +1087,52 @@ impl<'m> Slots<'m> {
                     completion_tokens: active.generated,
                     time_to_first_token: active.first_token.unwrap_or(now) - active.received,
                     total_time: now - active.received,
+                    draft: active.drafter.map(|d| d.stats),
                 }));
             }
         }
+    }
+}
+
+impl Active {
+    /// Emits one sampled token: text to the client, and whether the
+    /// request ends with it. `cached` is how many positions the slot's
+    /// cache holds before this token.
+    fn emit(
+        &mut self,
+        model: &LlamaModel,
+        token: LlamaToken,
+        cached: usize,
+        limit: usize,
+    ) -> Option<FinishReason> {
+        self.first_token.get_or_insert_with(Instant::now);
+        if model.vocab().is_eog(token) {
+            let rest = self.text.finish();
+            if !rest.is_empty() {
+                let _ = self.events.send(GenerateEvent::Text(rest));
+            }
+            return Some(FinishReason::Stop);
+        }
+        self.generated += 1;
+        let bytes = model.vocab().token_to_piece(token, false, None);
+        let delta = self.text.push(&bytes);
+        if !delta.text.is_empty() {
+            let _ = self.events.send(GenerateEvent::Text(delta.text));
+        }
+        if delta.stopped {
+            return Some(FinishReason::Stop);
+        }
+        if self.generated >= self.max_tokens || cached + 1 >= limit {
+            let rest = self.text.finish();
+            if !rest.is_empty() {
+                let _ = self.events.send(GenerateEvent::Text(rest));
+            }
+            return Some(FinishReason::Length);
+        }
+        if let Some(d) = self.drafter.as_mut() {
+            d.push(token.0 as u32);
+        }
+        None
     }
 }
 

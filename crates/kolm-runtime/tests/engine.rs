@@ -66,6 +66,7 @@ fn request(prompt: &str, max_tokens: u32) -> GenerateRequest {
         max_tokens,
         stop: vec![],
         grammar: None,
+        draft: true,
     }
 }
 

@@ -1,9 +1,9 @@
 //! The recipe pack: n-gram contexts of the student's tokens (1 to 4 tokens)
 //! mapped to the next token, mined from accepted outputs and kept only when
 //! the continuation is (near) deterministic, and its coverage of held-out
-//! outputs. It is made for drafting without a draft model (the model checks
-//! each draft, so output does not change); kolmd does not draft from it
-//! today.
+//! outputs. The compiler mines it (`kolm-compile`); the runtime drafts
+//! from it with no draft model (`kolm-runtime`'s drafting: the model checks
+//! each draft, so output does not change).
 //!
 //! The binary format (version 1) is specified in `docs/recipes.md`:
 //! a 48-byte little-endian header (magic `KOLMRCP\0`, version, parameters,
