@@ -10,8 +10,8 @@ use std::sync::Mutex;
 use anyhow::Context;
 use kolm_artifact::names;
 use kolm_artifact::receipts::DigestRef;
+use kolm_compile::example::Message;
 use kolm_compile::pipeline::{CompileProgress, Grounding, IndexBuilt};
-use kolm_compile::task::Message;
 use kolm_recall::{BuildOptions, Embedder, EmbedderFiles, Index, MiniLm, Mode, Recall};
 
 /// The corpus of a compile and, once built, its index.

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kolm_artifact::serving::{Serving, ShapeGrammar};
+use kolm_compile::example::Message;
 use kolm_compile::pipeline::{StudentAnswer, StudentEngine};
-use kolm_compile::task::Message;
 use kolm_runtime::{ContextSpec, GenerateEvent, GenerateRequest, Grammar, SamplingParams};
 
 use crate::base_chat::BaseChat;

@@ -7,8 +7,8 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use kolm_compile::example::Message;
 use kolm_compile::pipeline::{AdapterTrainer, CompileProgress, HyperParams, OnEpoch, TrainSummary};
-use kolm_compile::task::Message;
 use kolm_train::{Progress, StepStats, TrainConfig, TrainExample};
 use serde_json::json;
 

@@ -14,11 +14,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use kolm_artifact::receipts::ReceiptKey;
 use kolm_artifact::serving::Serving;
+use kolm_compile::example::{Example, Input, Message};
 use kolm_compile::pipeline::{
     self, AdapterTrainer, CompileError, CompileOptions, CompileProgress, HyperParams, OnEpoch,
     StudentAnswer, StudentEngine, TrainSummary,
 };
-use kolm_compile::task::{Example, Input, Message, Task};
+use kolm_compile::task::Task;
 use kolm_compile::teacher::{Price, Teacher, TeacherConfig, TeacherError, TeacherSettings};
 
 /// Tokens are words; answering or training is a bug in these cases.

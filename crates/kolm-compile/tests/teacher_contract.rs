@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use kolm_compile::task::Message;
+use kolm_compile::example::Message;
 use kolm_compile::teacher::{
     ChatRequest, Price, Teacher, TeacherConfig, TeacherError, TeacherSettings,
 };

@@ -35,9 +35,10 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::example::{Example, Message};
 use crate::kscore::{KScore, KScoreError, KScoreInputs};
 use crate::recipes::{Coverage, MineParams, PackStats, RecipeError, RecipePack};
-use crate::task::{Example, Message, Task};
+use crate::task::Task;
 use crate::teacher::{Accounting, ChatRequest, Teacher, TeacherError};
 use crate::verifier::{Verifier, VerifierError};
 use kolm_artifact::serving::Serving;

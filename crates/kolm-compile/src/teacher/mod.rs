@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 pub use cache::{CacheEntry, CacheKey, ResponseCache};
 pub use wire::ANTHROPIC_VERSION;
 
-use crate::task::Message;
+use crate::example::Message;
 
 /// OpenAI's API base when `OPENAI_BASE_URL` is unset.
 pub const OPENAI_DEFAULT_BASE: &str = "https://api.openai.com/v1";
