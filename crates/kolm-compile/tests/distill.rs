@@ -17,7 +17,7 @@ use kolm_artifact::serving::Serving;
 use kolm_compile::example::{Example, Input, Message};
 use kolm_compile::pipeline::{
     self, AdapterTrainer, CompileError, CompileOptions, CompileProgress, HyperParams, OnEpoch,
-    StudentAnswer, StudentEngine, TrainSummary,
+    StageError, StudentAnswer, StudentEngine, TrainSummary,
 };
 use kolm_compile::task::Task;
 use kolm_compile::teacher::{Price, Teacher, TeacherConfig, TeacherError, TeacherSettings};
@@ -26,7 +26,7 @@ use kolm_compile::teacher::{Price, Teacher, TeacherConfig, TeacherError, Teacher
 struct FakeStudent;
 
 impl StudentEngine for FakeStudent {
-    fn tokenize(&self, text: &str) -> Result<Vec<u32>, String> {
+    fn tokenize(&self, text: &str) -> Result<Vec<u32>, StageError> {
         Ok(text.split_whitespace().map(|w| w.len() as u32).collect())
     }
 
@@ -36,7 +36,7 @@ impl StudentEngine for FakeStudent {
         _: &[Vec<Message>],
         _: &Serving,
         _: &(dyn Fn() + Sync),
-    ) -> Result<Vec<StudentAnswer>, String> {
+    ) -> Result<Vec<StudentAnswer>, StageError> {
         Err("the student must not be asked: distillation failed first".into())
     }
 }
@@ -52,7 +52,7 @@ impl AdapterTrainer for FakeTrainer {
         _: Option<&Path>,
         _: &mut OnEpoch<'_>,
         _: &dyn CompileProgress,
-    ) -> Result<TrainSummary, String> {
+    ) -> Result<TrainSummary, StageError> {
         Err("the trainer must not run: distillation failed first".into())
     }
 }

@@ -18,16 +18,11 @@ use kolm_artifact::receipts::{DigestRef, ReceiptChain, ReceiptKey};
 use kolm_artifact::serving::Serving;
 use kolm_compile::example::{Example, Input, Message};
 use kolm_compile::pipeline::{
-    self, AdapterTrainer, CompileOptions, CompileProgress, Grounding, HyperParams, IndexBuilt,
-    OnEpoch, Stage, StudentAnswer, StudentEngine, TrainSummary,
+    self, AdapterTrainer, CompileError, CompileOptions, CompileProgress, Grounding, HyperParams,
+    IndexBuilt, OnEpoch, Stage, StageError, StudentAnswer, StudentEngine, TrainSummary,
 };
 use kolm_compile::task::Task;
 use kolm_compile::teacher::{Teacher, TeacherConfig, TeacherSettings};
-
-/// The trait's error text of an I/O error.
-fn text(e: std::io::Error) -> String {
-    e.to_string()
-}
 
 /// The task's true output for `word`.
 fn answer(word: &str) -> String {
@@ -48,7 +43,7 @@ fn last_user(conversation: &[Message]) -> &str {
 struct FakeStudent;
 
 impl StudentEngine for FakeStudent {
-    fn tokenize(&self, text: &str) -> Result<Vec<u32>, String> {
+    fn tokenize(&self, text: &str) -> Result<Vec<u32>, StageError> {
         Ok(text.split_whitespace().map(|w| w.len() as u32).collect())
     }
 
@@ -58,12 +53,12 @@ impl StudentEngine for FakeStudent {
         conversations: &[Vec<Message>],
         _: &Serving,
         on_answer: &(dyn Fn() + Sync),
-    ) -> Result<Vec<StudentAnswer>, String> {
+    ) -> Result<Vec<StudentAnswer>, StageError> {
         let mut out = Vec::new();
         for c in conversations {
             let text = match adapter {
                 Some(a) if a.exists() => answer(last_user(c)),
-                Some(a) => return Err(format!("no adapter at {}", a.display())),
+                Some(a) => return Err(format!("no adapter at {}", a.display()).into()),
                 None => "I do not know.".to_owned(),
             };
             out.push(StudentAnswer {
@@ -88,19 +83,19 @@ impl AdapterTrainer for FakeTrainer {
         epochs_dir: Option<&Path>,
         on_epoch: &mut OnEpoch<'_>,
         _: &dyn CompileProgress,
-    ) -> Result<TrainSummary, String> {
+    ) -> Result<TrainSummary, StageError> {
         let bytes = format!("adapter rank {} of {}", params.rank, conversations.len());
         for epoch in 1..=params.epochs {
             if let Some(dir) = epochs_dir {
-                std::fs::create_dir_all(dir).map_err(text)?;
+                std::fs::create_dir_all(dir)?;
                 let path = dir.join(format!("epoch-{epoch}.gguf"));
-                std::fs::write(&path, format!("{bytes}, epoch {epoch}")).map_err(text)?;
+                std::fs::write(&path, format!("{bytes}, epoch {epoch}"))?;
                 if on_epoch(epoch, &path).is_break() {
                     break;
                 }
             }
         }
-        std::fs::write(out, &bytes).map_err(text)?;
+        std::fs::write(out, &bytes)?;
         Ok(TrainSummary {
             first_loss: 2.0,
             last_loss: 0.5,
@@ -120,8 +115,8 @@ struct FakeCorpus {
 }
 
 impl Grounding for FakeCorpus {
-    fn build(&self, progress: &dyn CompileProgress) -> Result<IndexBuilt, String> {
-        std::fs::write(&self.index, "index").map_err(text)?;
+    fn build(&self, progress: &dyn CompileProgress) -> Result<IndexBuilt, StageError> {
+        std::fs::write(&self.index, "index")?;
         progress.note("indexed 1 file");
         Ok(IndexBuilt {
             index: self.index.clone(),
@@ -134,7 +129,7 @@ impl Grounding for FakeCorpus {
         })
     }
 
-    fn ground(&self, messages: Vec<Message>) -> Result<Vec<Message>, String> {
+    fn ground(&self, messages: Vec<Message>) -> Result<Vec<Message>, StageError> {
         self.grounded.fetch_add(1, Ordering::SeqCst);
         Ok(messages)
     }
@@ -356,4 +351,58 @@ async fn every_stage_runs_in_order_and_leaves_one_receipt() {
     assert_eq!(compiled.eval.pass_rates(), (1.0, 0.0, 1.0));
     assert!(compiled.params.contains_key("recall"));
     assert!(corpus.grounded.load(Ordering::SeqCst) > 0);
+}
+
+/// A trainer's own error, with a cause of its own.
+#[derive(Debug, thiserror::Error)]
+#[error("the adapter did not fit")]
+struct DidNotFit(#[source] std::io::Error);
+
+/// Fails every run with [`DidNotFit`].
+struct BrokenTrainer;
+
+impl AdapterTrainer for BrokenTrainer {
+    fn train(
+        &self,
+        _: &[Vec<Message>],
+        _: HyperParams,
+        _: &Path,
+        _: Option<&Path>,
+        _: &mut OnEpoch<'_>,
+        _: &dyn CompileProgress,
+    ) -> Result<TrainSummary, StageError> {
+        Err(DidNotFit(std::io::Error::other("out of memory")).into())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_stage_keeps_its_error_and_its_cause_and_is_not_reported_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.gguf");
+    std::fs::write(&base, "base").unwrap();
+    let mut options = CompileOptions::new(&base, dir.path());
+    options.k = 1;
+    options.validation.share = 0.0;
+    let events = Arc::new(Events::default());
+    let e = pipeline::compile(
+        &fruit(),
+        teacher().await,
+        Arc::new(FakeStudent),
+        Arc::new(BrokenTrainer),
+        &options,
+        &ReceiptKey([7; 32]),
+        events.clone(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, CompileError::Train(_)), "{e}");
+    assert_eq!(e.to_string(), "training failed: the adapter did not fit");
+    let cause = std::error::Error::source(&e).expect("the trainer's error is the source");
+    assert!(cause.downcast_ref::<DidNotFit>().is_some(), "{cause}");
+    let root = cause.source().expect("and its cause survives");
+    assert_eq!(root.to_string(), "out of memory");
+
+    let events = events.0.lock().unwrap();
+    assert!(events.iter().any(|e| e == "start train 0"), "{events:#?}");
+    assert!(!events.iter().any(|e| e == "finish train"), "{events:#?}");
 }

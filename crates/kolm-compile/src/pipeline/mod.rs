@@ -42,7 +42,7 @@ use time::OffsetDateTime;
 use crate::example::{Example, Message};
 use crate::kscore::{KScore, KScoreError, KScoreInputs};
 use crate::recipes::{Coverage, MineParams, PackStats, RecipeError, RecipePack};
-use crate::task::Task;
+use crate::task::{Task, TaskError};
 use crate::teacher::{Accounting, ChatRequest, Teacher, TeacherError};
 use crate::verifier::{Verifier, VerifierError};
 use kolm_artifact::serving::Serving;
@@ -104,6 +104,11 @@ pub struct Silent;
 
 impl CompileProgress for Silent {}
 
+/// The error a plugged-in part of the pipeline ([`StudentEngine`],
+/// [`AdapterTrainer`], [`Grounding`]) returns: any error, boxed, so that its
+/// cause chain reaches the caller through [`CompileError`]'s source.
+pub type StageError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A greedy answer and how long it took.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StudentAnswer {
@@ -118,7 +123,7 @@ pub struct StudentAnswer {
 pub trait StudentEngine: Send + Sync {
     /// The base's token ids of `text` (no BOS/EOS): mines the recipe pack
     /// and sizes answers.
-    fn tokenize(&self, text: &str) -> Result<Vec<u32>, String>;
+    fn tokenize(&self, text: &str) -> Result<Vec<u32>, StageError>;
     /// Answers to each conversation by the base alone (`adapter` `None`)
     /// or with the adapter, prompted and decoded as `serving` says (the
     /// record kolmd serves the artifact by); `on_answer` is called after
@@ -129,7 +134,7 @@ pub trait StudentEngine: Send + Sync {
         conversations: &[Vec<Message>],
         serving: &Serving,
         on_answer: &(dyn Fn() + Sync),
-    ) -> Result<Vec<StudentAnswer>, String>;
+    ) -> Result<Vec<StudentAnswer>, StageError>;
 }
 
 /// What a training run reports.
@@ -177,7 +182,7 @@ pub trait AdapterTrainer: Send + Sync {
         epochs_dir: Option<&Path>,
         on_epoch: &mut OnEpoch<'_>,
         progress: &dyn CompileProgress,
-    ) -> Result<TrainSummary, String>;
+    ) -> Result<TrainSummary, StageError>;
 }
 
 /// Validation inside the compile: a share of the training examples is held
@@ -267,11 +272,11 @@ pub struct IndexBuilt {
 /// `kolmctl`; called from blocking threads.
 pub trait Grounding: Send + Sync + std::fmt::Debug {
     /// Builds the index of the corpus (in the caller's work dir).
-    fn build(&self, progress: &dyn CompileProgress) -> Result<IndexBuilt, String>;
+    fn build(&self, progress: &dyn CompileProgress) -> Result<IndexBuilt, StageError>;
     /// `messages` grounded in the chunks recalled for their last user
     /// message, by the run-time template (unchanged when nothing is
     /// recalled). Only called after [`build`](Grounding::build).
-    fn ground(&self, messages: Vec<Message>) -> Result<Vec<Message>, String>;
+    fn ground(&self, messages: Vec<Message>) -> Result<Vec<Message>, StageError>;
 }
 
 /// How to compile, beyond the task.
@@ -336,7 +341,7 @@ impl CompileOptions {
 pub enum CompileError {
     /// The teacher failed for good (down, refused, malformed answers).
     #[error("the teacher failed: {0}")]
-    Teacher(TeacherError),
+    Teacher(#[source] TeacherError),
     /// The budget ran out; `done` says how far the compile got.
     #[error("{source}; {done}. Nothing was written: raise --max-cost (cached answers are free on the next run)")]
     Budget {
@@ -353,13 +358,16 @@ pub enum CompileError {
     Verifier(#[from] VerifierError),
     /// The student engine failed.
     #[error("the student model failed: {0}")]
-    Student(String),
+    Student(#[source] StageError),
     /// Training failed.
     #[error("training failed: {0}")]
-    Train(String),
+    Train(#[source] StageError),
+    /// The validation share could not be split off the training examples.
+    #[error("training failed: validation split: {0}")]
+    ValidationSplit(#[source] TaskError),
     /// The corpus could not be indexed or queried.
     #[error("recall failed: {0}")]
-    Recall(String),
+    Recall(#[source] StageError),
     /// Recipe mining failed.
     #[error(transparent)]
     Recipes(#[from] RecipeError),
@@ -1496,7 +1504,7 @@ fn validation_split(
             holdout: share,
         },
     )
-    .map_err(|e| CompileError::Train(format!("validation split: {e}")))?;
+    .map_err(CompileError::ValidationSplit)?;
     Ok((fit, held))
 }
 
