@@ -36,9 +36,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use kolm_benches::{env_or, kolmctl_path, smollm2_fixture, workspace_root, Table};
+use kolm_compile::example::Input;
 use kolm_compile::pipeline::eval::{Answer, EvalPack, Rate};
 use kolm_compile::report::CompileReport;
-use kolm_compile::task::Input;
 use scripted_teacher::ScriptedTeacher;
 use serde_json::{json, Value};
 

@@ -10,8 +10,8 @@ use std::sync::Mutex;
 use anyhow::Context;
 use kolm_artifact::names;
 use kolm_artifact::receipts::DigestRef;
-use kolm_compile::pipeline::{CompileProgress, Grounding, IndexBuilt};
-use kolm_compile::task::Message;
+use kolm_compile::example::Message;
+use kolm_compile::pipeline::{CompileProgress, Grounding, IndexBuilt, StageError};
 use kolm_recall::{BuildOptions, Embedder, EmbedderFiles, Index, MiniLm, Mode, Recall};
 
 /// The corpus of a compile and, once built, its index.
@@ -141,11 +141,11 @@ impl CorpusRecall {
 }
 
 impl Grounding for CorpusRecall {
-    fn build(&self, progress: &dyn CompileProgress) -> Result<IndexBuilt, String> {
-        self.build_index(progress).map_err(|e| format!("{e:#}"))
+    fn build(&self, progress: &dyn CompileProgress) -> Result<IndexBuilt, StageError> {
+        Ok(self.build_index(progress)?)
     }
 
-    fn ground(&self, mut messages: Vec<Message>) -> Result<Vec<Message>, String> {
+    fn ground(&self, mut messages: Vec<Message>) -> Result<Vec<Message>, StageError> {
         let Some(question) = messages
             .iter()
             .rev()
@@ -158,9 +158,7 @@ impl Grounding for CorpusRecall {
         let recall = guard
             .as_ref()
             .ok_or("the corpus is grounded in before it was indexed")?;
-        let hits = recall
-            .query(&question, self.k, Mode::Hybrid)
-            .map_err(|e| e.to_string())?;
+        let hits = recall.query(&question, self.k, Mode::Hybrid)?;
         kolm_recall::prompt::ground(
             &mut messages,
             &hits,

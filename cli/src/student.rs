@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kolm_artifact::serving::{Serving, ShapeGrammar};
-use kolm_compile::pipeline::{StudentAnswer, StudentEngine};
-use kolm_compile::task::Message;
+use kolm_compile::example::Message;
+use kolm_compile::pipeline::{StageError, StudentAnswer, StudentEngine};
 use kolm_runtime::{ContextSpec, GenerateEvent, GenerateRequest, Grammar, SamplingParams};
 
 use crate::base_chat::BaseChat;
@@ -62,8 +62,8 @@ pub fn runtime_grammar(shape: &ShapeGrammar) -> Grammar {
 }
 
 impl StudentEngine for LlamaStudent {
-    fn tokenize(&self, text: &str) -> Result<Vec<u32>, String> {
-        let ids = self.chat.base().tokenize(text).map_err(|e| e.to_string())?;
+    fn tokenize(&self, text: &str) -> Result<Vec<u32>, StageError> {
+        let ids = self.chat.base().tokenize(text)?;
         Ok(ids.into_iter().map(|t| t as u32).collect())
     }
 
@@ -73,48 +73,42 @@ impl StudentEngine for LlamaStudent {
         conversations: &[Vec<Message>],
         serving: &Serving,
         on_answer: &(dyn Fn() + Sync),
-    ) -> Result<Vec<StudentAnswer>, String> {
+    ) -> Result<Vec<StudentAnswer>, StageError> {
         let grammar = serving.grammar.as_ref().map(runtime_grammar);
         let params = SamplingParams {
             temperature: serving.temperature,
             ..SamplingParams::greedy()
         };
-        let context = self
-            .chat
-            .base()
-            .attach(ContextSpec {
-                adapter: adapter.map(Path::to_owned),
-                adapter_scale: 1.0,
-                slots: 1,
-                context_per_slot: CONTEXT,
-                batch: 512,
-                threads: self.threads,
-                max_queue: 1,
-                draft: kolm_runtime::DraftConfig::default(),
-            })
-            .map_err(|e| e.to_string())?;
+        let context = self.chat.base().attach(ContextSpec {
+            adapter: adapter.map(Path::to_owned),
+            adapter_scale: 1.0,
+            slots: 1,
+            context_per_slot: CONTEXT,
+            batch: 512,
+            threads: self.threads,
+            max_queue: 1,
+            draft: kolm_runtime::DraftConfig::default(),
+        })?;
         let mut answers = Vec::with_capacity(conversations.len());
         for conv in conversations {
             let prompt = self.render(&with_system(serving, conv))?;
             let started = Instant::now();
-            let mut stream = context
-                .generate(GenerateRequest {
-                    prompt,
-                    add_bos: true,
-                    params: params.clone(),
-                    max_tokens: serving.max_tokens,
-                    stop: Vec::new(),
-                    grammar: grammar.clone(),
-                    // Evaluated as decoded token by token.
-                    draft: false,
-                })
-                .map_err(|e| e.to_string())?;
+            let mut stream = context.generate(GenerateRequest {
+                prompt,
+                add_bos: true,
+                params: params.clone(),
+                max_tokens: serving.max_tokens,
+                stop: Vec::new(),
+                grammar: grammar.clone(),
+                // Evaluated as decoded token by token.
+                draft: false,
+            })?;
             let mut text = String::new();
             loop {
                 match stream.blocking_next() {
                     Some(GenerateEvent::Text(t)) => text.push_str(&t),
                     Some(GenerateEvent::Done(_)) | None => break,
-                    Some(GenerateEvent::Failed(e)) => return Err(e.to_string()),
+                    Some(GenerateEvent::Failed(e)) => return Err(e.into()),
                 }
             }
             answers.push(StudentAnswer {

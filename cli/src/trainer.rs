@@ -7,8 +7,10 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kolm_compile::pipeline::{AdapterTrainer, CompileProgress, HyperParams, OnEpoch, TrainSummary};
-use kolm_compile::task::Message;
+use kolm_compile::example::Message;
+use kolm_compile::pipeline::{
+    AdapterTrainer, CompileProgress, HyperParams, OnEpoch, StageError, TrainSummary,
+};
 use kolm_train::{Progress, StepStats, TrainConfig, TrainExample};
 use serde_json::json;
 
@@ -89,7 +91,7 @@ impl AdapterTrainer for LoraTrainer {
         epochs_dir: Option<&Path>,
         on_epoch: &mut OnEpoch<'_>,
         progress: &dyn CompileProgress,
-    ) -> Result<TrainSummary, String> {
+    ) -> Result<TrainSummary, StageError> {
         let examples: Vec<TrainExample> = conversations
             .iter()
             .map(|c| TrainExample {
@@ -106,8 +108,7 @@ impl AdapterTrainer for LoraTrainer {
             &examples,
             self.tokenizer.as_ref(),
             &mut Steps { progress, on_epoch },
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         Ok(TrainSummary {
             first_loss: f64::from(report.first_loss),
             last_loss: f64::from(report.last_loss),

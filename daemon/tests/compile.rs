@@ -255,7 +255,7 @@ fn a_kolmd_teacher_compiles_the_orders_task_and_a_recompile_is_free() {
             test.input
         );
         let prompt = match &test.input {
-            kolm_compile::task::Input::Text(t) => t.clone(),
+            kolm_compile::example::Input::Text(t) => t.clone(),
             other => panic!("the orders tests are plain text, got {other:?}"),
         };
         let grpc = Command::new(kolmctl_path())
@@ -391,8 +391,8 @@ fn a_cancelled_compile_kills_its_child_and_writes_nothing() {
 /// citations. The image in the corpus is listed as skipped, not dropped.
 #[test]
 fn a_corpus_grounds_the_teacher_and_ships_in_the_artifact() {
+    use kolm_compile::example::Message;
     use kolm_compile::pipeline::prompts;
-    use kolm_compile::task::Message;
     use kolm_compile::teacher::cache::CACHE_VERSION;
     use kolm_compile::teacher::{CacheKey, ChatRequest, Provider};
 

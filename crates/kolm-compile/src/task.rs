@@ -1,11 +1,14 @@
-//! The task: examples and tests as JSONL, the `kolm.toml` task file, and the
-//! seeded held-out split.
+//! The task loader: examples and tests as JSONL, the `kolm.toml` task file,
+//! and the seeded held-out split. It sits above the modules whose types it
+//! reads into: [`crate::example`] (what a line becomes), [`crate::assertion`]
+//! (a test's `assert`) and [`crate::teacher`] (the task file's teacher
+//! settings and prices).
 //!
 //! A line is either `{"input": "...", "output": "..."}` or chat
 //! `{"messages": [{"role": "...", "content": "..."}, ...]}` whose last
 //! `assistant` message is the output (unless an `output` field is given, in
 //! which case every message is input). Tests may carry `"assert": [...]`
-//! (see [`crate::verifier::Assertion`]) and then need no `output`.
+//! (see [`crate::assertion::Assertion`]) and then need no `output`.
 //! `docs/compile.md` is the reference for these shapes.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,9 +17,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::{sha256_hex, sha256_of_json};
-use crate::teacher::{Price, TeacherSettings};
-use crate::verifier::Assertion;
+use crate::assertion::Assertion;
+use crate::digest::sha256_hex;
+use crate::example::{Example, Input, Message, Origin};
+use crate::teacher::{Price, TeacherSettings, TeacherSpec};
 
 /// Default number of teacher samples per example.
 pub const DEFAULT_K: u32 = 8;
@@ -93,21 +97,6 @@ pub enum TaskError {
     Invalid(String),
 }
 
-/// Where an example came from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Origin {
-    /// The JSONL file.
-    pub path: PathBuf,
-    /// 1-based line number.
-    pub line: usize,
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.path.display(), self.line)
-    }
-}
-
 /// Two lines with the same input and different outputs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Contradiction {
@@ -128,85 +117,6 @@ impl fmt::Display for ContradictionList<'_> {
             write!(f, "  {} contradicts {}", c.second, c.first)?;
         }
         Ok(())
-    }
-}
-
-/// A chat message.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Message {
-    /// `system`, `user` or `assistant`.
-    pub role: String,
-    /// The text.
-    pub content: String,
-}
-
-impl Message {
-    /// A message with `role` and `content`.
-    pub fn new(role: &str, content: impl Into<String>) -> Self {
-        Self {
-            role: role.to_owned(),
-            content: content.into(),
-        }
-    }
-}
-
-/// The input of an example: a prompt text or a chat transcript.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Input {
-    /// A single user turn.
-    Text(String),
-    /// Chat messages (system, user, assistant turns), ending before the
-    /// output.
-    Chat(Vec<Message>),
-}
-
-impl Input {
-    /// The input as chat messages (a text becomes one `user` message).
-    pub fn to_messages(&self) -> Vec<Message> {
-        match self {
-            Input::Text(t) => vec![Message::new("user", t.clone())],
-            Input::Chat(m) => m.clone(),
-        }
-    }
-
-    /// SHA-256 (hex) of the input alone; the key for duplicate detection and
-    /// for a test's assertions in the verifier.
-    pub fn digest(&self) -> String {
-        sha256_of_json(self)
-    }
-}
-
-/// One example or test.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Example {
-    /// The prompt.
-    pub input: Input,
-    /// The reference output; always present for examples, optional for
-    /// tests that carry assertions.
-    pub output: Option<String>,
-    /// Explicit assertions (tests only).
-    #[serde(default, skip_serializing_if = "Vec::is_empty", rename = "assert")]
-    pub assertions: Vec<Assertion>,
-    /// The line it came from (not part of the digest).
-    #[serde(skip)]
-    pub origin: Option<Origin>,
-}
-
-#[derive(Serialize)]
-struct ExampleKey<'a> {
-    input: &'a Input,
-    output: &'a Option<String>,
-}
-
-impl Example {
-    /// SHA-256 (hex) of the input and output: how the split records it.
-    pub fn digest(&self) -> String {
-        sha256_of_json(&ExampleKey {
-            input: &self.input,
-            output: &self.output,
-        })
     }
 }
 
@@ -766,7 +676,7 @@ impl TaskFile {
             }
         }
         if let Some(t) = &self.teacher {
-            crate::teacher::TeacherSpec::parse(t).map_err(|e| TaskError::Invalid(e.to_string()))?;
+            TeacherSpec::parse(t).map_err(|e| TaskError::Invalid(e.to_string()))?;
         }
         Ok(())
     }

@@ -14,18 +14,19 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use kolm_artifact::receipts::ReceiptKey;
 use kolm_artifact::serving::Serving;
+use kolm_compile::example::{Example, Input, Message};
 use kolm_compile::pipeline::{
     self, AdapterTrainer, CompileError, CompileOptions, CompileProgress, HyperParams, OnEpoch,
-    StudentAnswer, StudentEngine, TrainSummary,
+    StageError, StudentAnswer, StudentEngine, TrainSummary,
 };
-use kolm_compile::task::{Example, Input, Message, Task};
+use kolm_compile::task::Task;
 use kolm_compile::teacher::{Price, Teacher, TeacherConfig, TeacherError, TeacherSettings};
 
 /// Tokens are words; answering or training is a bug in these cases.
 struct FakeStudent;
 
 impl StudentEngine for FakeStudent {
-    fn tokenize(&self, text: &str) -> Result<Vec<u32>, String> {
+    fn tokenize(&self, text: &str) -> Result<Vec<u32>, StageError> {
         Ok(text.split_whitespace().map(|w| w.len() as u32).collect())
     }
 
@@ -35,7 +36,7 @@ impl StudentEngine for FakeStudent {
         _: &[Vec<Message>],
         _: &Serving,
         _: &(dyn Fn() + Sync),
-    ) -> Result<Vec<StudentAnswer>, String> {
+    ) -> Result<Vec<StudentAnswer>, StageError> {
         Err("the student must not be asked: distillation failed first".into())
     }
 }
@@ -51,7 +52,7 @@ impl AdapterTrainer for FakeTrainer {
         _: Option<&Path>,
         _: &mut OnEpoch<'_>,
         _: &dyn CompileProgress,
-    ) -> Result<TrainSummary, String> {
+    ) -> Result<TrainSummary, StageError> {
         Err("the trainer must not run: distillation failed first".into())
     }
 }

@@ -12,9 +12,9 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use kolm_compile::task::Message;
+use kolm_compile::example::Message;
 use kolm_compile::teacher::{
-    ChatRequest, Price, Teacher, TeacherConfig, TeacherError, TeacherSettings,
+    ChatRequest, MalformedResponse, Price, Teacher, TeacherConfig, TeacherError, TeacherSettings,
 };
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -403,7 +403,17 @@ async fn malformed_bodies_are_clear_errors() {
         let (base, script) = serve(vec![], Some(Reply::ok(file))).await;
         let t = setup(&base).build();
         let e = t.complete(&request(1)).await.unwrap_err();
-        assert!(matches!(e, TeacherError::Malformed { .. }), "{e}");
+        match &e {
+            TeacherError::Malformed { reason, .. } => assert!(
+                matches!(
+                    (file, reason),
+                    ("openai_malformed.json", MalformedResponse::Json(_))
+                        | ("anthropic_malformed.json", MalformedResponse::NoTextBlock)
+                ),
+                "{reason:?}"
+            ),
+            other => panic!("{other}"),
+        }
         assert!(e.to_string().contains(want), "{e}");
         assert!(e.to_string().contains("malformed response"), "{e}");
         assert_eq!(script.requests(), 1, "a malformed 2xx body is not retried");
@@ -558,6 +568,16 @@ async fn a_local_kolmd_needs_no_key_and_may_be_unpriced() {
         .complete(&request(1))
         .await
         .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TeacherError::Malformed {
+                reason: MalformedResponse::Unmetered { .. },
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("has no usage"), "{e}");
 }
 

@@ -14,9 +14,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::assertion::Assertion;
+use crate::example::{Example, Input};
 use crate::kscore::KScoreInputs;
-use crate::task::{Example, Input};
-use crate::verifier::Assertion;
 
 /// Version of the eval pack's line layout this crate writes: 2 since
 /// `passed` means matching the reference (and `checked` says whether there

@@ -2,7 +2,10 @@
 //! K-score, then [`seal`] writes the signed artifact.
 //!
 //! This module owns the order of the stages, what each one records (a
-//! receipt per stage) and the report. The heavy parts are traits the caller
+//! receipt per stage) and the report. [`compile`] reads as that order: one
+//! function per stage, each run through a single recorder that announces
+//! the stage to the progress sink, times it and appends its receipt, so no
+//! stage keeps books of its own. The heavy parts are traits the caller
 //! plugs in, so this crate stays free of llama.cpp, candle and sqlite:
 //! [`StudentEngine`] (the base model through llama.cpp: tokenize, answer
 //! greedily with or without an adapter), [`AdapterTrainer`] (LoRA
@@ -26,6 +29,7 @@ mod seal;
 pub mod synthesize;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,9 +39,10 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::example::{Example, Message};
 use crate::kscore::{KScore, KScoreError, KScoreInputs};
 use crate::recipes::{Coverage, MineParams, PackStats, RecipeError, RecipePack};
-use crate::task::{Example, Message, Task};
+use crate::task::{Task, TaskError};
 use crate::teacher::{Accounting, ChatRequest, Teacher, TeacherError};
 use crate::verifier::{Verifier, VerifierError};
 use kolm_artifact::serving::Serving;
@@ -99,6 +104,11 @@ pub struct Silent;
 
 impl CompileProgress for Silent {}
 
+/// The error a plugged-in part of the pipeline ([`StudentEngine`],
+/// [`AdapterTrainer`], [`Grounding`]) returns: any error, boxed, so that its
+/// cause chain reaches the caller through [`CompileError`]'s source.
+pub type StageError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A greedy answer and how long it took.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StudentAnswer {
@@ -113,7 +123,7 @@ pub struct StudentAnswer {
 pub trait StudentEngine: Send + Sync {
     /// The base's token ids of `text` (no BOS/EOS): mines the recipe pack
     /// and sizes answers.
-    fn tokenize(&self, text: &str) -> Result<Vec<u32>, String>;
+    fn tokenize(&self, text: &str) -> Result<Vec<u32>, StageError>;
     /// Answers to each conversation by the base alone (`adapter` `None`)
     /// or with the adapter, prompted and decoded as `serving` says (the
     /// record kolmd serves the artifact by); `on_answer` is called after
@@ -124,7 +134,7 @@ pub trait StudentEngine: Send + Sync {
         conversations: &[Vec<Message>],
         serving: &Serving,
         on_answer: &(dyn Fn() + Sync),
-    ) -> Result<Vec<StudentAnswer>, String>;
+    ) -> Result<Vec<StudentAnswer>, StageError>;
 }
 
 /// What a training run reports.
@@ -172,7 +182,7 @@ pub trait AdapterTrainer: Send + Sync {
         epochs_dir: Option<&Path>,
         on_epoch: &mut OnEpoch<'_>,
         progress: &dyn CompileProgress,
-    ) -> Result<TrainSummary, String>;
+    ) -> Result<TrainSummary, StageError>;
 }
 
 /// Validation inside the compile: a share of the training examples is held
@@ -262,11 +272,11 @@ pub struct IndexBuilt {
 /// `kolmctl`; called from blocking threads.
 pub trait Grounding: Send + Sync + std::fmt::Debug {
     /// Builds the index of the corpus (in the caller's work dir).
-    fn build(&self, progress: &dyn CompileProgress) -> Result<IndexBuilt, String>;
+    fn build(&self, progress: &dyn CompileProgress) -> Result<IndexBuilt, StageError>;
     /// `messages` grounded in the chunks recalled for their last user
     /// message, by the run-time template (unchanged when nothing is
     /// recalled). Only called after [`build`](Grounding::build).
-    fn ground(&self, messages: Vec<Message>) -> Result<Vec<Message>, String>;
+    fn ground(&self, messages: Vec<Message>) -> Result<Vec<Message>, StageError>;
 }
 
 /// How to compile, beyond the task.
@@ -331,7 +341,7 @@ impl CompileOptions {
 pub enum CompileError {
     /// The teacher failed for good (down, refused, malformed answers).
     #[error("the teacher failed: {0}")]
-    Teacher(TeacherError),
+    Teacher(#[source] TeacherError),
     /// The budget ran out; `done` says how far the compile got.
     #[error("{source}; {done}. Nothing was written: raise --max-cost (cached answers are free on the next run)")]
     Budget {
@@ -348,13 +358,16 @@ pub enum CompileError {
     Verifier(#[from] VerifierError),
     /// The student engine failed.
     #[error("the student model failed: {0}")]
-    Student(String),
+    Student(#[source] StageError),
     /// Training failed.
     #[error("training failed: {0}")]
-    Train(String),
+    Train(#[source] StageError),
+    /// The validation share could not be split off the training examples.
+    #[error("training failed: validation split: {0}")]
+    ValidationSplit(#[source] TaskError),
     /// The corpus could not be indexed or queried.
     #[error("recall failed: {0}")]
-    Recall(String),
+    Recall(#[source] StageError),
     /// Recipe mining failed.
     #[error(transparent)]
     Recipes(#[from] RecipeError),
@@ -464,25 +477,76 @@ pub struct Compiled {
     pub params: BTreeMap<String, serde_json::Value>,
 }
 
-struct Clock<'a> {
-    progress: &'a dyn CompileProgress,
-    times: Vec<StageTime>,
+/// What a stage's receipt records besides its step name and its times.
+struct StageReceipt {
+    /// What the stage read.
+    inputs: Vec<DigestRef>,
+    /// What it wrote.
+    outputs: Vec<DigestRef>,
+    /// The digest reference of its parameters.
+    params: String,
 }
 
-impl Clock<'_> {
-    fn run_start(&self, stage: Stage, total: u64) -> (Instant, String) {
-        self.progress.stage_started(stage, total);
-        (Instant::now(), now_rfc3339())
+/// The one place a compile's stages are announced, timed and receipted.
+/// [`stage`](Recorder::stage) tells the progress sink that a stage starts,
+/// runs it, and when it succeeds tells the sink it finished, keeps its time
+/// and appends its receipt to the chain. A stage that fails records
+/// nothing and is never reported finished.
+struct Recorder<'a> {
+    progress: &'a dyn CompileProgress,
+    key: &'a ReceiptKey,
+    times: Vec<StageTime>,
+    receipts: ReceiptChain,
+}
+
+impl<'a> Recorder<'a> {
+    fn new(progress: &'a dyn CompileProgress, key: &'a ReceiptKey) -> Self {
+        Recorder {
+            progress,
+            key,
+            times: Vec::new(),
+            receipts: ReceiptChain::new(),
+        }
     }
 
-    fn finish(&mut self, stage: Stage, started: Instant) -> String {
-        let elapsed = started.elapsed();
+    /// Runs `work` as `stage` (`total` units of work, 0 when unknown);
+    /// `receipt` says what the stage's output read, wrote and was run with.
+    async fn stage<T>(
+        &mut self,
+        stage: Stage,
+        total: u64,
+        work: impl Future<Output = Result<T, CompileError>>,
+        receipt: impl FnOnce(&T) -> Result<StageReceipt, CompileError>,
+    ) -> Result<T, CompileError> {
+        self.progress.stage_started(stage, total);
+        let t0 = Instant::now();
+        let started = now_rfc3339();
+        let out = work.await?;
+        let elapsed = t0.elapsed();
         self.progress.stage_finished(stage, elapsed);
         self.times.push(StageTime {
             stage,
             seconds: elapsed.as_secs_f64(),
         });
-        now_rfc3339()
+        let finished = now_rfc3339();
+        let StageReceipt {
+            inputs,
+            outputs,
+            params,
+        } = receipt(&out)?;
+        self.receipts.append(
+            Receipt {
+                step: stage.name().into(),
+                inputs,
+                outputs,
+                params,
+                started,
+                finished,
+                prev: None,
+            },
+            self.key,
+        );
+        Ok(out)
     }
 }
 
@@ -508,6 +572,23 @@ fn file_ref(name: &str, path: &Path) -> Result<DigestRef, CompileError> {
         name: name.to_owned(),
         digest: format!("sha256:{digest}"),
     })
+}
+
+/// The digest reference of `value` as canonical JSON.
+fn params_ref(value: &serde_json::Value) -> String {
+    digest_ref(crate::digest::canonical_json(value).as_bytes())
+}
+
+/// `items` as JSON lines (what the receipts hash).
+fn jsonl<T: Serialize>(items: &[T]) -> Vec<u8> {
+    items
+        .iter()
+        .flat_map(|item| {
+            let mut l = serde_json::to_vec(item).expect("examples and messages serialize");
+            l.push(b'\n');
+            l
+        })
+        .collect()
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), CompileError> {
@@ -544,8 +625,9 @@ async fn blocking<T: Send + 'static>(
         .map_err(|_| CompileError::Join(stage))
 }
 
-/// Runs distill, train, decompose and evaluate, and computes K. Nothing is
-/// written outside `options.work_dir`; [`seal`] writes the artifact.
+/// Runs the stages (index and synthesize when asked for, then distill,
+/// train, decompose and evaluate) and computes K. Nothing is written
+/// outside `options.work_dir`; [`seal`] writes the artifact.
 pub async fn compile(
     task: &Task,
     teacher: Arc<Teacher>,
@@ -555,457 +637,852 @@ pub async fn compile(
     receipt_key: &ReceiptKey,
     progress: Arc<dyn CompileProgress>,
 ) -> Result<Compiled, CompileError> {
-    let verifier =
-        Verifier::infer(&task.train, &task.tests)?.with_similarity_min(options.similarity_min);
-    let max_tokens = answer_budget(engine.as_ref(), task)?;
-    let mut clock = Clock {
-        progress: progress.as_ref(),
-        times: Vec::new(),
-    };
-    let mut receipts = ReceiptChain::new();
-    let teacher_id = format!("{}:{}", teacher.config().provider, teacher.config().model);
-    let examples_json: Vec<u8> = task
-        .train
-        .iter()
-        .flat_map(|e| {
-            let mut l = serde_json::to_vec(e).expect("examples serialize");
-            l.push(b'\n');
-            l
-        })
-        .collect();
+    let run = Compilation::prepare(task, teacher, engine, trainer, options, progress)?;
+    let mut record = Recorder::new(run.progress.as_ref(), receipt_key);
 
     // Index, when the task has a corpus: every later prompt is grounded.
     let recall = match &options.grounding {
         None => None,
-        Some(grounding) => {
-            let (t0, started) = clock.run_start(Stage::Index, 0);
-            let built = {
-                let grounding = Arc::clone(grounding);
-                let progress = Arc::clone(&progress);
-                blocking("index", move || grounding.build(progress.as_ref()))
-                    .await?
-                    .map_err(CompileError::Recall)?
-            };
-            let finished = clock.finish(Stage::Index, t0);
-            receipts.append(
-                Receipt {
-                    step: "index".into(),
-                    inputs: built.sources.clone(),
-                    outputs: vec![file_ref(kolm_artifact::names::RECALL_INDEX, &built.index)?],
-                    params: digest_ref(crate::digest::canonical_json(&built.summary).as_bytes()),
-                    started,
-                    finished,
-                    prev: None,
-                },
-                receipt_key,
-            );
-            Some(built)
-        }
+        Some(grounding) => Some(
+            record
+                .stage(Stage::Index, 0, run.index(grounding), index_receipt)
+                .await?,
+        ),
     };
 
-    // How the student is evaluated, on the validation share and the
-    // held-out tests alike, and so how kolmd serves it.
-    let serving = Serving::greedy(max_tokens, verifier.shape_grammar());
-    let (mut fit, held) = validation_split(&task.train, options.validation)?;
-    if held.is_empty() && options.validation.share > 0.0 {
-        progress.note(&format!(
-            "validation off: {} training example(s), fewer than {}",
-            task.train.len(),
-            2 * options.validation.min
-        ));
-    }
+    let (mut fit, held) = run.split_validation()?;
 
     // Synthesize: new inputs from the teacher join the training examples.
     let synthesis = if options.synthesize == 0 {
         None
     } else {
-        let (t0, started) = clock.run_start(Stage::Synthesize, options.synthesize as u64);
-        let (synthetic, report) = synthesize_inputs(
-            task,
-            &teacher,
-            &verifier,
-            options,
-            max_tokens,
-            progress.as_ref(),
-        )
-        .await?;
-        let finished = clock.finish(Stage::Synthesize, t0);
-        let synthetic_json: Vec<u8> = synthetic
-            .iter()
-            .flat_map(|e| {
-                let mut l = serde_json::to_vec(e).expect("examples serialize");
-                l.push(b'\n');
-                l
-            })
-            .collect();
-        receipts.append(
-            Receipt {
-                step: "synthesize".into(),
-                inputs: vec![dref("examples.jsonl", &examples_json)],
-                outputs: vec![dref("synthetic.jsonl", &synthetic_json)],
-                params: digest_ref(
-                    crate::digest::canonical_json(&serde_json::json!({
-                        "teacher": teacher_id, "requested": options.synthesize, "k": options.k,
-                        "report": report,
-                    }))
-                    .as_bytes(),
-                ),
-                started,
-                finished,
-                prev: None,
-            },
-            receipt_key,
-        );
+        let (synthetic, report) = record
+            .stage(
+                Stage::Synthesize,
+                options.synthesize as u64,
+                run.synthesize(),
+                |(synthetic, report)| run.synthesize_receipt(synthetic, report),
+            )
+            .await?;
         fit.extend(synthetic);
         Some(report)
     };
 
-    // Distill.
-    let (t0, started) = clock.run_start(Stage::Distill, fit.len() as u64);
-    let teacher_prompts = grounded(
-        options,
-        fit.iter()
-            .map(|e| prompts::teacher_prompt(task, e, options.shots))
-            .collect(),
-    )
-    .await?;
-    let student_prompts = grounded(
-        options,
-        fit.iter()
-            .map(|e| prompts::student_messages(&e.input))
-            .collect(),
-    )
-    .await?;
-    let (winners, distill) = distill(
-        &fit,
-        &teacher,
-        &verifier,
-        options,
-        max_tokens,
-        teacher_prompts,
-        student_prompts,
-        progress.as_ref(),
-    )
-    .await?;
-    let winners_json: Vec<u8> = winners
-        .iter()
-        .flat_map(|m| {
-            let mut l = serde_json::to_vec(m).expect("messages serialize");
-            l.push(b'\n');
-            l
+    let distilled = record
+        .stage(Stage::Distill, fit.len() as u64, run.distill(&fit), |d| {
+            run.distill_receipt(d)
         })
-        .collect();
-    let finished = clock.finish(Stage::Distill, t0);
-    receipts.append(
-        Receipt {
-            step: "distill".into(),
-            inputs: vec![dref("examples.jsonl", &examples_json)],
-            outputs: vec![dref("winners.jsonl", &winners_json)],
-            params: digest_ref(
-                crate::digest::canonical_json(&serde_json::json!({
-                    "teacher": teacher_id, "k": options.k, "temperature": options.temperature,
-                    "shots": options.shots, "max_tokens": max_tokens,
-                    "grounded": recall.is_some(),
-                }))
-                .as_bytes(),
-            ),
-            started,
-            finished,
-            prev: None,
-        },
-        receipt_key,
-    );
+        .await?;
+    let trained = record
+        .stage(Stage::Train, 0, run.train(&distilled, &held), |t| {
+            run.train_receipt(&distilled, t)
+        })
+        .await?;
+    let decomposed = record
+        .stage(
+            Stage::Decompose,
+            distilled.winners.len() as u64,
+            async { run.decompose(&distilled) },
+            |d| run.decompose_receipt(&distilled, d),
+        )
+        .await?;
+    let evaluated = record
+        .stage(
+            Stage::Evaluate,
+            3 * task.tests.len() as u64,
+            run.evaluate(&trained, &decomposed, recall.as_ref()),
+            |e| run.evaluate_receipt(&trained, &decomposed, e),
+        )
+        .await?;
 
-    // Train: every candidate, each epoch judged on the validation share
-    // when there is one; the best checkpoint ships.
-    let adapter = options.work_dir.join("adapter.gguf");
-    let (t0, started) = clock.run_start(Stage::Train, 0);
-    let validation_prompts = grounded(
-        options,
-        held.iter()
-            .map(|e| prompts::student_messages(&e.input))
-            .collect(),
-    )
-    .await?;
-    let (train, validation) = {
-        let job = TrainJob {
-            trainer: Arc::clone(&trainer),
-            engine: Arc::clone(&engine),
-            verifier: verifier.clone(),
-            serving: serving.clone(),
-            winners: winners.clone(),
-            held: held.clone(),
-            validation_prompts,
-            candidates: options.candidates.clone(),
-            patience: options.validation.patience,
-            work_dir: options.work_dir.clone(),
-            out: adapter.clone(),
-            progress: Arc::clone(&progress),
-        };
-        blocking("train", move || job.run()).await??
-    };
-    let finished = clock.finish(Stage::Train, t0);
-    receipts.append(
-        Receipt {
-            step: "train".into(),
-            inputs: vec![
-                file_ref("model/base.gguf", &options.base)?,
-                dref("winners.jsonl", &winners_json),
-            ],
-            outputs: vec![file_ref("adapter/lora.gguf", &adapter)?],
-            params: digest_ref(
-                crate::digest::canonical_json(&serde_json::json!({
-                    "train": train.params,
-                    "validation": validation,
-                }))
-                .as_bytes(),
-            ),
-            started,
-            finished,
-            prev: None,
+    let Recorder {
+        times, receipts, ..
+    } = record;
+    run.score(
+        Stages {
+            recall,
+            synthesis,
+            distilled,
+            trained,
+            decomposed,
+            evaluated,
         },
-        receipt_key,
-    );
-
-    // Decompose.
-    let (t0, started) = clock.run_start(Stage::Decompose, winners.len() as u64);
-    let mut winner_tokens = Vec::with_capacity(winners.len());
-    for conv in &winners {
-        let answer = conv.last().map(|m| m.content.as_str()).unwrap_or_default();
-        winner_tokens.push(engine.tokenize(answer).map_err(CompileError::Student)?);
-    }
-    let pack = RecipePack::mine_tokens(&winner_tokens, options.mine)?;
-    let mut reference_tokens = Vec::new();
-    for t in &task.tests {
-        if let Some(o) = &t.output {
-            reference_tokens.push(engine.tokenize(o).map_err(CompileError::Student)?);
-        }
-    }
-    let coverage = pack.coverage(&reference_tokens);
-    let recipes = options.work_dir.join("recipes.bin");
-    write_file(&recipes, &pack.to_bytes())?;
-    let verifier_file = options.work_dir.join("verifier.json");
-    write_file(&verifier_file, &verifier.to_json())?;
-    let finished = clock.finish(Stage::Decompose, t0);
-    receipts.append(
-        Receipt {
-            step: "decompose".into(),
-            inputs: vec![dref("winners.jsonl", &winners_json)],
-            outputs: vec![
-                file_ref("recipes/pack.bin", &recipes)?,
-                file_ref("verifier/verifier.json", &verifier_file)?,
-            ],
-            params: digest_ref(
-                serde_json::to_string(&options.mine)
-                    .expect("params serialize")
-                    .as_bytes(),
-            ),
-            started,
-            finished,
-            prev: None,
-        },
-        receipt_key,
-    );
-
-    // Evaluate.
-    let (t0, started) = clock.run_start(Stage::Evaluate, 3 * task.tests.len() as u64);
-    let eval = evaluate(
-        task,
-        &teacher,
-        Arc::clone(&engine),
-        &verifier,
-        options,
-        &adapter,
-        &serving,
-        Measures {
-            version: eval::EVAL_PACK_VERSION,
-            // Everything the artifact serves with (docs/k-score.md).
-            student_bytes: [&options.base, &adapter, &recipes, &verifier_file]
-                .into_iter()
-                .chain(recall.iter().flat_map(|r| {
-                    std::iter::once(&r.index).chain(r.embedder_files.iter().map(|(_, p)| p))
-                }))
-                .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-                .sum(),
-            teacher_bytes: options.teacher_bytes,
-            coverage: coverage.share,
-        },
-        Arc::clone(&progress),
-    )
-    .await?;
-    let eval_file = options.work_dir.join("heldout.jsonl");
-    write_file(&eval_file, &eval.to_jsonl())?;
-    let finished = clock.finish(Stage::Evaluate, t0);
-    receipts.append(
-        Receipt {
-            step: "evaluate".into(),
-            inputs: vec![
-                file_ref("adapter/lora.gguf", &adapter)?,
-                file_ref("verifier/verifier.json", &verifier_file)?,
-            ],
-            outputs: vec![file_ref("eval/heldout.jsonl", &eval_file)?],
-            params: digest_ref(format!("max_tokens={max_tokens}").as_bytes()),
-            started,
-            finished,
-            prev: None,
-        },
-        receipt_key,
-    );
-
-    let kscore_inputs = eval.kscore_inputs();
-    let kscore = KScore::compute(&kscore_inputs)?;
-    let passed_gate = kscore.k >= options.gate;
-    let mut params = BTreeMap::new();
-    params.insert("k".into(), serde_json::json!(options.k));
-    params.insert("temperature".into(), serde_json::json!(options.temperature));
-    params.insert("shots".into(), serde_json::json!(options.shots));
-    params.insert("gate".into(), serde_json::json!(options.gate));
-    params.insert("max_tokens".into(), serde_json::json!(max_tokens));
-    params.insert("train_examples".into(), serde_json::json!(task.train.len()));
-    params.insert("tests".into(), serde_json::json!(task.tests.len()));
-    params.insert("split".into(), serde_json::json!(task.split));
-    params.insert("train".into(), train.params.clone());
-    params.insert("validation".into(), serde_json::json!(validation));
-    if let Some(r) = &synthesis {
-        params.insert("synthesis".into(), serde_json::json!(r));
-    }
-    params.insert("mine".into(), serde_json::json!(options.mine));
-    params.insert("recipes".into(), serde_json::json!(pack.stats()));
-    params.insert("coverage".into(), serde_json::json!(coverage));
-    if let Some(r) = &recall {
-        params.insert("recall".into(), r.summary.clone());
-    }
-    params.insert(
-        "evaluation".into(),
-        serde_json::json!({
-            "scores": eval.scores(),
-            "k_inputs": kscore_inputs,
-        }),
-    );
-    params.insert(
-        kolm_artifact::serving::SERVING_KEY.into(),
-        serving.to_value(),
-    );
-    Ok(Compiled {
-        verifier,
-        adapter,
-        recipes,
-        verifier_file,
-        eval_file,
-        recall,
-        eval,
-        kscore,
-        kscore_inputs,
-        passed_gate,
-        distill,
-        train,
-        validation,
-        synthesis,
-        recipes_stats: pack.stats(),
-        coverage,
-        teacher: teacher.accounting(),
-        times: clock.times,
+        times,
         receipts,
-        params,
+    )
+}
+
+/// What every stage of one compile reads: the task, the options, the
+/// plugged-in engines, and what is derived once before the first stage.
+struct Compilation<'a> {
+    task: &'a Task,
+    options: &'a CompileOptions,
+    teacher: Arc<Teacher>,
+    engine: Arc<dyn StudentEngine>,
+    trainer: Arc<dyn AdapterTrainer>,
+    progress: Arc<dyn CompileProgress>,
+    verifier: Verifier,
+    /// Most tokens an answer may take ([`answer_budget`]).
+    max_tokens: u32,
+    /// How the student is evaluated, on the validation share and the
+    /// held-out tests alike, and so how kolmd serves it.
+    serving: Serving,
+    /// `provider:model`, as the receipts record it.
+    teacher_id: String,
+    /// The training examples as JSON lines (the receipts' input).
+    examples_json: Vec<u8>,
+}
+
+/// The distill stage's output.
+struct Distilled {
+    /// The training conversations: student prompt + winning answer.
+    winners: Vec<Vec<Message>>,
+    report: DistillReport,
+    /// `winners` as JSON lines (the later receipts' input).
+    winners_json: Vec<u8>,
+}
+
+/// The train stage's output.
+struct Trained {
+    /// The shipped adapter in the work dir.
+    adapter: PathBuf,
+    summary: TrainSummary,
+    validation: Option<ValidationReport>,
+}
+
+/// The decompose stage's output.
+struct Decomposed {
+    pack: RecipePack,
+    coverage: Coverage,
+    /// The recipe pack file in the work dir.
+    recipes: PathBuf,
+    /// The verifier file in the work dir.
+    verifier_file: PathBuf,
+}
+
+/// The evaluate stage's output.
+struct Evaluated {
+    eval: EvalPack,
+    /// The eval pack file in the work dir.
+    eval_file: PathBuf,
+}
+
+/// Every stage's output, for [`Compilation::score`].
+struct Stages {
+    recall: Option<IndexBuilt>,
+    synthesis: Option<synthesize::SynthesisReport>,
+    distilled: Distilled,
+    trained: Trained,
+    decomposed: Decomposed,
+    evaluated: Evaluated,
+}
+
+fn index_receipt(built: &IndexBuilt) -> Result<StageReceipt, CompileError> {
+    Ok(StageReceipt {
+        inputs: built.sources.clone(),
+        outputs: vec![file_ref(kolm_artifact::names::RECALL_INDEX, &built.index)?],
+        params: params_ref(&built.summary),
     })
 }
 
-/// Asks the teacher for `options.synthesize` new inputs, drops duplicates
-/// and near-duplicates of every example and test, labels the rest k times
-/// and keeps those whose labels pass the gates and agree.
-async fn synthesize_inputs(
-    task: &Task,
-    teacher: &Arc<Teacher>,
-    verifier: &Verifier,
-    options: &CompileOptions,
-    max_tokens: u32,
-    progress: &dyn CompileProgress,
-) -> Result<(Vec<Example>, synthesize::SynthesisReport), CompileError> {
-    let mut report = synthesize::SynthesisReport {
-        requested: options.synthesize,
-        ..Default::default()
-    };
-    let budget = |e: TeacherError, done: String| match e {
-        e @ TeacherError::BudgetExhausted { .. } => CompileError::Budget { source: e, done },
-        e => CompileError::Teacher(e),
-    };
-    let mut known: Vec<String> = task
-        .train
-        .iter()
-        .chain(&task.tests)
-        .map(|e| prompts::render_input(&e.input))
-        .collect();
-    let mut inputs: Vec<String> = Vec::new();
-    let batches = options.synthesize.div_ceil(synthesize::BATCH);
-    for b in 0..batches {
-        let n = synthesize::BATCH.min(options.synthesize - b * synthesize::BATCH);
-        let request = ChatRequest {
-            messages: synthesize::request_messages(task, n, b),
-            temperature: 1.0,
-            max_tokens: (n as u32 * 64 + 64).min(4096),
-            seed: Some(b as u64),
-        };
-        report.requests += 1;
-        let reply = teacher.complete(&request).await.map_err(|e| {
-            budget(
-                e,
-                format!(
-                    "synthesis got {} of {} inputs before it",
-                    inputs.len(),
-                    options.synthesize
-                ),
-            )
-        })?;
-        for input in synthesize::parse_inputs(&reply.text).into_iter().take(n) {
-            report.received += 1;
-            if synthesize::is_near_duplicate(&input, &known) {
-                report.duplicates += 1;
-                continue;
-            }
-            known.push(input.clone());
-            inputs.push(input);
-        }
-    }
-    let unlabelled: Vec<Example> = inputs
-        .iter()
-        .map(|i| Example {
-            output: None,
-            ..synthesize::example(i.clone(), String::new())
+impl<'a> Compilation<'a> {
+    /// Infers the verifier and sizes the answers.
+    fn prepare(
+        task: &'a Task,
+        teacher: Arc<Teacher>,
+        engine: Arc<dyn StudentEngine>,
+        trainer: Arc<dyn AdapterTrainer>,
+        options: &'a CompileOptions,
+        progress: Arc<dyn CompileProgress>,
+    ) -> Result<Self, CompileError> {
+        let verifier =
+            Verifier::infer(&task.train, &task.tests)?.with_similarity_min(options.similarity_min);
+        let max_tokens = answer_budget(engine.as_ref(), task)?;
+        let serving = Serving::greedy(max_tokens, verifier.shape_grammar());
+        let teacher_id = format!("{}:{}", teacher.config().provider, teacher.config().model);
+        let examples_json = jsonl(&task.train);
+        Ok(Compilation {
+            task,
+            options,
+            teacher,
+            engine,
+            trainer,
+            progress,
+            verifier,
+            max_tokens,
+            serving,
+            teacher_id,
+            examples_json,
         })
-        .collect();
-    let prompts = grounded(
-        options,
-        unlabelled
-            .iter()
-            .map(|e| prompts::teacher_prompt(task, e, options.shots))
-            .collect(),
-    )
-    .await?;
-    let mut kept = Vec::new();
-    for (input, messages) in inputs.into_iter().zip(prompts) {
-        let samples = teacher
-            .sample_k(&messages, options.k, options.temperature, max_tokens)
-            .await;
-        let mut texts = Vec::with_capacity(samples.len());
-        for s in samples {
-            texts.push(
-                s.map_err(|e| budget(e, "synthesis stopped while labelling".into()))?
-                    .text,
-            );
-        }
-        progress.advance(1);
-        match synthesize::agreed_label(verifier, &texts) {
-            Ok(label) => kept.push(synthesize::example(input, label)),
-            Err(synthesize::Rejected::Gates) => report.failed_gates += 1,
-            Err(synthesize::Rejected::Disagree) => report.disagreed += 1,
-        }
     }
-    report.kept = kept.len();
-    progress.note(&format!(
-        "synthesized {} of {} input(s): {} duplicate(s), {} failed the gates, {} disagreed",
-        report.kept, report.requested, report.duplicates, report.failed_gates, report.disagreed
-    ));
-    Ok((kept, report))
+
+    /// Grounds every conversation when the task has a corpus (off the async
+    /// threads); returns them as they are otherwise.
+    async fn grounded(
+        &self,
+        conversations: Vec<Vec<Message>>,
+    ) -> Result<Vec<Vec<Message>>, CompileError> {
+        let Some(grounding) = self.options.grounding.clone() else {
+            return Ok(conversations);
+        };
+        blocking("ground", move || {
+            conversations
+                .into_iter()
+                .map(|c| grounding.ground(c))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?
+        .map_err(CompileError::Recall)
+    }
+
+    /// The index stage: builds the corpus's recall index.
+    async fn index(&self, grounding: &Arc<dyn Grounding>) -> Result<IndexBuilt, CompileError> {
+        let grounding = Arc::clone(grounding);
+        let progress = Arc::clone(&self.progress);
+        blocking("index", move || grounding.build(progress.as_ref()))
+            .await?
+            .map_err(CompileError::Recall)
+    }
+
+    /// The training examples split into (fit, validation), saying so when
+    /// there are too few to validate on.
+    fn split_validation(&self) -> Result<(Vec<Example>, Vec<Example>), CompileError> {
+        let params = self.options.validation;
+        let (fit, held) = validation_split(&self.task.train, params)?;
+        if held.is_empty() && params.share > 0.0 {
+            self.progress.note(&format!(
+                "validation off: {} training example(s), fewer than {}",
+                self.task.train.len(),
+                2 * params.min
+            ));
+        }
+        Ok((fit, held))
+    }
+
+    /// The synthesize stage: asks the teacher for `options.synthesize` new
+    /// inputs, drops duplicates and near-duplicates of every example and
+    /// test, labels the rest k times and keeps those whose labels pass the
+    /// gates and agree.
+    async fn synthesize(
+        &self,
+    ) -> Result<(Vec<Example>, synthesize::SynthesisReport), CompileError> {
+        let (task, options) = (self.task, self.options);
+        let mut report = synthesize::SynthesisReport {
+            requested: options.synthesize,
+            ..Default::default()
+        };
+        let budget = |e: TeacherError, done: String| match e {
+            e @ TeacherError::BudgetExhausted { .. } => CompileError::Budget { source: e, done },
+            e => CompileError::Teacher(e),
+        };
+        let mut known: Vec<String> = task
+            .train
+            .iter()
+            .chain(&task.tests)
+            .map(|e| prompts::render_input(&e.input))
+            .collect();
+        let mut inputs: Vec<String> = Vec::new();
+        let batches = options.synthesize.div_ceil(synthesize::BATCH);
+        for b in 0..batches {
+            let n = synthesize::BATCH.min(options.synthesize - b * synthesize::BATCH);
+            let request = ChatRequest {
+                messages: synthesize::request_messages(task, n, b),
+                temperature: 1.0,
+                max_tokens: (n as u32 * 64 + 64).min(4096),
+                seed: Some(b as u64),
+            };
+            report.requests += 1;
+            let reply = self.teacher.complete(&request).await.map_err(|e| {
+                budget(
+                    e,
+                    format!(
+                        "synthesis got {} of {} inputs before it",
+                        inputs.len(),
+                        options.synthesize
+                    ),
+                )
+            })?;
+            for input in synthesize::parse_inputs(&reply.text).into_iter().take(n) {
+                report.received += 1;
+                if synthesize::is_near_duplicate(&input, &known) {
+                    report.duplicates += 1;
+                    continue;
+                }
+                known.push(input.clone());
+                inputs.push(input);
+            }
+        }
+        let unlabelled: Vec<Example> = inputs
+            .iter()
+            .map(|i| Example {
+                output: None,
+                ..synthesize::example(i.clone(), String::new())
+            })
+            .collect();
+        let prompts = self
+            .grounded(
+                unlabelled
+                    .iter()
+                    .map(|e| prompts::teacher_prompt(task, e, options.shots))
+                    .collect(),
+            )
+            .await?;
+        let mut kept = Vec::new();
+        for (input, messages) in inputs.into_iter().zip(prompts) {
+            let samples = self
+                .teacher
+                .sample_k(&messages, options.k, options.temperature, self.max_tokens)
+                .await;
+            let mut texts = Vec::with_capacity(samples.len());
+            for s in samples {
+                texts.push(
+                    s.map_err(|e| budget(e, "synthesis stopped while labelling".into()))?
+                        .text,
+                );
+            }
+            self.progress.advance(1);
+            match synthesize::agreed_label(&self.verifier, &texts) {
+                Ok(label) => kept.push(synthesize::example(input, label)),
+                Err(synthesize::Rejected::Gates) => report.failed_gates += 1,
+                Err(synthesize::Rejected::Disagree) => report.disagreed += 1,
+            }
+        }
+        report.kept = kept.len();
+        self.progress.note(&format!(
+            "synthesized {} of {} input(s): {} duplicate(s), {} failed the gates, {} disagreed",
+            report.kept, report.requested, report.duplicates, report.failed_gates, report.disagreed
+        ));
+        Ok((kept, report))
+    }
+
+    fn synthesize_receipt(
+        &self,
+        synthetic: &[Example],
+        report: &synthesize::SynthesisReport,
+    ) -> Result<StageReceipt, CompileError> {
+        Ok(StageReceipt {
+            inputs: vec![dref("examples.jsonl", &self.examples_json)],
+            outputs: vec![dref("synthetic.jsonl", &jsonl(synthetic))],
+            params: params_ref(&serde_json::json!({
+                "teacher": self.teacher_id, "requested": self.options.synthesize,
+                "k": self.options.k, "report": report,
+            })),
+        })
+    }
+
+    /// The distill stage: the teacher's and the student's prompts for
+    /// every example of `fit`, then [`pick_winners`](Self::pick_winners).
+    async fn distill(&self, fit: &[Example]) -> Result<Distilled, CompileError> {
+        let teacher_prompts = self
+            .grounded(
+                fit.iter()
+                    .map(|e| prompts::teacher_prompt(self.task, e, self.options.shots))
+                    .collect(),
+            )
+            .await?;
+        let student_prompts = self
+            .grounded(
+                fit.iter()
+                    .map(|e| prompts::student_messages(&e.input))
+                    .collect(),
+            )
+            .await?;
+        let (winners, report) = self
+            .pick_winners(fit, teacher_prompts, student_prompts)
+            .await?;
+        let winners_json = jsonl(&winners);
+        Ok(Distilled {
+            winners,
+            report,
+            winners_json,
+        })
+    }
+
+    fn distill_receipt(&self, distilled: &Distilled) -> Result<StageReceipt, CompileError> {
+        let options = self.options;
+        Ok(StageReceipt {
+            inputs: vec![dref("examples.jsonl", &self.examples_json)],
+            outputs: vec![dref("winners.jsonl", &distilled.winners_json)],
+            params: params_ref(&serde_json::json!({
+                "teacher": self.teacher_id, "k": options.k, "temperature": options.temperature,
+                "shots": options.shots, "max_tokens": self.max_tokens,
+                "grounded": options.grounding.is_some(),
+            })),
+        })
+    }
+
+    /// k samples per training example (`teacher_prompts[i]` for
+    /// `examples[i]`); the verifier's pick wins, else the reference.
+    /// Returns the training conversations (`student_prompts[i]` + winner).
+    async fn pick_winners(
+        &self,
+        examples: &[Example],
+        teacher_prompts: Vec<Vec<Message>>,
+        student_prompts: Vec<Vec<Message>>,
+    ) -> Result<(Vec<Vec<Message>>, DistillReport), CompileError> {
+        let (teacher, verifier, options) = (&self.teacher, &self.verifier, self.options);
+        let (max_tokens, progress) = (self.max_tokens, self.progress.as_ref());
+        let mut set = tokio::task::JoinSet::new();
+        for (i, messages) in teacher_prompts.into_iter().enumerate() {
+            let teacher = Arc::clone(teacher);
+            let k = options.k;
+            let temperature = options.temperature;
+            set.spawn(async move {
+                (
+                    i,
+                    teacher
+                        .sample_k(&messages, k, temperature, max_tokens)
+                        .await,
+                )
+            });
+        }
+        let mut samples: Vec<Vec<Result<crate::teacher::Completion, TeacherError>>> =
+            (0..examples.len()).map(|_| Vec::new()).collect();
+        let mut budget: Option<TeacherError> = None;
+        while let Some(joined) = set.join_next().await {
+            let (i, results) = joined.map_err(|_| CompileError::Join("distill"))?;
+            progress.advance(1);
+            if budget.is_none() {
+                budget = results.iter().find_map(|r| match r {
+                    Err(e @ TeacherError::BudgetExhausted { .. }) => Some(clone_budget(e)),
+                    _ => None,
+                });
+            }
+            samples[i] = results;
+        }
+        if let Some(source) = budget {
+            let answered = samples
+                .iter()
+                .filter(|s| s.iter().all(|r| r.is_ok()))
+                .count();
+            return Err(CompileError::Budget {
+                source,
+                done: format!(
+                    "{answered} of {} training examples got all {} samples before it",
+                    examples.len(),
+                    options.k
+                ),
+            });
+        }
+        let mut report = DistillReport {
+            examples: examples.len(),
+            ..DistillReport::default()
+        };
+        let mut winners = Vec::new();
+        let (mut passed, mut judged) = (0usize, 0usize);
+        for ((example, results), mut conv) in examples.iter().zip(samples).zip(student_prompts) {
+            let mut texts = Vec::new();
+            let mut first_error = None;
+            for r in results {
+                match r {
+                    Ok(c) => texts.push(c.text.trim().to_owned()),
+                    Err(e) => {
+                        report.failed_samples += 1;
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            if texts.is_empty() {
+                // Every sample failed: the teacher is down or refuses; going on
+                // would train on references alone without saying so.
+                return Err(CompileError::Teacher(
+                    first_error.expect("k >= 1, so an empty list means an error"),
+                ));
+            }
+            let pick = verifier.pick(example, &texts);
+            judged += texts.len();
+            passed += pick.ranked.iter().filter(|r| r.verdict.passed).count();
+            let answer = match (pick.winner, &example.output) {
+                (Some(w), _) => {
+                    report.from_teacher += 1;
+                    texts[w].clone()
+                }
+                (None, Some(reference)) => {
+                    report.from_reference += 1;
+                    reference.clone()
+                }
+                (None, None) => {
+                    let d = Dropped {
+                        origin: origin_of(example),
+                        reason: pick.reason.clone(),
+                    };
+                    progress.note(&format!("dropped {}: {}", d.origin, d.reason));
+                    report.dropped.push(d);
+                    continue;
+                }
+            };
+            conv.push(Message::new("assistant", answer));
+            winners.push(conv);
+        }
+        report.sample_pass_rate = if judged == 0 {
+            0.0
+        } else {
+            passed as f64 / judged as f64
+        };
+        if winners.is_empty() {
+            return Err(CompileError::NothingToTrain(format!(
+                "{} example(s) dropped",
+                report.dropped.len()
+            )));
+        }
+        Ok((winners, report))
+    }
+
+    /// Student (base + adapter), base alone and teacher on every test.
+    async fn eval_pack(
+        &self,
+        adapter: &Path,
+        measures: Measures,
+    ) -> Result<EvalPack, CompileError> {
+        let (task, teacher, verifier, options) =
+            (self.task, &self.teacher, &self.verifier, self.options);
+        let (engine, progress, serving) = (
+            Arc::clone(&self.engine),
+            Arc::clone(&self.progress),
+            &self.serving,
+        );
+        let max_tokens = serving.max_tokens;
+        let student_prompts = self
+            .grounded(
+                task.tests
+                    .iter()
+                    .map(|t| prompts::student_messages(&t.input))
+                    .collect(),
+            )
+            .await?;
+        let base_prompts = self
+            .grounded(
+                task.tests
+                    .iter()
+                    .map(|t| prompts::base_messages(&task.description, &t.input))
+                    .collect(),
+            )
+            .await?;
+        let teacher_prompts = self
+            .grounded(
+                task.tests
+                    .iter()
+                    .map(|t| prompts::teacher_prompt(task, t, options.shots))
+                    .collect(),
+            )
+            .await?;
+        // The student and the base answer greedily under the verifier's shape,
+        // as kolmd serves the artifact (the manifest's `compile.serving`).
+        let run = |adapter: Option<PathBuf>, prompts: Vec<Vec<Message>>| {
+            let engine = Arc::clone(&engine);
+            let progress = Arc::clone(&progress);
+            let serving = serving.clone();
+            blocking("evaluate", move || {
+                engine.answer_all(adapter.as_deref(), &prompts, &serving, &|| {
+                    progress.advance(1)
+                })
+            })
+        };
+        let student = run(Some(adapter.to_owned()), student_prompts)
+            .await?
+            .map_err(CompileError::Student)?;
+        let base = run(None, base_prompts)
+            .await?
+            .map_err(CompileError::Student)?;
+
+        let price = teacher.config().price;
+        let mut set = tokio::task::JoinSet::new();
+        for (i, messages) in teacher_prompts.into_iter().enumerate() {
+            let req = ChatRequest {
+                messages,
+                temperature: 0.0,
+                max_tokens,
+                seed: Some(0),
+            };
+            let teacher = Arc::clone(teacher);
+            set.spawn(async move { (i, teacher.complete(&req).await) });
+        }
+        let mut teacher_answers: Vec<Option<Answer>> = vec![None; task.tests.len()];
+        while let Some(joined) = set.join_next().await {
+            let (i, result) = joined.map_err(|_| CompileError::Join("evaluate"))?;
+            let c = match result {
+                Ok(c) => c,
+                Err(e @ TeacherError::BudgetExhausted { .. }) => {
+                    return Err(CompileError::Budget {
+                        source: e,
+                        done:
+                            "distillation and training finished; the teacher's evaluation did not"
+                                .into(),
+                    })
+                }
+                Err(e) => return Err(CompileError::Teacher(e)),
+            };
+            progress.advance(1);
+            let text = c.text.trim().to_owned();
+            let verdict = verifier.judge_example(&task.tests[i], &text);
+            teacher_answers[i] = Some(Answer {
+                output: text,
+                passed: verdict.passed,
+                checked: verdict.checked,
+                failures: verdict.failures,
+                fields_wrong: verdict.fields_wrong,
+                latency_s: c.latency.as_secs_f64(),
+                // What the answer cost when it was paid for, cached or not, so a
+                // recompile measures the same teacher.
+                cost_usd: price.map_or(0.0, |p| p.cost(c.input_tokens, c.output_tokens)),
+            });
+        }
+        let judge = |test: &Example, a: &StudentAnswer| {
+            let text = a.text.trim().to_owned();
+            let verdict = verifier.judge_example(test, &text);
+            Answer {
+                output: text,
+                passed: verdict.passed,
+                checked: verdict.checked,
+                failures: verdict.failures,
+                fields_wrong: verdict.fields_wrong,
+                latency_s: a.latency.as_secs_f64(),
+                cost_usd: 0.0,
+            }
+        };
+        let tests = task
+            .tests
+            .iter()
+            .zip(student.iter().zip(&base))
+            .zip(teacher_answers)
+            .map(|((test, (s, b)), t)| {
+                TestRecord::new(
+                    test,
+                    judge(test, s),
+                    judge(test, b),
+                    t.expect("every teacher task reports"),
+                )
+            })
+            .collect();
+        Ok(EvalPack { tests, measures })
+    }
+
+    /// The train stage: every candidate, each epoch judged on the
+    /// validation share `held` when there is one; the best checkpoint ships
+    /// as `adapter.gguf` in the work dir.
+    async fn train(
+        &self,
+        distilled: &Distilled,
+        held: &[Example],
+    ) -> Result<Trained, CompileError> {
+        let adapter = self.options.work_dir.join("adapter.gguf");
+        let validation_prompts = self
+            .grounded(
+                held.iter()
+                    .map(|e| prompts::student_messages(&e.input))
+                    .collect(),
+            )
+            .await?;
+        let job = TrainJob {
+            trainer: Arc::clone(&self.trainer),
+            engine: Arc::clone(&self.engine),
+            verifier: self.verifier.clone(),
+            serving: self.serving.clone(),
+            winners: distilled.winners.clone(),
+            held: held.to_vec(),
+            validation_prompts,
+            candidates: self.options.candidates.clone(),
+            patience: self.options.validation.patience,
+            work_dir: self.options.work_dir.clone(),
+            out: adapter.clone(),
+            progress: Arc::clone(&self.progress),
+        };
+        let (summary, validation) = blocking("train", move || job.run()).await??;
+        Ok(Trained {
+            adapter,
+            summary,
+            validation,
+        })
+    }
+
+    fn train_receipt(
+        &self,
+        distilled: &Distilled,
+        trained: &Trained,
+    ) -> Result<StageReceipt, CompileError> {
+        Ok(StageReceipt {
+            inputs: vec![
+                file_ref("model/base.gguf", &self.options.base)?,
+                dref("winners.jsonl", &distilled.winners_json),
+            ],
+            outputs: vec![file_ref("adapter/lora.gguf", &trained.adapter)?],
+            params: params_ref(&serde_json::json!({
+                "train": trained.summary.params,
+                "validation": trained.validation,
+            })),
+        })
+    }
+
+    /// The decompose stage: the recipe pack mined from the winners, its
+    /// coverage of the tests' references, and the verifier's file.
+    fn decompose(&self, distilled: &Distilled) -> Result<Decomposed, CompileError> {
+        let engine = self.engine.as_ref();
+        let mut winner_tokens = Vec::with_capacity(distilled.winners.len());
+        for conv in &distilled.winners {
+            let answer = conv.last().map(|m| m.content.as_str()).unwrap_or_default();
+            winner_tokens.push(engine.tokenize(answer).map_err(CompileError::Student)?);
+        }
+        let pack = RecipePack::mine_tokens(&winner_tokens, self.options.mine)?;
+        let mut reference_tokens = Vec::new();
+        for t in &self.task.tests {
+            if let Some(o) = &t.output {
+                reference_tokens.push(engine.tokenize(o).map_err(CompileError::Student)?);
+            }
+        }
+        let coverage = pack.coverage(&reference_tokens);
+        let recipes = self.options.work_dir.join("recipes.bin");
+        write_file(&recipes, &pack.to_bytes())?;
+        let verifier_file = self.options.work_dir.join("verifier.json");
+        write_file(&verifier_file, &self.verifier.to_json())?;
+        Ok(Decomposed {
+            pack,
+            coverage,
+            recipes,
+            verifier_file,
+        })
+    }
+
+    fn decompose_receipt(
+        &self,
+        distilled: &Distilled,
+        decomposed: &Decomposed,
+    ) -> Result<StageReceipt, CompileError> {
+        Ok(StageReceipt {
+            inputs: vec![dref("winners.jsonl", &distilled.winners_json)],
+            outputs: vec![
+                file_ref("recipes/pack.bin", &decomposed.recipes)?,
+                file_ref("verifier/verifier.json", &decomposed.verifier_file)?,
+            ],
+            params: digest_ref(
+                serde_json::to_string(&self.options.mine)
+                    .expect("params serialize")
+                    .as_bytes(),
+            ),
+        })
+    }
+
+    /// The evaluate stage: the eval pack (see
+    /// [`eval_pack`](Self::eval_pack)), written as `heldout.jsonl`.
+    async fn evaluate(
+        &self,
+        trained: &Trained,
+        decomposed: &Decomposed,
+        recall: Option<&IndexBuilt>,
+    ) -> Result<Evaluated, CompileError> {
+        let measures = Measures {
+            version: eval::EVAL_PACK_VERSION,
+            // Everything the artifact serves with (docs/k-score.md).
+            student_bytes: [
+                &self.options.base,
+                &trained.adapter,
+                &decomposed.recipes,
+                &decomposed.verifier_file,
+            ]
+            .into_iter()
+            .chain(recall.into_iter().flat_map(|r| {
+                std::iter::once(&r.index).chain(r.embedder_files.iter().map(|(_, p)| p))
+            }))
+            .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+            .sum(),
+            teacher_bytes: self.options.teacher_bytes,
+            coverage: decomposed.coverage.share,
+        };
+        let eval = self.eval_pack(&trained.adapter, measures).await?;
+        let eval_file = self.options.work_dir.join("heldout.jsonl");
+        write_file(&eval_file, &eval.to_jsonl())?;
+        Ok(Evaluated { eval, eval_file })
+    }
+
+    fn evaluate_receipt(
+        &self,
+        trained: &Trained,
+        decomposed: &Decomposed,
+        evaluated: &Evaluated,
+    ) -> Result<StageReceipt, CompileError> {
+        Ok(StageReceipt {
+            inputs: vec![
+                file_ref("adapter/lora.gguf", &trained.adapter)?,
+                file_ref("verifier/verifier.json", &decomposed.verifier_file)?,
+            ],
+            outputs: vec![file_ref("eval/heldout.jsonl", &evaluated.eval_file)?],
+            params: digest_ref(format!("max_tokens={}", self.max_tokens).as_bytes()),
+        })
+    }
+
+    /// K from the eval pack, and the compile parameters the manifest
+    /// records.
+    fn score(
+        self,
+        stages: Stages,
+        times: Vec<StageTime>,
+        receipts: ReceiptChain,
+    ) -> Result<Compiled, CompileError> {
+        let Stages {
+            recall,
+            synthesis,
+            distilled,
+            trained,
+            decomposed,
+            evaluated: Evaluated { eval, eval_file },
+        } = stages;
+        let (task, options) = (self.task, self.options);
+        let kscore_inputs = eval.kscore_inputs();
+        let kscore = KScore::compute(&kscore_inputs)?;
+        let passed_gate = kscore.k >= options.gate;
+        let mut params = BTreeMap::new();
+        params.insert("k".into(), serde_json::json!(options.k));
+        params.insert("temperature".into(), serde_json::json!(options.temperature));
+        params.insert("shots".into(), serde_json::json!(options.shots));
+        params.insert("gate".into(), serde_json::json!(options.gate));
+        params.insert("max_tokens".into(), serde_json::json!(self.max_tokens));
+        params.insert("train_examples".into(), serde_json::json!(task.train.len()));
+        params.insert("tests".into(), serde_json::json!(task.tests.len()));
+        params.insert("split".into(), serde_json::json!(task.split));
+        params.insert("train".into(), trained.summary.params.clone());
+        params.insert("validation".into(), serde_json::json!(trained.validation));
+        if let Some(r) = &synthesis {
+            params.insert("synthesis".into(), serde_json::json!(r));
+        }
+        params.insert("mine".into(), serde_json::json!(options.mine));
+        params.insert("recipes".into(), serde_json::json!(decomposed.pack.stats()));
+        params.insert("coverage".into(), serde_json::json!(decomposed.coverage));
+        if let Some(r) = &recall {
+            params.insert("recall".into(), r.summary.clone());
+        }
+        params.insert(
+            "evaluation".into(),
+            serde_json::json!({
+                "scores": eval.scores(),
+                "k_inputs": kscore_inputs,
+            }),
+        );
+        params.insert(
+            kolm_artifact::serving::SERVING_KEY.into(),
+            self.serving.to_value(),
+        );
+        Ok(Compiled {
+            verifier: self.verifier,
+            adapter: trained.adapter,
+            recipes: decomposed.recipes,
+            verifier_file: decomposed.verifier_file,
+            eval_file,
+            recall,
+            eval,
+            kscore,
+            kscore_inputs,
+            passed_gate,
+            distill: distilled.report,
+            train: trained.summary,
+            validation: trained.validation,
+            synthesis,
+            recipes_stats: decomposed.pack.stats(),
+            coverage: decomposed.coverage,
+            teacher: self.teacher.accounting(),
+            times,
+            receipts,
+            params,
+        })
+    }
 }
 
 /// Splits the training examples into (fit, validation): a seeded share,
@@ -1027,7 +1504,7 @@ fn validation_split(
             holdout: share,
         },
     )
-    .map_err(|e| CompileError::Train(format!("validation split: {e}")))?;
+    .map_err(CompileError::ValidationSplit)?;
     Ok((fit, held))
 }
 
@@ -1191,145 +1668,6 @@ impl TrainJob {
     }
 }
 
-/// Grounds every conversation when the task has a corpus (off the async
-/// threads); returns them as they are otherwise.
-async fn grounded(
-    options: &CompileOptions,
-    conversations: Vec<Vec<Message>>,
-) -> Result<Vec<Vec<Message>>, CompileError> {
-    let Some(grounding) = options.grounding.clone() else {
-        return Ok(conversations);
-    };
-    blocking("ground", move || {
-        conversations
-            .into_iter()
-            .map(|c| grounding.ground(c))
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .await?
-    .map_err(CompileError::Recall)
-}
-
-/// k samples per training example (`teacher_prompts[i]` for
-/// `examples[i]`); the verifier's pick wins, else the reference. Returns
-/// the training conversations (`student_prompts[i]` + winner).
-#[allow(clippy::too_many_arguments)]
-async fn distill(
-    examples: &[Example],
-    teacher: &Arc<Teacher>,
-    verifier: &Verifier,
-    options: &CompileOptions,
-    max_tokens: u32,
-    teacher_prompts: Vec<Vec<Message>>,
-    student_prompts: Vec<Vec<Message>>,
-    progress: &dyn CompileProgress,
-) -> Result<(Vec<Vec<Message>>, DistillReport), CompileError> {
-    let mut set = tokio::task::JoinSet::new();
-    for (i, messages) in teacher_prompts.into_iter().enumerate() {
-        let teacher = Arc::clone(teacher);
-        let k = options.k;
-        let temperature = options.temperature;
-        set.spawn(async move {
-            (
-                i,
-                teacher
-                    .sample_k(&messages, k, temperature, max_tokens)
-                    .await,
-            )
-        });
-    }
-    let mut samples: Vec<Vec<Result<crate::teacher::Completion, TeacherError>>> =
-        (0..examples.len()).map(|_| Vec::new()).collect();
-    let mut budget: Option<TeacherError> = None;
-    while let Some(joined) = set.join_next().await {
-        let (i, results) = joined.map_err(|_| CompileError::Join("distill"))?;
-        progress.advance(1);
-        if budget.is_none() {
-            budget = results.iter().find_map(|r| match r {
-                Err(e @ TeacherError::BudgetExhausted { .. }) => Some(clone_budget(e)),
-                _ => None,
-            });
-        }
-        samples[i] = results;
-    }
-    if let Some(source) = budget {
-        let answered = samples
-            .iter()
-            .filter(|s| s.iter().all(|r| r.is_ok()))
-            .count();
-        return Err(CompileError::Budget {
-            source,
-            done: format!(
-                "{answered} of {} training examples got all {} samples before it",
-                examples.len(),
-                options.k
-            ),
-        });
-    }
-    let mut report = DistillReport {
-        examples: examples.len(),
-        ..DistillReport::default()
-    };
-    let mut winners = Vec::new();
-    let (mut passed, mut judged) = (0usize, 0usize);
-    for ((example, results), mut conv) in examples.iter().zip(samples).zip(student_prompts) {
-        let mut texts = Vec::new();
-        let mut first_error = None;
-        for r in results {
-            match r {
-                Ok(c) => texts.push(c.text.trim().to_owned()),
-                Err(e) => {
-                    report.failed_samples += 1;
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        if texts.is_empty() {
-            // Every sample failed: the teacher is down or refuses; going on
-            // would train on references alone without saying so.
-            return Err(CompileError::Teacher(
-                first_error.expect("k >= 1, so an empty list means an error"),
-            ));
-        }
-        let pick = verifier.pick(example, &texts);
-        judged += texts.len();
-        passed += pick.ranked.iter().filter(|r| r.verdict.passed).count();
-        let answer = match (pick.winner, &example.output) {
-            (Some(w), _) => {
-                report.from_teacher += 1;
-                texts[w].clone()
-            }
-            (None, Some(reference)) => {
-                report.from_reference += 1;
-                reference.clone()
-            }
-            (None, None) => {
-                let d = Dropped {
-                    origin: origin_of(example),
-                    reason: pick.reason.clone(),
-                };
-                progress.note(&format!("dropped {}: {}", d.origin, d.reason));
-                report.dropped.push(d);
-                continue;
-            }
-        };
-        conv.push(Message::new("assistant", answer));
-        winners.push(conv);
-    }
-    report.sample_pass_rate = if judged == 0 {
-        0.0
-    } else {
-        passed as f64 / judged as f64
-    };
-    if winners.is_empty() {
-        return Err(CompileError::NothingToTrain(format!(
-            "{} example(s) dropped",
-            report.dropped.len()
-        )));
-    }
-    Ok((winners, report))
-}
-
 fn clone_budget(e: &TeacherError) -> TeacherError {
     match e {
         TeacherError::BudgetExhausted { max_cost, spent } => TeacherError::BudgetExhausted {
@@ -1338,132 +1676,4 @@ fn clone_budget(e: &TeacherError) -> TeacherError {
         },
         _ => unreachable!("only called on BudgetExhausted"),
     }
-}
-
-/// Student (base + adapter), base alone and teacher on every test.
-#[allow(clippy::too_many_arguments)]
-async fn evaluate(
-    task: &Task,
-    teacher: &Arc<Teacher>,
-    engine: Arc<dyn StudentEngine>,
-    verifier: &Verifier,
-    options: &CompileOptions,
-    adapter: &Path,
-    serving: &Serving,
-    measures: Measures,
-    progress: Arc<dyn CompileProgress>,
-) -> Result<EvalPack, CompileError> {
-    let max_tokens = serving.max_tokens;
-    let student_prompts = grounded(
-        options,
-        task.tests
-            .iter()
-            .map(|t| prompts::student_messages(&t.input))
-            .collect(),
-    )
-    .await?;
-    let base_prompts = grounded(
-        options,
-        task.tests
-            .iter()
-            .map(|t| prompts::base_messages(&task.description, &t.input))
-            .collect(),
-    )
-    .await?;
-    let teacher_prompts = grounded(
-        options,
-        task.tests
-            .iter()
-            .map(|t| prompts::teacher_prompt(task, t, options.shots))
-            .collect(),
-    )
-    .await?;
-    // The student and the base answer greedily under the verifier's shape,
-    // as kolmd serves the artifact (the manifest's `compile.serving`).
-    let run = |adapter: Option<PathBuf>, prompts: Vec<Vec<Message>>| {
-        let engine = Arc::clone(&engine);
-        let progress = Arc::clone(&progress);
-        let serving = serving.clone();
-        blocking("evaluate", move || {
-            engine.answer_all(adapter.as_deref(), &prompts, &serving, &|| {
-                progress.advance(1)
-            })
-        })
-    };
-    let student = run(Some(adapter.to_owned()), student_prompts)
-        .await?
-        .map_err(CompileError::Student)?;
-    let base = run(None, base_prompts)
-        .await?
-        .map_err(CompileError::Student)?;
-
-    let price = teacher.config().price;
-    let mut set = tokio::task::JoinSet::new();
-    for (i, messages) in teacher_prompts.into_iter().enumerate() {
-        let req = ChatRequest {
-            messages,
-            temperature: 0.0,
-            max_tokens,
-            seed: Some(0),
-        };
-        let teacher = Arc::clone(teacher);
-        set.spawn(async move { (i, teacher.complete(&req).await) });
-    }
-    let mut teacher_answers: Vec<Option<Answer>> = vec![None; task.tests.len()];
-    while let Some(joined) = set.join_next().await {
-        let (i, result) = joined.map_err(|_| CompileError::Join("evaluate"))?;
-        let c = match result {
-            Ok(c) => c,
-            Err(e @ TeacherError::BudgetExhausted { .. }) => {
-                return Err(CompileError::Budget {
-                    source: e,
-                    done: "distillation and training finished; the teacher's evaluation did not"
-                        .into(),
-                })
-            }
-            Err(e) => return Err(CompileError::Teacher(e)),
-        };
-        progress.advance(1);
-        let text = c.text.trim().to_owned();
-        let verdict = verifier.judge_example(&task.tests[i], &text);
-        teacher_answers[i] = Some(Answer {
-            output: text,
-            passed: verdict.passed,
-            checked: verdict.checked,
-            failures: verdict.failures,
-            fields_wrong: verdict.fields_wrong,
-            latency_s: c.latency.as_secs_f64(),
-            // What the answer cost when it was paid for, cached or not, so a
-            // recompile measures the same teacher.
-            cost_usd: price.map_or(0.0, |p| p.cost(c.input_tokens, c.output_tokens)),
-        });
-    }
-    let judge = |test: &Example, a: &StudentAnswer| {
-        let text = a.text.trim().to_owned();
-        let verdict = verifier.judge_example(test, &text);
-        Answer {
-            output: text,
-            passed: verdict.passed,
-            checked: verdict.checked,
-            failures: verdict.failures,
-            fields_wrong: verdict.fields_wrong,
-            latency_s: a.latency.as_secs_f64(),
-            cost_usd: 0.0,
-        }
-    };
-    let tests = task
-        .tests
-        .iter()
-        .zip(student.iter().zip(&base))
-        .zip(teacher_answers)
-        .map(|((test, (s, b)), t)| {
-            TestRecord::new(
-                test,
-                judge(test, s),
-                judge(test, b),
-                t.expect("every teacher task reports"),
-            )
-        })
-        .collect();
-    Ok(EvalPack { tests, measures })
 }

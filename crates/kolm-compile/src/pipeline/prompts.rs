@@ -3,7 +3,8 @@
 //! and the input, zero-shot), and what the student is trained and evaluated
 //! on (the input as the user will send it, nothing added).
 
-use crate::task::{Example, Input, Message, Task};
+use crate::example::{Example, Input, Message};
+use crate::task::Task;
 
 /// Solved examples shown to the teacher by default.
 pub const DEFAULT_SHOTS: usize = 4;

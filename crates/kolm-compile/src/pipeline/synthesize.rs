@@ -11,7 +11,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::prompts;
-use crate::task::{Example, Input, Message, Task};
+use crate::example::{Example, Input, Message};
+use crate::task::Task;
 use crate::verifier::{json_equal, similarity, Verifier};
 
 /// Inputs asked for in one teacher request.

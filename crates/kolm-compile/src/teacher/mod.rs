@@ -24,9 +24,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 pub use cache::{CacheEntry, CacheKey, ResponseCache};
-pub use wire::ANTHROPIC_VERSION;
+pub use wire::{MalformedResponse, ANTHROPIC_VERSION};
 
-use crate::task::Message;
+use crate::example::Message;
 
 /// OpenAI's API base when `OPENAI_BASE_URL` is unset.
 pub const OPENAI_DEFAULT_BASE: &str = "https://api.openai.com/v1";
@@ -95,12 +95,12 @@ pub enum TeacherError {
         attempts: u32,
     },
     /// A 2xx answer whose body is not the API's response shape.
-    #[error("{url}: malformed response: {message}; body starts: {excerpt:?}")]
+    #[error("{url}: malformed response: {reason}; body starts: {excerpt:?}")]
     Malformed {
         /// The endpoint.
         url: String,
-        /// What is wrong.
-        message: String,
+        /// What is wrong (spelled out in the message, so not a source).
+        reason: MalformedResponse,
         /// The first bytes of the body.
         excerpt: String,
     },
@@ -759,22 +759,23 @@ impl Teacher {
             let parsed = match self.config.provider {
                 Provider::OpenAi => wire::parse_openai(&bytes),
                 Provider::Anthropic => wire::parse_anthropic(&bytes),
-            };
-            return match parsed {
+            }
+            .and_then(|p| {
                 // Some compatible servers omit usage; that is fine for a
                 // free local teacher but would make a priced one unmetered.
-                Ok(p) if !p.metered && self.config.price.is_some() => Attempt::Fail(TeacherError::Malformed {
-                    url: url.to_owned(),
-                    message: format!(
-                        "the response has no usage, so its cost cannot be accounted (model {:?} has a price)",
-                        self.config.model
-                    ),
-                    excerpt: excerpt(&bytes),
-                }),
+                if !p.metered && self.config.price.is_some() {
+                    Err(MalformedResponse::Unmetered {
+                        model: self.config.model.clone(),
+                    })
+                } else {
+                    Ok(p)
+                }
+            });
+            return match parsed {
                 Ok(p) => Attempt::Done(p),
-                Err(message) => Attempt::Fail(TeacherError::Malformed {
+                Err(reason) => Attempt::Fail(TeacherError::Malformed {
                     url: url.to_owned(),
-                    message,
+                    reason,
                     excerpt: excerpt(&bytes),
                 }),
             };

@@ -141,6 +141,35 @@ pub(crate) struct ErrorDetail {
     pub kind: Option<String>,
 }
 
+/// Why a 2xx answer is not the API's response shape
+/// ([`TeacherError::Malformed`](super::TeacherError::Malformed) carries it).
+#[derive(Debug, thiserror::Error)]
+pub enum MalformedResponse {
+    /// The body is not the response's JSON.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// An OpenAI response with an empty `choices`.
+    #[error("the response has no choices")]
+    NoChoices,
+    /// The first choice is a refusal.
+    #[error("the model refused: {0}")]
+    Refused(String),
+    /// The first choice has neither content nor a refusal.
+    #[error("the first choice has no message content")]
+    NoContent,
+    /// An Anthropic response with no `text` block.
+    #[error("the response has no text content block")]
+    NoTextBlock,
+    /// No `usage`, while the model has a price.
+    #[error(
+        "the response has no usage, so its cost cannot be accounted (model {model:?} has a price)"
+    )]
+    Unmetered {
+        /// The priced model.
+        model: String,
+    },
+}
+
 /// The text, finish reason and token counts of a response.
 pub(crate) struct Parsed {
     pub text: String,
@@ -151,17 +180,17 @@ pub(crate) struct Parsed {
     pub metered: bool,
 }
 
-pub(crate) fn parse_openai(body: &[u8]) -> Result<Parsed, String> {
-    let r: OpenAiResponse = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+pub(crate) fn parse_openai(body: &[u8]) -> Result<Parsed, MalformedResponse> {
+    let r: OpenAiResponse = serde_json::from_slice(body)?;
     let choice = r
         .choices
         .into_iter()
         .next()
-        .ok_or("the response has no choices")?;
+        .ok_or(MalformedResponse::NoChoices)?;
     let text = match (choice.message.content, choice.message.refusal) {
         (Some(t), _) => t,
-        (None, Some(refusal)) => return Err(format!("the model refused: {refusal}")),
-        (None, None) => return Err("the first choice has no message content".into()),
+        (None, Some(refusal)) => return Err(MalformedResponse::Refused(refusal)),
+        (None, None) => return Err(MalformedResponse::NoContent),
     };
     Ok(Parsed {
         text,
@@ -172,8 +201,8 @@ pub(crate) fn parse_openai(body: &[u8]) -> Result<Parsed, String> {
     })
 }
 
-pub(crate) fn parse_anthropic(body: &[u8]) -> Result<Parsed, String> {
-    let r: AnthropicResponse = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+pub(crate) fn parse_anthropic(body: &[u8]) -> Result<Parsed, MalformedResponse> {
+    let r: AnthropicResponse = serde_json::from_slice(body)?;
     let texts: Vec<String> = r
         .content
         .into_iter()
@@ -181,7 +210,7 @@ pub(crate) fn parse_anthropic(body: &[u8]) -> Result<Parsed, String> {
         .filter_map(|b| b.text)
         .collect();
     if texts.is_empty() {
-        return Err("the response has no text content block".into());
+        return Err(MalformedResponse::NoTextBlock);
     }
     Ok(Parsed {
         text: texts.concat(),

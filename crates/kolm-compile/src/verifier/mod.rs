@@ -29,8 +29,6 @@
 //! numbers came from it. Nothing depends on time, randomness or candidate
 //! order.
 
-pub mod assertion;
-pub mod schema;
 pub mod similarity;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,11 +37,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use assertion::{Assertion, Check};
-pub use schema::{Format, JsonType, Schema, ShapeInference};
-
+use crate::assertion::Assertion;
 use crate::digest::sha256_hex;
-use crate::task::Example;
+use crate::example::Example;
+use crate::schema::{Format, Schema, ShapeInference};
 
 /// The `verifier.json` format version this crate writes.
 pub const VERIFIER_VERSION: u32 = 2;
@@ -214,7 +211,7 @@ pub struct Verifier {
     /// this (set for the text kind; see [`Verifier::infer`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub similarity_min: Option<f64>,
-    /// Explicit assertions of the tests, keyed by [`crate::task::Input::digest`].
+    /// Explicit assertions of the tests, keyed by [`crate::example::Input::digest`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub cases: BTreeMap<String, Vec<Assertion>>,
     /// Number of outputs the rules were inferred from.

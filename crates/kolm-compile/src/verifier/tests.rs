@@ -1,5 +1,5 @@
 use super::*;
-use crate::task::Input;
+use crate::example::Input;
 use proptest::prelude::*;
 use serde_json::json;
 

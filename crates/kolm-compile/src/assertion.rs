@@ -21,7 +21,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::schema::Schema;
+use crate::schema::Schema;
 
 /// A compiled regular expression that compares by its pattern.
 #[derive(Clone, Debug)]
