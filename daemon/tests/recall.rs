@@ -105,7 +105,7 @@ fn grounded_chat_cites_the_right_source() {
         "How much does it cost to moor a boat at Port Isaac?",
         Some(json!(false)),
     );
-    assert!(off.get("kolm").is_none(), "{off}");
+    assert!(off["kolm"].get("citations").is_none(), "{off}");
     let plain_tokens = off["usage"]["prompt_tokens"].as_u64().unwrap();
     assert!(
         grounded_tokens > plain_tokens + 40,
@@ -138,7 +138,7 @@ fn grounded_chat_cites_the_right_source() {
         &json!({"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
     );
     assert_eq!(plain.status, 200);
-    assert!(plain.json().get("kolm").is_none());
+    assert!(plain.json()["kolm"].get("citations").is_none());
 }
 
 #[test]

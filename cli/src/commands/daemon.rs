@@ -248,6 +248,11 @@ pub fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
                         "tokens_per_second": timings.tokens_per_second,
                         "total_ms": timings.total_ms,
                     },
+                    "draft": answer.last.draft.map(|d| json!({
+                        "drafted": d.drafted,
+                        "accepted": d.accepted,
+                        "steps": d.steps,
+                    })),
                     "citations": answer.citations.iter().map(|c| json!({
                         "source": c.source,
                         "offset": c.offset,
@@ -337,6 +342,7 @@ fn generate(
         stop: args.stop.clone(),
         keep_alive: args.keep_alive.clone(),
         recall_k: args.recall_k,
+        draft: args.no_draft.then_some(false),
         ..Default::default()
     };
     let mut client = d.client.clone();
@@ -377,12 +383,36 @@ fn generate(
                 t.ttft_ms,
                 t.tokens_per_second
             );
+            if let Some(line) = answer.last.draft.as_ref().map(draft_line) {
+                eprintln!("{line}");
+            }
             for (i, c) in answer.citations.iter().enumerate() {
                 eprintln!("[{}] {} (score {:.3})", i + 1, citation_label(c), c.score);
             }
         }
     }
     Ok(answer)
+}
+
+/// What drafting did, as `--verbose` prints it.
+fn draft_line(d: &pb::DraftStats) -> String {
+    let share = if d.drafted > 0 {
+        format!(
+            " ({:.0}%)",
+            100.0 * f64::from(d.accepted) / f64::from(d.drafted)
+        )
+    } else {
+        String::new()
+    };
+    let per_step = if d.steps > 0 {
+        f64::from(d.steps + d.accepted) / f64::from(d.steps)
+    } else {
+        0.0
+    };
+    format!(
+        "drafting: {} of {} drafted tokens accepted{share}, {per_step:.2} tokens per step over {} steps",
+        d.accepted, d.drafted, d.steps
+    )
 }
 
 /// A citation labelled as the grounding template labels its source.

@@ -31,7 +31,7 @@ use llama_cpp_2::token::LlamaToken;
 use llguidance::toktrie::TokEnv;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use crate::draft::{DraftConfig, DraftStats, Drafter, Source};
+use crate::draft::{plan, DraftConfig, DraftStats, Drafter, Source, StepCost};
 use crate::error::RuntimeError;
 use crate::sampling::{build_chain, compile_grammar, Grammar, SamplingParams};
 use crate::text::TextAssembler;
@@ -662,6 +662,8 @@ struct Slots<'m> {
     slots: Vec<Slot>,
     queue: VecDeque<Pending>,
     batch: LlamaBatch<'static>,
+    /// Measured cost of this context's decode steps, for drafting.
+    cost: StepCost,
 }
 
 struct Pending {
@@ -738,6 +740,7 @@ impl<'m> Slots<'m> {
             ctx,
             slots,
             queue: VecDeque::new(),
+            cost: StepCost::default(),
         })
     }
 
@@ -936,79 +939,90 @@ impl<'m> Slots<'m> {
             slot.cached
                 .extend_from_slice(&active.prompt[done..done + take]);
         }
-        // Drafts: what is left of the budget and of the drafting allowance
-        // (verifying drafts in a batch already full of sequences costs more
-        // than it saves), shared by the slots that draft this step.
-        let generating = self
+        // Drafts: each generating sequence offers what its drafter guesses,
+        // and the plan keeps the drafts worth their positions in this step
+        // (docs/kolmd.md, "Drafting").
+        let generating: Vec<usize> = self
             .slots
             .iter()
-            .filter(|s| {
+            .enumerate()
+            .filter(|(_, s)| {
                 s.active
                     .as_ref()
                     .is_some_and(|a| a.logits_at.is_some() && a.next.is_some())
             })
-            .count();
-        let mut allowance = self
-            .spec
-            .draft
-            .step_budget
-            .saturating_sub(generating)
-            .min(budget - used);
-        let mut drafting: Vec<usize> = Vec::new();
-        if allowance > 0 {
-            for (i, slot) in self.slots.iter_mut().enumerate() {
-                let Some(active) = slot.active.as_mut() else {
+            .map(|(i, _)| i)
+            .collect();
+        let with_prompts = used > generating.len();
+        let cost = self.cost.fit();
+        let room = budget - used;
+        // Below this chance even a sure first draft does not pay.
+        let least = (generating.len() as f64 * cost.1) / (cost.0 + cost.1 * used as f64);
+        // (slot, drafted tokens, their chances)
+        let mut offers: Vec<Offer> = Vec::new();
+        if room > 0 {
+            for &i in &generating {
+                let slot = &mut self.slots[i];
+                let active = slot.active.as_mut().expect("generating slots are active");
+                let Some(drafter) = active.drafter.as_mut() else {
                     continue;
                 };
-                if active.next.is_none() || active.logits_at.is_none() {
+                if drafter.best_chance() <= least {
                     continue;
                 }
-                if let Some(d) = active.drafter.as_mut() {
-                    if d.wants_to_draft() {
-                        drafting.push(i);
+                // Room left in the slot's context and in the request's
+                // tokens: the step emits the drafts accepted plus one.
+                let context_room = limit.saturating_sub(slot.cached.len() + 1);
+                let tokens_left = (active.max_tokens - active.generated).saturating_sub(1) as usize;
+                let want = room.min(context_room).min(tokens_left);
+                if want == 0 {
+                    continue;
+                }
+                let tokenize = |bytes: &[u8]| -> Vec<u32> {
+                    match std::str::from_utf8(bytes) {
+                        Ok(text) => model
+                            .vocab()
+                            .tokenize(text.as_bytes(), false, false)
+                            .into_iter()
+                            .map(|t| t.0 as u32)
+                            .collect(),
+                        Err(_) => Vec::new(),
                     }
+                };
+                let draft = drafter.draft(want, &tokenize);
+                if !draft.is_empty() {
+                    let chances = drafter.chances(&draft);
+                    offers.push((i, draft, chances));
                 }
             }
         }
-        let mut left = drafting.len();
-        for i in drafting {
-            let share = (allowance / left.max(1)).max(1).min(allowance);
-            left -= 1;
-            let slot = &mut self.slots[i];
-            let active = slot.active.as_mut().expect("drafting slots are active");
-            // Room left in the slot's context and in the request's tokens:
-            // the step emits the drafts accepted plus one.
-            let room = limit.saturating_sub(slot.cached.len() + 1);
-            let tokens_left = (active.max_tokens - active.generated).saturating_sub(1) as usize;
-            let want = share.min(room).min(tokens_left);
-            let drafter = active.drafter.as_mut().expect("checked");
-            let tokenize = |bytes: &[u8]| -> Vec<u32> {
-                match std::str::from_utf8(bytes) {
-                    Ok(text) => model
-                        .vocab()
-                        .tokenize(text.as_bytes(), false, false)
-                        .into_iter()
-                        .map(|t| t.0 as u32)
-                        .collect(),
-                    Err(_) => Vec::new(),
+        if !offers.is_empty() {
+            let chances: Vec<Vec<f64>> = offers.iter().map(|(_, _, c)| c.clone()).collect();
+            let take = plan(&chances, used, generating.len(), room, cost);
+            for ((i, draft, _), n) in offers.into_iter().zip(take) {
+                let slot = &mut self.slots[i];
+                let active = slot.active.as_mut().expect("offering slots are active");
+                for (t, source) in draft.into_iter().take(n) {
+                    let token = LlamaToken(t as i32);
+                    let pos = slot.cached.len() as i32;
+                    if self.batch.add(token, pos, &[slot.seq], true).is_err() {
+                        break;
+                    }
+                    active.drafted.push((token, source, used as i32));
+                    used += 1;
+                    slot.cached.push(token);
                 }
-            };
-            for (t, source) in drafter.draft(want, &tokenize) {
-                let token = LlamaToken(t as i32);
-                let pos = slot.cached.len() as i32;
-                if self.batch.add(token, pos, &[slot.seq], true).is_err() {
-                    break;
-                }
-                active.drafted.push((token, source, used as i32));
-                used += 1;
-                allowance -= 1;
-                slot.cached.push(token);
             }
         }
         if used == 0 {
             return;
         }
-        if let Err(e) = self.ctx.decode(&mut self.batch) {
+        let started = Instant::now();
+        let decoded = self.ctx.decode(&mut self.batch);
+        if !with_prompts {
+            self.cost.record(used, started.elapsed().as_secs_f64());
+        }
+        if let Err(e) = decoded {
             let error = RuntimeError::Decode(e.to_string());
             for slot in &mut self.slots {
                 if let Some(active) = slot.active.take() {
@@ -1093,6 +1107,9 @@ impl<'m> Slots<'m> {
         }
     }
 }
+
+/// A generating slot's drafted tokens and their chances of acceptance.
+type Offer = (usize, Vec<(u32, Source)>, Vec<f64>);
 
 impl Active {
     /// Emits one sampled token: text to the client, and whether the

@@ -67,6 +67,9 @@ pub struct Common {
     pub response_format: Option<Value>,
     /// kolm extension: how long the model stays loaded afterwards.
     pub keep_alive: Option<Value>,
+    /// kolm extension: `false` decodes this request token by token even
+    /// where the daemon drafts.
+    pub draft: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -229,6 +232,16 @@ fn inference(model: &str, prompt: Prompt, c: &Common) -> Result<(Inference, Deli
         stop,
         response_format,
         keep_alive: keep_alive(&c.keep_alive)?,
+        draft: match &c.draft {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    format!("draft must be true or false, got {other}"),
+                    "draft",
+                ))
+            }
+        },
         ..Inference::new(model, prompt)
     };
     let delivery = Delivery {
@@ -341,16 +354,6 @@ impl Kind {
     }
 }
 
-fn record(metrics: &Metrics, model: &str, c: &Completion) {
-    metrics.generation(
-        model,
-        c.prompt_tokens,
-        c.completion_tokens,
-        c.time_to_first_token,
-        c.total_time,
-    );
-}
-
 async fn respond(
     state: AppState,
     kind: Kind,
@@ -361,9 +364,7 @@ async fn respond(
     let citations = prepared
         .citations
         .as_deref()
-        .map(|hits| wire::CompletionExtension {
-            citations: hits.iter().map(wire::Citation::from).collect(),
-        });
+        .map(|hits| hits.iter().map(wire::Citation::from).collect::<Vec<_>>());
     let lease = prepared.lease;
     let model = lease.model().reference.clone();
     let id = new_id(if kind == Kind::Chat {
@@ -397,7 +398,11 @@ async fn respond(
                 None,
             );
             // The citations ride on the first chunk.
-            chunk.kolm = citations;
+            chunk.kolm = wire::CompletionExtension {
+                citations,
+                draft: None,
+            }
+            .some();
             sse.push(&chunk);
             return Ok(sse_response(sse));
         }
@@ -415,7 +420,7 @@ async fn respond(
     };
     drop(stream);
     drop(lease);
-    record(&state.metrics, &model, &completion);
+    state.metrics.generation(&model, &completion);
     let (message, text) = match kind {
         Kind::Chat => (
             Some(wire::AssistantMessage {
@@ -439,7 +444,11 @@ async fn respond(
             finish_reason: finish_reason(completion.finish_reason),
         }],
         usage: usage(&completion),
-        kolm: citations,
+        kolm: wire::CompletionExtension {
+            citations,
+            draft: completion.draft.map(wire::Draft::from),
+        }
+        .some(),
     };
     Ok(Json(body).into_response())
 }
@@ -509,8 +518,15 @@ impl SseState {
                 self.push(&chunk);
             }
             GenerateEvent::Done(c) => {
-                record(&self.metrics, &self.model, &c);
-                let last = self.chunk(wire::Delta::default(), Some(finish_reason(c.finish_reason)));
+                self.metrics.generation(&self.model, &c);
+                let mut last =
+                    self.chunk(wire::Delta::default(), Some(finish_reason(c.finish_reason)));
+                // What drafting did rides on the chunk that finishes.
+                last.kolm = wire::CompletionExtension {
+                    citations: None,
+                    draft: c.draft.map(wire::Draft::from),
+                }
+                .some();
                 self.push(&last);
                 if self.include_usage {
                     let mut totals = self.chunk(wire::Delta::default(), None);

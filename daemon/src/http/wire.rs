@@ -1,7 +1,7 @@
 //! The OpenAI response bodies and kolm's control bodies as serde structs:
 //! one definition per shape, so a completion, its chunks and its usage
 //! cannot drift apart. Field names and order are the wire's; `kolm` is the
-//! one extension object (citations, artifact facts). Nothing here decides
+//! one extension object (citations, drafting, artifact facts). Nothing here decides
 //! anything: the handlers in `openai.rs` fill these in.
 
 use serde::Serialize;
@@ -62,10 +62,43 @@ impl From<&kolm_recall::Hit> for Citation {
     }
 }
 
-/// The `kolm` extension object of a completion or its first chunk.
+/// The `kolm` extension object of a completion (citations and drafting),
+/// a stream's first chunk (citations) or its finishing chunk (drafting).
 #[derive(Clone, Debug, Serialize)]
 pub struct CompletionExtension {
-    pub citations: Vec<Citation>,
+    /// The chunks a grounded chat was given; absent when it was not
+    /// grounded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub citations: Option<Vec<Citation>>,
+    /// What drafting did; absent when the request did not draft.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub draft: Option<Draft>,
+}
+
+impl CompletionExtension {
+    /// `None` when there is nothing to say (no `kolm` object on the wire).
+    pub fn some(self) -> Option<CompletionExtension> {
+        (self.citations.is_some() || self.draft.is_some()).then_some(self)
+    }
+}
+
+/// `kolm.draft`: tokens drafted with no draft model and checked by the
+/// model (`docs/kolmd.md`, "Drafting").
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Draft {
+    pub drafted: u32,
+    pub accepted: u32,
+    pub steps: u32,
+}
+
+impl From<kolm_runtime::DraftStats> for Draft {
+    fn from(d: kolm_runtime::DraftStats) -> Draft {
+        Draft {
+            drafted: d.drafted,
+            accepted: d.accepted,
+            steps: d.steps,
+        }
+    }
 }
 
 /// The assistant's message in a chat completion.

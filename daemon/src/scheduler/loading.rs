@@ -1,16 +1,20 @@
 //! Loading an artifact: its base (shared by digest), its context with the
-//! adapter, its recall index and embedder, its chat template and serving
-//! defaults. The memory check before each step is the scheduler's
+//! adapter and recipe pack, its recall index and embedder, its chat
+//! template and serving defaults. The memory check before each step is the scheduler's
 //! ([`Scheduler::make_room`]).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kolm_artifact::names;
-use kolm_runtime::{BaseHandle, BaseInfo, BaseOptions, ChatTemplate, ContextHandle, ContextSpec};
+use kolm_artifact::recipes::RecipePack;
+use kolm_runtime::{
+    BaseHandle, BaseInfo, BaseOptions, ChatTemplate, ContextHandle, ContextSpec, DraftConfig,
+};
 use kolm_store::ArtifactRecord;
 
 use super::{Scheduler, SchedulerError};
+use crate::config::DraftMode;
 
 /// One loaded artifact: its context on a shared base.
 #[derive(Debug)]
@@ -169,8 +173,14 @@ impl Scheduler {
             }
             None => None,
         };
+        let draft = DraftConfig {
+            enabled: c.draft == DraftMode::Auto,
+            max: c.draft_max as usize,
+            recipes: self.open_recipes(record, reference).await?,
+        };
         let spec = ContextSpec {
             adapter,
+            draft,
             slots: c.slots,
             context_per_slot: c.context_per_slot,
             batch: c.batch.max(c.slots),
@@ -217,6 +227,36 @@ impl Scheduler {
             recall,
             serving,
         }))
+    }
+
+    /// The artifact's recipe pack, read whole from its verified blob; none
+    /// when drafting is off or the artifact has no pack.
+    async fn open_recipes(
+        &self,
+        record: &ArtifactRecord,
+        reference: &str,
+    ) -> Result<Option<Arc<RecipePack>>, SchedulerError> {
+        if self.inner.config.draft == DraftMode::Off {
+            return Ok(None);
+        }
+        let Some(entry) = record.entry(names::RECIPES) else {
+            return Ok(None);
+        };
+        let store = self.inner.home.store()?;
+        let digest = entry.sha256.clone();
+        let model = reference.to_owned();
+        let pack = blocking(move || -> Result<_, SchedulerError> {
+            let blob = store.open_blob(&digest)?;
+            let bytes = std::fs::read(&blob.path).map_err(|e| {
+                SchedulerError::Internal(format!("cannot read {}: {e}", blob.path.display()))
+            })?;
+            RecipePack::from_bytes(&bytes).map_err(|source| SchedulerError::Recipes {
+                model: model.clone(),
+                source,
+            })
+        })
+        .await?;
+        Ok(Some(Arc::new(pack)))
     }
 
     /// Opens the artifact's recall index (read-only, in place: the blob is

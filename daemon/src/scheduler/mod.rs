@@ -60,6 +60,9 @@ pub struct SchedulerConfig {
     pub gpu_layers: GpuLayers,
     pub memory_limit: Option<u64>,
     pub memory_reserve: u64,
+    /// Whether loaded artifacts draft, and how far.
+    pub draft: crate::config::DraftMode,
+    pub draft_max: u32,
 }
 
 impl From<&Config> for SchedulerConfig {
@@ -74,6 +77,8 @@ impl From<&Config> for SchedulerConfig {
             gpu_layers: c.gpu_layers,
             memory_limit: c.memory_limit,
             memory_reserve: c.memory_reserve,
+            draft: c.draft,
+            draft_max: c.draft_max,
         }
     }
 }
@@ -114,6 +119,12 @@ pub enum SchedulerError {
         model: String,
         #[source]
         source: kolm_recall::RecallError,
+    },
+    #[error("the recipe pack of {model} cannot be used: {source}")]
+    Recipes {
+        model: String,
+        #[source]
+        source: kolm_artifact::recipes::RecipeError,
     },
     #[error("internal error: {0}")]
     Internal(String),
