@@ -1,7 +1,9 @@
 //! The compiler's student engine over llama.cpp (`kolm-runtime`): the base
 //! loaded once, tokenized with its own vocabulary, and answering greedily
 //! through its own chat template, alone or with an adapter (a context of
-//! its own per adapter, as kolmd serves them).
+//! its own per adapter, as kolmd serves them), drafting from a recipe pack
+//! or token by token; each answer carries its token count, its decode time
+//! and what drafting did, from the engine's `Completion`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,8 +11,10 @@ use std::time::Instant;
 
 use kolm_artifact::serving::{Serving, ShapeGrammar};
 use kolm_compile::example::Message;
-use kolm_compile::pipeline::{StageError, StudentAnswer, StudentEngine};
-use kolm_runtime::{ContextSpec, GenerateEvent, GenerateRequest, Grammar, SamplingParams};
+use kolm_compile::pipeline::{DraftCounts, Drafting, StageError, StudentAnswer, StudentEngine};
+use kolm_runtime::{
+    ContextSpec, DraftConfig, GenerateEvent, GenerateRequest, Grammar, SamplingParams,
+};
 
 use crate::base_chat::BaseChat;
 
@@ -72,12 +76,31 @@ impl StudentEngine for LlamaStudent {
         adapter: Option<&Path>,
         conversations: &[Vec<Message>],
         serving: &Serving,
+        drafting: &Drafting,
         on_answer: &(dyn Fn() + Sync),
     ) -> Result<Vec<StudentAnswer>, StageError> {
         let grammar = serving.grammar.as_ref().map(runtime_grammar);
         let params = SamplingParams {
             temperature: serving.temperature,
             ..SamplingParams::greedy()
+        };
+        // Drafting as kolmd's contexts draft (the runtime's defaults), with
+        // the artifact's recipe pack.
+        let (draft, draft_requests) = match drafting {
+            Drafting::Off => (
+                DraftConfig {
+                    enabled: false,
+                    ..DraftConfig::default()
+                },
+                false,
+            ),
+            Drafting::Recipes(pack) => (
+                DraftConfig {
+                    recipes: Some(Arc::clone(pack)),
+                    ..DraftConfig::default()
+                },
+                true,
+            ),
         };
         let context = self.chat.base().attach(ContextSpec {
             adapter: adapter.map(Path::to_owned),
@@ -87,7 +110,7 @@ impl StudentEngine for LlamaStudent {
             batch: 512,
             threads: self.threads,
             max_queue: 1,
-            draft: kolm_runtime::DraftConfig::default(),
+            draft,
         })?;
         let mut answers = Vec::with_capacity(conversations.len());
         for conv in conversations {
@@ -100,20 +123,27 @@ impl StudentEngine for LlamaStudent {
                 max_tokens: serving.max_tokens,
                 stop: Vec::new(),
                 grammar: grammar.clone(),
-                // Evaluated as decoded token by token.
-                draft: false,
+                draft: draft_requests,
             })?;
             let mut text = String::new();
-            loop {
+            let done = loop {
                 match stream.blocking_next() {
                     Some(GenerateEvent::Text(t)) => text.push_str(&t),
-                    Some(GenerateEvent::Done(_)) | None => break,
+                    Some(GenerateEvent::Done(c)) => break c,
                     Some(GenerateEvent::Failed(e)) => return Err(e.into()),
+                    None => return Err("the engine ended an answer without finishing it".into()),
                 }
-            }
+            };
             answers.push(StudentAnswer {
                 text,
                 latency: started.elapsed(),
+                tokens: done.completion_tokens,
+                decode: done.total_time.saturating_sub(done.time_to_first_token),
+                draft: done.draft.map(|d| DraftCounts {
+                    drafted: d.drafted,
+                    accepted: d.accepted,
+                    steps: d.steps,
+                }),
             });
             on_answer();
         }

@@ -15,7 +15,7 @@ use std::process::{Command, Output, Stdio};
 
 use common::{kolmctl_path, minilm_zip, Daemon};
 use kolm_compile::kscore::KScore;
-use kolm_compile::pipeline::{EvalPack, TestRecord};
+use kolm_compile::pipeline::{DraftingSummary, EvalPack, TestRecord};
 use serde_json::Value;
 
 const TASK: &str = "Turn a free-text fruit order into compact JSON with the item (singular) and the quantity as an integer.";
@@ -171,6 +171,37 @@ fn a_kolmd_teacher_compiles_the_orders_task_and_a_recompile_is_free() {
         report["teacher_pass_rate"].as_f64().unwrap()
     );
     assert_eq!(report["accuracy"]["student"]["accuracy"]["n"], 20);
+    // Drafting: the manifest's figures are the eval pack's recount, and
+    // they hold together (accepted of drafted, the speedup the ratio of
+    // the two recorded rates).
+    let drafting = pack
+        .drafting()
+        .expect("a version 3 pack has decode figures");
+    let recorded: DraftingSummary = serde_json::from_value(
+        inspect["manifest"]["predicate"]["compile"]["evaluation"]["drafting"].clone(),
+    )
+    .unwrap();
+    assert_eq!(recorded, drafting);
+    assert_eq!(
+        serde_json::from_value::<DraftingSummary>(report["drafting"].clone()).unwrap(),
+        drafting
+    );
+    assert_eq!(drafting.tests, 20);
+    assert!(drafting.accepted <= drafting.drafted, "{drafting:?}");
+    assert!(drafting.steps > 0, "{drafting:?}");
+    let (d, u) = (
+        drafting.drafted_tokens_per_s.unwrap(),
+        drafting.undrafted_tokens_per_s.unwrap(),
+    );
+    assert_eq!(drafting.speedup, Some(d / u), "{drafting:?}");
+    for t in &pack.tests {
+        let f = t.drafting.as_ref().unwrap();
+        // Each step samples one token of the model's own (the end token
+        // included, which the answer's tokens do not count).
+        assert!(f.accepted <= f.drafted, "{f:?}");
+        assert!(f.steps + f.accepted <= f.tokens + 1, "{f:?}");
+    }
+    eprintln!("drafting: {}", drafting.describe());
     assert_eq!(cover["accuracy"].as_f64().unwrap(), student, "{cover}");
     // The receipts name every stage.
     let receipts = inspect["manifest"]["predicate"]["receipts"]["length"]

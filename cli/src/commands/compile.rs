@@ -478,6 +478,7 @@ pub fn compile(home: &Home, args: CompileArgs, quiet: bool) -> anyhow::Result<()
         recipes: compiled.recipes_stats.clone(),
         recall: compiled.recall.as_ref().map(|r| r.summary.clone()),
         coverage: compiled.coverage.clone(),
+        drafting: compiled.eval.drafting(),
         stages: compiled.times.clone(),
         examples: task.train.len(),
         tests: task.tests.len(),
@@ -530,7 +531,7 @@ fn print_report(compiled: &Compiled, report: &CompileReport, artifact: Option<&P
         }
     );
     outln!(
-        "  latency            {:.3}  (student {:.2} s vs teacher {:.2} s per answer)",
+        "  latency            {:.3}  (student {:.2} s drafting vs teacher {:.2} s per answer)",
         k.latency,
         m.student_latency_s,
         m.teacher_latency_s
@@ -621,6 +622,9 @@ fn print_report(compiled: &Compiled, report: &CompileReport, artifact: Option<&P
         compiled.recipes_stats.entries.iter().sum::<u32>(),
         pct(compiled.coverage.share)
     );
+    if let Some(d) = &report.drafting {
+        outln!("drafting             {}", d.describe());
+    }
     outln!(
         "teacher              {} call(s), {} cache hit(s), ${:.4}",
         acct.calls,

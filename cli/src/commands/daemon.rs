@@ -519,6 +519,9 @@ pub fn compile_via_daemon(home: &Home, args: &crate::cli::CompileArgs) -> anyhow
         outln!("K-score {:.3}", report.k_score);
         // The same accuracy lines as a local compile, from the report.
         super::scores::print_scores(&report.accuracy.scores());
+        if let Some(d) = &report.drafting {
+            outln!("drafting             {}", d.describe());
+        }
         if let Some(i) = &result.installed {
             outln!("kolmd installed {i}");
         }

@@ -9,7 +9,8 @@
 //!   thereby right).
 //! - size `z = min(1, t_bytes / s_bytes)`, where `t_bytes` is the teacher's
 //!   size when known and [`DEFAULT_TEACHER_BYTES`] otherwise.
-//! - latency `l = min(1, t_latency / s_latency)` (per answer).
+//! - latency `l = min(1, t_latency / s_latency)` (per answer; the
+//!   student's answers drafting with its recipe pack, as kolmd serves them).
 //! - cost `c = min(1, t_cost / s_cost)` (per 1,000 answers); `c = 1` when
 //!   the student costs nothing.
 //! - coverage `v` = the recipe pack's coverage share (the teacher has no
@@ -55,7 +56,8 @@ pub struct KScoreInputs {
     /// Teacher size in bytes, when known (a local teacher); else
     /// [`DEFAULT_TEACHER_BYTES`] is used.
     pub teacher_bytes: Option<u64>,
-    /// Student mean latency per answer in seconds.
+    /// Student mean latency per answer in seconds, drafting with the
+    /// artifact's recipe pack (the way kolmd serves it).
     pub student_latency_s: f64,
     /// Teacher mean latency per answer in seconds.
     pub teacher_latency_s: f64,

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::kscore::{KScore, KScoreInputs};
-use crate::pipeline::eval::{AllScores, FieldErrors, Rate, Scores};
+use crate::pipeline::eval::{AllScores, DraftingSummary, FieldErrors, Rate, Scores};
 use crate::pipeline::synthesize::SynthesisReport;
 use crate::pipeline::{DistillReport, Stage, StageTime, TrainSummary, ValidationReport};
 use crate::recipes::{Coverage, PackStats};
@@ -177,6 +177,11 @@ pub struct CompileReport {
     /// The recall index's summary (as in the manifest's `compile.recall`).
     pub recall: Option<serde_json::Value>,
     pub coverage: Coverage,
+    /// The student's drafting on the held-out tests, as the eval pack
+    /// sums it ([`crate::pipeline::EvalPack::drafting`]; also the
+    /// manifest's `compile.evaluation.drafting`).
+    #[serde(default)]
+    pub drafting: Option<DraftingSummary>,
     pub stages: Vec<StageTime>,
     /// Training examples and held-out tests.
     pub examples: usize,

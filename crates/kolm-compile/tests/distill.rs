@@ -16,8 +16,8 @@ use kolm_artifact::receipts::ReceiptKey;
 use kolm_artifact::serving::Serving;
 use kolm_compile::example::{Example, Input, Message};
 use kolm_compile::pipeline::{
-    self, AdapterTrainer, CompileError, CompileOptions, CompileProgress, HyperParams, OnEpoch,
-    StageError, StudentAnswer, StudentEngine, TrainSummary,
+    self, AdapterTrainer, CompileError, CompileOptions, CompileProgress, Drafting, HyperParams,
+    OnEpoch, StageError, StudentAnswer, StudentEngine, TrainSummary,
 };
 use kolm_compile::task::Task;
 use kolm_compile::teacher::{Price, Teacher, TeacherConfig, TeacherError, TeacherSettings};
@@ -35,6 +35,7 @@ impl StudentEngine for FakeStudent {
         _: Option<&Path>,
         _: &[Vec<Message>],
         _: &Serving,
+        _: &Drafting,
         _: &(dyn Fn() + Sync),
     ) -> Result<Vec<StudentAnswer>, StageError> {
         Err("the student must not be asked: distillation failed first".into())

@@ -4,8 +4,10 @@
 //! nothing, and a local HTTP server as a teacher that answers every prompt
 //! correctly and writes synthetic inputs when asked. It checks what the
 //! pipeline owns: the order of the stages and their progress events, one
-//! receipt per stage in a linked chain, the times, validation's choice and
-//! the eval pack.
+//! receipt per stage in a linked chain, the times, validation's choice,
+//! the eval pack, and the drafting figures from the student's two decodes
+//! into the eval pack and the manifest (and a compile refused when the two
+//! decodes disagree).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,8 +20,9 @@ use kolm_artifact::receipts::{DigestRef, ReceiptChain, ReceiptKey};
 use kolm_artifact::serving::Serving;
 use kolm_compile::example::{Example, Input, Message};
 use kolm_compile::pipeline::{
-    self, AdapterTrainer, CompileError, CompileOptions, CompileProgress, Grounding, HyperParams,
-    IndexBuilt, OnEpoch, Stage, StageError, StudentAnswer, StudentEngine, TrainSummary,
+    self, AdapterTrainer, CompileError, CompileOptions, CompileProgress, DecodeFigures,
+    DraftCounts, Drafting, DraftingSummary, Grounding, HyperParams, IndexBuilt, OnEpoch, Stage,
+    StageError, StudentAnswer, StudentEngine, TrainSummary,
 };
 use kolm_compile::task::Task;
 use kolm_compile::teacher::{Teacher, TeacherConfig, TeacherSettings};
@@ -39,8 +42,14 @@ fn last_user(conversation: &[Message]) -> &str {
 }
 
 /// Tokens are word lengths; with an adapter it answers correctly, the base
-/// alone does not.
-struct FakeStudent;
+/// alone does not. An answer's tokens are its bytes; token by token it
+/// takes 5 ms (4 ms decoding), drafting 3 ms (1 ms decoding), with every
+/// token drafted and half of them (rounded down) accepted. With
+/// `drift_on`, drafting changes its answer to that input.
+#[derive(Default)]
+struct FakeStudent {
+    drift_on: Option<&'static str>,
+}
 
 impl StudentEngine for FakeStudent {
     fn tokenize(&self, text: &str) -> Result<Vec<u32>, StageError> {
@@ -52,19 +61,44 @@ impl StudentEngine for FakeStudent {
         adapter: Option<&Path>,
         conversations: &[Vec<Message>],
         _: &Serving,
+        drafting: &Drafting,
         on_answer: &(dyn Fn() + Sync),
     ) -> Result<Vec<StudentAnswer>, StageError> {
         let mut out = Vec::new();
         for c in conversations {
-            let text = match adapter {
+            let mut text = match adapter {
                 Some(a) if a.exists() => answer(last_user(c)),
                 Some(a) => return Err(format!("no adapter at {}", a.display()).into()),
                 None => "I do not know.".to_owned(),
             };
-            out.push(StudentAnswer {
-                text,
-                latency: Duration::from_millis(1),
-            });
+            let tokens = text.len() as u32;
+            let answer = match drafting {
+                Drafting::Off => StudentAnswer {
+                    text,
+                    latency: Duration::from_millis(5),
+                    tokens,
+                    decode: Duration::from_millis(4),
+                    draft: None,
+                },
+                Drafting::Recipes(pack) => {
+                    assert!(pack.stats().sequences > 0, "drafts with the mined pack");
+                    if self.drift_on == Some(last_user(c)) {
+                        text.push(' ');
+                    }
+                    StudentAnswer {
+                        text,
+                        latency: Duration::from_millis(3),
+                        tokens,
+                        decode: Duration::from_millis(1),
+                        draft: Some(DraftCounts {
+                            drafted: tokens,
+                            accepted: tokens / 2,
+                            steps: tokens - tokens / 2,
+                        }),
+                    }
+                }
+            };
+            out.push(answer);
             on_answer();
         }
         Ok(out)
@@ -277,7 +311,7 @@ async fn every_stage_runs_in_order_and_leaves_one_receipt() {
     let compiled = pipeline::compile(
         &task,
         teacher().await,
-        Arc::new(FakeStudent),
+        Arc::new(FakeStudent::default()),
         Arc::new(FakeTrainer),
         &options,
         &ReceiptKey([7; 32]),
@@ -307,12 +341,13 @@ async fn every_stage_runs_in_order_and_leaves_one_receipt() {
         .collect();
     assert_eq!(marks, want, "{events:#?}");
     // The totals announced: 3 inputs asked for, 8 + 2 examples to distill
-    // (4 held out for validation; "apple" is a duplicate), 3 tests × 3.
+    // (4 held out for validation; "apple" is a duplicate), 3 tests × 4
+    // (the student twice, the base, the teacher).
     for announced in ["start index 0", "start synthesize 3", "start distill 10"] {
         assert!(events.iter().any(|e| e == announced), "{events:#?}");
     }
     assert!(
-        events.iter().any(|e| e == "start evaluate 9"),
+        events.iter().any(|e| e == "start evaluate 12"),
         "{events:#?}"
     );
     assert!(
@@ -351,6 +386,108 @@ async fn every_stage_runs_in_order_and_leaves_one_receipt() {
     assert_eq!(compiled.eval.pass_rates(), (1.0, 0.0, 1.0));
     assert!(compiled.params.contains_key("recall"));
     assert!(corpus.grounded.load(Ordering::SeqCst) > 0);
+
+    // Drafting: each test records both decodes as the student gave them.
+    let tokens: Vec<u32> = ["banana", "orange", "papaya"]
+        .iter()
+        .map(|w| answer(w).len() as u32)
+        .collect();
+    for (t, &n) in compiled.eval.tests.iter().zip(&tokens) {
+        assert_eq!(
+            t.drafting,
+            Some(DecodeFigures {
+                tokens: n,
+                drafted: n,
+                accepted: n / 2,
+                steps: n - n / 2,
+                drafted_decode_s: 0.001,
+                undrafted_decode_s: 0.004,
+                undrafted_latency_s: 0.005,
+            })
+        );
+        // The student's answer is the drafted run's, latency included.
+        assert_eq!(t.student.latency_s, 0.003);
+    }
+    // K's latency is the drafted run's (the mean of three 3 ms answers).
+    let latency = compiled.kscore_inputs.student_latency_s;
+    assert!((latency - 0.003).abs() < 1e-12, "{latency}");
+    // The summary, by hand, and exactly the one in the manifest.
+    let total: u32 = tokens.iter().sum();
+    let accepted: u32 = tokens.iter().map(|n| n / 2).sum();
+    let steps = total - accepted;
+    let summary = compiled.eval.drafting().expect("drafting figures");
+    assert_eq!(
+        (summary.tests, summary.tokens, summary.drafted),
+        (3, u64::from(total), u64::from(total))
+    );
+    assert_eq!(
+        (summary.accepted, summary.steps),
+        (u64::from(accepted), u64::from(steps))
+    );
+    assert_eq!(summary.accepted_per_step, accepted as f64 / steps as f64);
+    assert_eq!(summary.tokens_per_step, total as f64 / steps as f64);
+    let drafted_s = 0.001 + 0.001 + 0.001;
+    let undrafted_s = 0.004 + 0.004 + 0.004;
+    assert_eq!(summary.drafted_tokens_per_s, Some(total as f64 / drafted_s));
+    assert_eq!(
+        summary.undrafted_tokens_per_s,
+        Some(total as f64 / undrafted_s)
+    );
+    assert_eq!(
+        summary.speedup,
+        Some((total as f64 / drafted_s) / (total as f64 / undrafted_s))
+    );
+    assert!((summary.speedup.unwrap() - 4.0).abs() < 1e-9);
+    let recorded: DraftingSummary =
+        serde_json::from_value(compiled.params["evaluation"]["drafting"].clone()).unwrap();
+    assert_eq!(recorded, summary);
+    // The eval pack on disk gives the same summary.
+    let on_disk = pipeline::EvalPack::parse(&std::fs::read(&compiled.eval_file).unwrap()).unwrap();
+    assert_eq!(on_disk.drafting(), Some(summary));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drafted_answer_that_differs_fails_the_compile() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.gguf");
+    std::fs::write(&base, "base").unwrap();
+    let mut options = CompileOptions::new(&base, dir.path());
+    options.k = 1;
+    options.validation.share = 0.0;
+    let events = Arc::new(Events::default());
+    let e = pipeline::compile(
+        &fruit(),
+        teacher().await,
+        Arc::new(FakeStudent {
+            drift_on: Some("orange"),
+        }),
+        Arc::new(FakeTrainer),
+        &options,
+        &ReceiptKey([7; 32]),
+        events.clone(),
+    )
+    .await
+    .unwrap_err();
+    match &e {
+        CompileError::DraftMismatch {
+            drafted,
+            undrafted,
+            drafted_tokens,
+            undrafted_tokens,
+            ..
+        } => {
+            assert_eq!(undrafted, &answer("orange"));
+            assert_eq!(drafted, &format!("{} ", answer("orange")));
+            assert_eq!(drafted_tokens, undrafted_tokens);
+        }
+        other => panic!("not a draft mismatch: {other}"),
+    }
+    assert!(e.to_string().contains("engine bug"), "{e}");
+    let events = events.0.lock().unwrap();
+    assert!(
+        !events.iter().any(|e| e == "finish evaluate"),
+        "{events:#?}"
+    );
 }
 
 /// A trainer's own error, with a cause of its own.
@@ -387,7 +524,7 @@ async fn a_failing_stage_keeps_its_error_and_its_cause_and_is_not_reported_finis
     let e = pipeline::compile(
         &fruit(),
         teacher().await,
-        Arc::new(FakeStudent),
+        Arc::new(FakeStudent::default()),
         Arc::new(BrokenTrainer),
         &options,
         &ReceiptKey([7; 32]),

@@ -11,6 +11,12 @@
 //! carries its n and a 95% Wilson interval ([`Rate::interval`]). A version 1
 //! pack (written before verdicts checked the reference) still reads;
 //! [`EvalPack::judged_by_shape_only`] says its `passed` meant shape.
+//!
+//! Since version 3 every test also carries the student's two decodes of its
+//! answer ([`DecodeFigures`]): drafting with the artifact's recipe pack (the
+//! run the `student` answer and its latency come from, as kolmd serves it)
+//! and token by token. The drafting summary ([`EvalPack::drafting`]) is a
+//! function of those per-test figures alone; older packs read without them.
 
 use serde::{Deserialize, Serialize};
 
@@ -20,8 +26,12 @@ use crate::kscore::KScoreInputs;
 
 /// Version of the eval pack's line layout this crate writes: 2 since
 /// `passed` means matching the reference (and `checked` says whether there
-/// was one).
-pub const EVAL_PACK_VERSION: u32 = 2;
+/// was one), 3 since every test records the student's decode with and
+/// without drafting (`drafting`).
+pub const EVAL_PACK_VERSION: u32 = 3;
+
+/// The first version whose `passed` means matching the reference.
+pub const REFERENCE_EVAL_PACK_VERSION: u32 = 2;
 
 /// The oldest version still read: its `passed` meant "passed the gates".
 pub const SHAPE_ONLY_EVAL_PACK_VERSION: u32 = 1;
@@ -70,10 +80,14 @@ pub struct TestRecord {
     pub base: Answer,
     /// The teacher, temperature 0, with the task and solved examples.
     pub teacher: Answer,
+    /// The student's answer decoded drafting and token by token (absent
+    /// before version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drafting: Option<DecodeFigures>,
 }
 
 impl TestRecord {
-    /// A record for `test` with the three answers.
+    /// A record for `test` with the three answers (and no decode figures).
     pub fn new(test: &Example, student: Answer, base: Answer, teacher: Answer) -> Self {
         TestRecord {
             input: test.input.clone(),
@@ -82,7 +96,131 @@ impl TestRecord {
             student,
             base,
             teacher,
+            drafting: None,
         }
+    }
+}
+
+/// How the student decoded its answer to one test, twice: drafting with the
+/// artifact's recipe pack (the run `student` records) and token by token.
+/// Greedy decoding gives the same text and tokens both ways (the compile
+/// checks it), so `tokens` is one count for both.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecodeFigures {
+    /// Tokens of the answer.
+    pub tokens: u32,
+    /// Tokens drafted (each checked by the model).
+    pub drafted: u32,
+    /// Drafted tokens the model agreed with.
+    pub accepted: u32,
+    /// Decoding steps of the drafted run, the first (after the prompt)
+    /// included; each emits one token of the model's own plus the drafts
+    /// accepted.
+    pub steps: u32,
+    /// Seconds from the first token to the end of the answer, drafting.
+    pub drafted_decode_s: f64,
+    /// The same, token by token.
+    pub undrafted_decode_s: f64,
+    /// Seconds from the request to the whole answer token by token (the
+    /// drafted run's is `student.latency_s`).
+    pub undrafted_latency_s: f64,
+}
+
+/// The drafting figures of a pack, summed over the tests that carry
+/// [`DecodeFigures`] ([`EvalPack::drafting`]). Every figure is a sum of the
+/// per-test figures or a ratio of two such sums; a ratio whose divisor is 0
+/// is 0 (per step) or absent (per second).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DraftingSummary {
+    /// Tests with decode figures.
+    pub tests: usize,
+    /// Σ `tokens`.
+    pub tokens: u64,
+    /// Σ `drafted`.
+    pub drafted: u64,
+    /// Σ `accepted`.
+    pub accepted: u64,
+    /// Σ `steps`.
+    pub steps: u64,
+    /// `accepted / steps`: drafted tokens accepted per step.
+    pub accepted_per_step: f64,
+    /// `tokens / steps`: tokens emitted per step.
+    pub tokens_per_step: f64,
+    /// Σ `drafted_decode_s`.
+    pub drafted_decode_s: f64,
+    /// Σ `undrafted_decode_s`.
+    pub undrafted_decode_s: f64,
+    /// `tokens / drafted_decode_s`: decode tokens per second, drafting.
+    pub drafted_tokens_per_s: Option<f64>,
+    /// `tokens / undrafted_decode_s`: decode tokens per second, token by
+    /// token.
+    pub undrafted_tokens_per_s: Option<f64>,
+    /// `drafted_tokens_per_s / undrafted_tokens_per_s`: the measured decode
+    /// speedup of drafting.
+    pub speedup: Option<f64>,
+}
+
+impl DraftingSummary {
+    /// The summary of `figures` (see the field docs for each formula).
+    pub fn of<'a>(figures: impl IntoIterator<Item = &'a DecodeFigures>) -> DraftingSummary {
+        let mut s = DraftingSummary {
+            tests: 0,
+            tokens: 0,
+            drafted: 0,
+            accepted: 0,
+            steps: 0,
+            accepted_per_step: 0.0,
+            tokens_per_step: 0.0,
+            drafted_decode_s: 0.0,
+            undrafted_decode_s: 0.0,
+            drafted_tokens_per_s: None,
+            undrafted_tokens_per_s: None,
+            speedup: None,
+        };
+        for f in figures {
+            s.tests += 1;
+            s.tokens += u64::from(f.tokens);
+            s.drafted += u64::from(f.drafted);
+            s.accepted += u64::from(f.accepted);
+            s.steps += u64::from(f.steps);
+            s.drafted_decode_s += f.drafted_decode_s;
+            s.undrafted_decode_s += f.undrafted_decode_s;
+        }
+        let per_step = |n: u64| {
+            if s.steps == 0 {
+                0.0
+            } else {
+                n as f64 / s.steps as f64
+            }
+        };
+        s.accepted_per_step = per_step(s.accepted);
+        s.tokens_per_step = per_step(s.tokens);
+        let per_second = |seconds: f64| (seconds > 0.0).then(|| s.tokens as f64 / seconds);
+        s.drafted_tokens_per_s = per_second(s.drafted_decode_s);
+        s.undrafted_tokens_per_s = per_second(s.undrafted_decode_s);
+        s.speedup = match (s.drafted_tokens_per_s, s.undrafted_tokens_per_s) {
+            (Some(d), Some(u)) if u > 0.0 => Some(d / u),
+            _ => None,
+        };
+        s
+    }
+
+    /// `312 of 400 drafted tokens accepted, 2.1 tokens per step, decode
+    /// 2.4x (96 vs 40 tokens/s)`: the report's drafting line.
+    pub fn describe(&self) -> String {
+        let rate = |r: Option<f64>| r.map_or_else(|| "-".to_owned(), |r| format!("{r:.0}"));
+        let speedup = self
+            .speedup
+            .map_or_else(|| "-".to_owned(), |x| format!("{x:.1}x"));
+        format!(
+            "{} of {} drafted tokens accepted, {:.1} tokens per step, decode {speedup} ({} vs {} tokens/s)",
+            self.accepted,
+            self.drafted,
+            self.tokens_per_step,
+            rate(self.drafted_tokens_per_s),
+            rate(self.undrafted_tokens_per_s),
+        )
     }
 }
 
@@ -324,7 +462,18 @@ impl EvalPack {
     /// Whether the pack was written before verdicts checked the reference:
     /// its `passed` fields mean "the right shape", not "correct".
     pub fn judged_by_shape_only(&self) -> bool {
-        self.measures.version < EVAL_PACK_VERSION
+        self.measures.version < REFERENCE_EVAL_PACK_VERSION
+    }
+
+    /// The drafting summary of the tests' decode figures; `None` when no
+    /// test has them (a pack older than version 3).
+    pub fn drafting(&self) -> Option<DraftingSummary> {
+        let figures: Vec<&DecodeFigures> = self
+            .tests
+            .iter()
+            .filter_map(|t| t.drafting.as_ref())
+            .collect();
+        (!figures.is_empty()).then(|| DraftingSummary::of(figures))
     }
 
     /// Student, base and teacher scores on the held-out tests.
@@ -349,7 +498,8 @@ impl EvalPack {
 
     /// The K-score's inputs, from this pack alone: pass rates
     /// ([`pass_rates`](Self::pass_rates)) and mean latencies over the
-    /// tests, cost per 1,000 answers from the mean cost per answer (the
+    /// tests (the student's of its drafted run, since version 3), cost per
+    /// 1,000 answers from the mean cost per answer (the
     /// student's is 0: local inference), sizes and coverage from the
     /// measures line.
     pub fn kscore_inputs(&self) -> KScoreInputs {
@@ -438,6 +588,25 @@ mod tests {
         }
     }
 
+    fn decode(
+        tokens: u32,
+        drafted: u32,
+        accepted: u32,
+        steps: u32,
+        d: f64,
+        u: f64,
+    ) -> DecodeFigures {
+        DecodeFigures {
+            tokens,
+            drafted,
+            accepted,
+            steps,
+            drafted_decode_s: d,
+            undrafted_decode_s: u,
+            undrafted_latency_s: u + 0.1,
+        }
+    }
+
     fn pack() -> EvalPack {
         let test = Example {
             input: Input::Text("q".into()),
@@ -445,19 +614,29 @@ mod tests {
             assertions: vec![],
             origin: None,
         };
+        let with = |mut r: TestRecord, figures: DecodeFigures| {
+            r.drafting = Some(figures);
+            r
+        };
         EvalPack {
             tests: vec![
-                TestRecord::new(
-                    &test,
-                    answer(true, 0.5, 0.0),
-                    answer(false, 0.4, 0.0),
-                    answer(true, 2.0, 0.002),
+                with(
+                    TestRecord::new(
+                        &test,
+                        answer(true, 0.5, 0.0),
+                        answer(false, 0.4, 0.0),
+                        answer(true, 2.0, 0.002),
+                    ),
+                    decode(12, 10, 8, 4, 0.25, 0.5),
                 ),
-                TestRecord::new(
-                    &test,
-                    answer(false, 0.7, 0.0),
-                    answer(false, 0.4, 0.0),
-                    answer(true, 1.0, 0.001),
+                with(
+                    TestRecord::new(
+                        &test,
+                        answer(false, 0.7, 0.0),
+                        answer(false, 0.4, 0.0),
+                        answer(true, 1.0, 0.001),
+                    ),
+                    decode(8, 6, 1, 7, 0.15, 0.3),
                 ),
             ],
             measures: Measures {
@@ -571,8 +750,107 @@ mod tests {
         let back = EvalPack::parse(&p.to_jsonl()).unwrap();
         assert!(back.judged_by_shape_only());
         assert!(!pack().judged_by_shape_only());
-        p.measures.version = 3;
+        p.measures.version = EVAL_PACK_VERSION + 1;
         let e = EvalPack::parse(&p.to_jsonl()).unwrap_err();
         assert!(e.to_string().contains("upgrade kolm"), "{e}");
+    }
+
+    #[test]
+    fn a_version_2_pack_reads_judged_by_reference_without_drafting_figures() {
+        // Two lines as version 2 wrote them: no `drafting` on the test.
+        let v2 = concat!(
+            r#"{"kind":"test","input":"q","output":"x","#,
+            r#""student":{"output":"x","passed":true,"checked":true,"latency_s":0.5,"cost_usd":0.0},"#,
+            r#""base":{"output":"y","passed":false,"checked":true,"latency_s":0.4,"cost_usd":0.0},"#,
+            r#""teacher":{"output":"x","passed":true,"checked":true,"latency_s":2.0,"cost_usd":0.002}}"#,
+            "\n",
+            r#"{"kind":"measures","version":2,"student_bytes":100,"teacher_bytes":null,"coverage":0.4}"#,
+            "\n",
+        );
+        let p = EvalPack::parse(v2.as_bytes()).unwrap();
+        assert!(!p.judged_by_shape_only());
+        assert_eq!(p.tests[0].drafting, None);
+        assert_eq!(p.drafting(), None);
+        assert_eq!(p.pass_rates(), (1.0, 0.0, 1.0));
+        assert_eq!(p.kscore_inputs().student_latency_s, 0.5);
+        // Written back, it stays without figures.
+        assert!(!String::from_utf8(p.to_jsonl())
+            .unwrap()
+            .contains("drafting"));
+    }
+
+    #[test]
+    fn the_drafting_summary_is_a_recount_of_the_per_test_figures() {
+        let p = pack();
+        let s = p.drafting().unwrap();
+        // By hand: tokens 12 + 8, drafted 10 + 6, accepted 8 + 1, steps
+        // 4 + 7, decode 0.25 + 0.15 s drafting and 0.5 + 0.3 s without.
+        assert_eq!(
+            (s.tests, s.tokens, s.drafted, s.accepted, s.steps),
+            (2, 20, 16, 9, 11)
+        );
+        assert_eq!(s.accepted_per_step, 9.0 / 11.0);
+        assert_eq!(s.tokens_per_step, 20.0 / 11.0);
+        assert!((s.drafted_tokens_per_s.unwrap() - 50.0).abs() < 1e-9);
+        assert!((s.undrafted_tokens_per_s.unwrap() - 25.0).abs() < 1e-9);
+        assert!((s.speedup.unwrap() - 2.0).abs() < 1e-9);
+        assert_eq!(
+            s.describe(),
+            "9 of 16 drafted tokens accepted, 1.8 tokens per step, decode 2.0x (50 vs 25 tokens/s)"
+        );
+
+        // The same recount from the JSON lines alone, as a reader of the
+        // artifact would do it.
+        let bytes = p.to_jsonl();
+        let lines: Vec<serde_json::Value> = String::from_utf8(bytes.clone())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let tests: Vec<&serde_json::Value> = lines.iter().filter(|l| l["kind"] == "test").collect();
+        let sum = |key: &str| {
+            tests
+                .iter()
+                .map(|t| t["drafting"][key].as_f64().unwrap())
+                .sum::<f64>()
+        };
+        let (tokens, steps) = (sum("tokens"), sum("steps"));
+        assert_eq!(s.tokens as f64, tokens);
+        assert_eq!(s.drafted as f64, sum("drafted"));
+        assert_eq!(s.accepted as f64, sum("accepted"));
+        assert_eq!(s.steps as f64, steps);
+        assert_eq!(s.accepted_per_step, sum("accepted") / steps);
+        assert_eq!(s.tokens_per_step, tokens / steps);
+        let drafted = tokens / sum("drafted_decode_s");
+        let undrafted = tokens / sum("undrafted_decode_s");
+        assert_eq!(s.drafted_tokens_per_s, Some(drafted));
+        assert_eq!(s.undrafted_tokens_per_s, Some(undrafted));
+        assert_eq!(s.speedup, Some(drafted / undrafted));
+        // And after a round trip through the file.
+        assert_eq!(EvalPack::parse(&bytes).unwrap().drafting(), Some(s));
+    }
+
+    #[test]
+    fn drafting_ratios_with_nothing_to_divide_by() {
+        let mut p = pack();
+        for t in &mut p.tests {
+            t.drafting = Some(decode(1, 0, 0, 0, 0.0, 0.0));
+        }
+        let s = p.drafting().unwrap();
+        assert_eq!((s.accepted_per_step, s.tokens_per_step), (0.0, 0.0));
+        assert_eq!(
+            (s.drafted_tokens_per_s, s.undrafted_tokens_per_s, s.speedup),
+            (None, None, None)
+        );
+        assert_eq!(
+            s.describe(),
+            "0 of 0 drafted tokens accepted, 0.0 tokens per step, decode - (- vs - tokens/s)"
+        );
+        // Only the tests with figures count.
+        let mut p = pack();
+        p.tests[1].drafting = None;
+        assert_eq!(p.drafting().unwrap().tests, 1);
+        p.tests[0].drafting = None;
+        assert_eq!(p.drafting(), None);
     }
 }

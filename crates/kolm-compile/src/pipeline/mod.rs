@@ -8,7 +8,8 @@
 //! stage keeps books of its own. The heavy parts are traits the caller
 //! plugs in, so this crate stays free of llama.cpp, candle and sqlite:
 //! [`StudentEngine`] (the base model through llama.cpp: tokenize, answer
-//! greedily with or without an adapter), [`AdapterTrainer`] (LoRA
+//! greedily with or without an adapter, drafting or token by token),
+//! [`AdapterTrainer`] (LoRA
 //! training) and, when the task has a corpus, [`Grounding`] (the recall
 //! index: built first, then every prompt is grounded in it). `kolmctl
 //! compile` implements them with `kolm-runtime`, `kolm-train` and
@@ -22,6 +23,13 @@
 //! chunks recalled for its last user message: the template kolmd applies
 //! to the artifact's requests at run time, so the student is trained on
 //! exactly what it will be served.
+//!
+//! Drafting: the evaluate stage has the student answer every held-out test
+//! twice, drafting with the recipe pack the decompose stage just mined (as
+//! kolmd serves the artifact) and token by token. Greedy output must not
+//! change with drafting, so different texts fail the compile
+//! ([`CompileError::DraftMismatch`]); the eval pack records both decodes
+//! per test ([`eval::DecodeFigures`]), and K's latency is the drafted run's.
 
 pub mod eval;
 pub mod prompts;
@@ -47,7 +55,9 @@ use crate::teacher::{Accounting, ChatRequest, Teacher, TeacherError};
 use crate::verifier::{Verifier, VerifierError};
 use kolm_artifact::serving::Serving;
 
-pub use eval::{Answer, EvalPack, EvalPackError, Measures, TestRecord};
+pub use eval::{
+    Answer, DecodeFigures, DraftingSummary, EvalPack, EvalPackError, Measures, TestRecord,
+};
 pub use seal::{seal, SealError, SealInputs};
 
 /// The stages, in order.
@@ -109,13 +119,43 @@ impl CompileProgress for Silent {}
 /// cause chain reaches the caller through [`CompileError`]'s source.
 pub type StageError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// A greedy answer and how long it took.
+/// A greedy answer, how long it took and how it was decoded.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StudentAnswer {
     /// The text.
     pub text: String,
     /// From the request to the whole answer.
     pub latency: Duration,
+    /// Tokens of the answer.
+    pub tokens: u32,
+    /// From the first token to the end of the answer (the latency less the
+    /// time to the first token).
+    pub decode: Duration,
+    /// What drafting did; `None` when the answer was decoded token by
+    /// token.
+    pub draft: Option<DraftCounts>,
+}
+
+/// What drafting did for one answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DraftCounts {
+    /// Tokens drafted (each checked by the model).
+    pub drafted: u32,
+    /// Drafted tokens the model agreed with.
+    pub accepted: u32,
+    /// Decoding steps of the answer, the first included (each emits one
+    /// token of the model's own plus the drafts accepted).
+    pub steps: u32,
+}
+
+/// How the student decodes.
+#[derive(Clone, Debug)]
+pub enum Drafting {
+    /// Token by token.
+    Off,
+    /// Drafting without a draft model, as kolmd serves: from this recipe
+    /// pack, the grammar's forced tokens and prompt lookup.
+    Recipes(Arc<RecipePack>),
 }
 
 /// The base model as the compiler needs it. Implemented over llama.cpp by
@@ -126,13 +166,15 @@ pub trait StudentEngine: Send + Sync {
     fn tokenize(&self, text: &str) -> Result<Vec<u32>, StageError>;
     /// Answers to each conversation by the base alone (`adapter` `None`)
     /// or with the adapter, prompted and decoded as `serving` says (the
-    /// record kolmd serves the artifact by); `on_answer` is called after
+    /// record kolmd serves the artifact by), drafting as `drafting` says
+    /// (greedy text must not depend on it); `on_answer` is called after
     /// each.
     fn answer_all(
         &self,
         adapter: Option<&Path>,
         conversations: &[Vec<Message>],
         serving: &Serving,
+        drafting: &Drafting,
         on_answer: &(dyn Fn() + Sync),
     ) -> Result<Vec<StudentAnswer>, StageError>;
 }
@@ -359,6 +401,22 @@ pub enum CompileError {
     /// The student engine failed.
     #[error("the student model failed: {0}")]
     Student(#[source] StageError),
+    /// The student answered a held-out test differently drafting and token
+    /// by token: greedy output must not depend on drafting, so the engine
+    /// is at fault.
+    #[error("the student's answer to {test} changed with drafting ({drafted_tokens} tokens drafting: {drafted:?}; {undrafted_tokens} token by token: {undrafted:?}): greedy output must not depend on drafting, so this is an engine bug")]
+    DraftMismatch {
+        /// The test (`file:line`, when known).
+        test: String,
+        /// The answer drafting.
+        drafted: String,
+        /// Its tokens.
+        drafted_tokens: u32,
+        /// The answer token by token.
+        undrafted: String,
+        /// Its tokens.
+        undrafted_tokens: u32,
+    },
     /// Training failed.
     #[error("training failed: {0}")]
     Train(#[source] StageError),
@@ -605,6 +663,40 @@ fn origin_of(e: &Example) -> String {
         .unwrap_or_else(|| format!("example {}", &e.digest()[..12]))
 }
 
+/// The per-test decode figures of the student's drafted answer `drafted`
+/// and its token-by-token answer `undrafted` to `test`; refused when they
+/// differ in text or tokens. A drafted run that reports no drafting counts
+/// one step per token.
+fn decode_figures(
+    test: &Example,
+    drafted: &StudentAnswer,
+    undrafted: &StudentAnswer,
+) -> Result<DecodeFigures, CompileError> {
+    if drafted.text != undrafted.text || drafted.tokens != undrafted.tokens {
+        return Err(CompileError::DraftMismatch {
+            test: origin_of(test),
+            drafted: drafted.text.clone(),
+            drafted_tokens: drafted.tokens,
+            undrafted: undrafted.text.clone(),
+            undrafted_tokens: undrafted.tokens,
+        });
+    }
+    let draft = drafted.draft.unwrap_or(DraftCounts {
+        drafted: 0,
+        accepted: 0,
+        steps: drafted.tokens,
+    });
+    Ok(DecodeFigures {
+        tokens: drafted.tokens,
+        drafted: draft.drafted,
+        accepted: draft.accepted,
+        steps: draft.steps,
+        drafted_decode_s: drafted.decode.as_secs_f64(),
+        undrafted_decode_s: undrafted.decode.as_secs_f64(),
+        undrafted_latency_s: undrafted.latency.as_secs_f64(),
+    })
+}
+
 /// Most tokens an answer may take: twice the longest reference, plus room.
 fn answer_budget(engine: &dyn StudentEngine, task: &Task) -> Result<u32, CompileError> {
     let mut longest = 0usize;
@@ -689,7 +781,7 @@ pub async fn compile(
     let evaluated = record
         .stage(
             Stage::Evaluate,
-            3 * task.tests.len() as u64,
+            4 * task.tests.len() as u64,
             run.evaluate(&trained, &decomposed, recall.as_ref()),
             |e| run.evaluate_receipt(&trained, &decomposed, e),
         )
@@ -752,7 +844,8 @@ struct Trained {
 
 /// The decompose stage's output.
 struct Decomposed {
-    pack: RecipePack,
+    /// The recipe pack (the evaluate stage drafts with it).
+    pack: Arc<RecipePack>,
     coverage: Coverage,
     /// The recipe pack file in the work dir.
     recipes: PathBuf,
@@ -1128,10 +1221,12 @@ impl<'a> Compilation<'a> {
         Ok((winners, report))
     }
 
-    /// Student (base + adapter), base alone and teacher on every test.
+    /// Student (base + adapter) drafting with `recipes` and token by
+    /// token, base alone and teacher on every test.
     async fn eval_pack(
         &self,
         adapter: &Path,
+        recipes: &Arc<RecipePack>,
         measures: Measures,
     ) -> Result<EvalPack, CompileError> {
         let (task, teacher, verifier, options) =
@@ -1168,20 +1263,33 @@ impl<'a> Compilation<'a> {
             .await?;
         // The student and the base answer greedily under the verifier's shape,
         // as kolmd serves the artifact (the manifest's `compile.serving`).
-        let run = |adapter: Option<PathBuf>, prompts: Vec<Vec<Message>>| {
+        let run = |adapter: Option<PathBuf>, prompts: Vec<Vec<Message>>, drafting: Drafting| {
             let engine = Arc::clone(&engine);
             let progress = Arc::clone(&progress);
             let serving = serving.clone();
             blocking("evaluate", move || {
-                engine.answer_all(adapter.as_deref(), &prompts, &serving, &|| {
+                engine.answer_all(adapter.as_deref(), &prompts, &serving, &drafting, &|| {
                     progress.advance(1)
                 })
             })
         };
-        let student = run(Some(adapter.to_owned()), student_prompts)
+        // The student twice: drafting first (as served; the run K's latency
+        // comes from), then token by token for the speedup.
+        let student = run(
+            Some(adapter.to_owned()),
+            student_prompts.clone(),
+            Drafting::Recipes(Arc::clone(recipes)),
+        )
+        .await?
+        .map_err(CompileError::Student)?;
+        let undrafted = run(Some(adapter.to_owned()), student_prompts, Drafting::Off)
             .await?
             .map_err(CompileError::Student)?;
-        let base = run(None, base_prompts)
+        let mut decodes = Vec::with_capacity(task.tests.len());
+        for ((test, d), u) in task.tests.iter().zip(&student).zip(&undrafted) {
+            decodes.push(decode_figures(test, d, u)?);
+        }
+        let base = run(None, base_prompts, Drafting::Off)
             .await?
             .map_err(CompileError::Student)?;
 
@@ -1244,9 +1352,10 @@ impl<'a> Compilation<'a> {
             .tests
             .iter()
             .zip(student.iter().zip(&base))
-            .zip(teacher_answers)
-            .map(|((test, (s, b)), t)| {
-                TestRecord::new(
+            .zip(teacher_answers.into_iter().zip(decodes))
+            .map(|((test, (s, b)), (t, decode))| TestRecord {
+                drafting: Some(decode),
+                ..TestRecord::new(
                     test,
                     judge(test, s),
                     judge(test, b),
@@ -1335,7 +1444,7 @@ impl<'a> Compilation<'a> {
         let verifier_file = self.options.work_dir.join("verifier.json");
         write_file(&verifier_file, &self.verifier.to_json())?;
         Ok(Decomposed {
-            pack,
+            pack: Arc::new(pack),
             coverage,
             recipes,
             verifier_file,
@@ -1387,7 +1496,9 @@ impl<'a> Compilation<'a> {
             teacher_bytes: self.options.teacher_bytes,
             coverage: decomposed.coverage.share,
         };
-        let eval = self.eval_pack(&trained.adapter, measures).await?;
+        let eval = self
+            .eval_pack(&trained.adapter, &decomposed.pack, measures)
+            .await?;
         let eval_file = self.options.work_dir.join("heldout.jsonl");
         write_file(&eval_file, &eval.to_jsonl())?;
         Ok(Evaluated { eval, eval_file })
@@ -1402,6 +1513,7 @@ impl<'a> Compilation<'a> {
         Ok(StageReceipt {
             inputs: vec![
                 file_ref("adapter/lora.gguf", &trained.adapter)?,
+                file_ref("recipes/pack.bin", &decomposed.recipes)?,
                 file_ref("verifier/verifier.json", &decomposed.verifier_file)?,
             ],
             outputs: vec![file_ref("eval/heldout.jsonl", &evaluated.eval_file)?],
@@ -1454,6 +1566,7 @@ impl<'a> Compilation<'a> {
             serde_json::json!({
                 "scores": eval.scores(),
                 "k_inputs": kscore_inputs,
+                "drafting": eval.drafting(),
             }),
         );
         params.insert(
@@ -1652,6 +1765,7 @@ impl TrainJob {
                 Some(adapter),
                 &self.validation_prompts,
                 &self.serving,
+                &Drafting::Off,
                 &|| {},
             )
             .map_err(CompileError::Student)?;
