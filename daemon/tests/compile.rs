@@ -186,6 +186,7 @@ fn a_kolmd_teacher_compiles_the_orders_task_and_a_recompile_is_free() {
         serde_json::from_value::<DraftingSummary>(report["drafting"].clone()).unwrap(),
         drafting
     );
+    eprintln!("drafting on the orders eval pack: {drafting:?}");
     assert_eq!(drafting.tests, 20);
     assert!(drafting.accepted <= drafting.drafted, "{drafting:?}");
     assert!(drafting.steps > 0, "{drafting:?}");
