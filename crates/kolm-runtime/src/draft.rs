@@ -297,9 +297,10 @@ impl Drafter {
     }
 }
 
-/// The cost of a decode step as a function of the positions it decodes,
-/// `seconds = fixed + per_position × positions`, fitted by faded least
-/// squares over measured steps (only steps that decode no prompt chunk:
+/// The cost of a decode step (the batched decode and the sampling that
+/// verifies every drafted position) as a function of the positions it
+/// decodes, `seconds = fixed + per_position × positions`, fitted by faded
+/// least squares over measured steps (only steps that decode no prompt chunk:
 /// prompts run at another rate) and held toward a prior where the
 /// measurements cannot tell (a batch that never varies in size).
 #[derive(Clone, Debug)]

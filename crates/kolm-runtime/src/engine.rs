@@ -1017,12 +1017,10 @@ impl<'m> Slots<'m> {
         if used == 0 {
             return;
         }
+        // The step's cost, decode and verification (sampling at every
+        // drafted position) together, is what a drafted position costs.
         let started = Instant::now();
-        let decoded = self.ctx.decode(&mut self.batch);
-        if !with_prompts {
-            self.cost.record(used, started.elapsed().as_secs_f64());
-        }
-        if let Err(e) = decoded {
+        if let Err(e) = self.ctx.decode(&mut self.batch) {
             let error = RuntimeError::Decode(e.to_string());
             for slot in &mut self.slots {
                 if let Some(active) = slot.active.take() {
@@ -1104,6 +1102,9 @@ impl<'m> Slots<'m> {
                     draft: active.drafter.map(|d| d.stats),
                 }));
             }
+        }
+        if !with_prompts {
+            self.cost.record(used, started.elapsed().as_secs_f64());
         }
     }
 }
