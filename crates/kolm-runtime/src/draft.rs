@@ -18,12 +18,12 @@
 //! How much is drafted is a cost decision ([`plan`]): each drafted token
 //! has a chance of being accepted (the product of its source's
 //! [`Chance`]s up to it, since a draft is accepted as a prefix), and adds
-//! one position to the step, whose cost the [`StepCost`] model fits from
-//! measured decode steps. A token is drafted when it raises the step's
-//! expected tokens per second: when its chance exceeds what one more
-//! position costs in the step's current rate. So a request whose drafts
-//! keep failing stops drafting, and a full batch (where a position costs
-//! nearly a whole sequence's share) drafts only near-certain tokens.
+//! one position to the step, whose cost [`StepCost`] keeps from measured
+//! decode steps by size. A step drafts the number of tokens (likeliest
+//! first) that maximizes its expected emitted tokens per second. So a
+//! request whose drafts keep failing stops drafting, and a busy batch
+//! (where a position costs nearly a whole sequence's share) drafts only
+//! near-certain tokens.
 
 use std::sync::Arc;
 
@@ -241,7 +241,16 @@ impl Drafter {
                 // be canonical; the bytes it forces work for any.
                 let bytes = m.compute_ff_bytes();
                 if !bytes.is_empty() {
-                    for t in tokenize(&bytes).into_iter().take(want) {
+                    // The forced bytes end where the grammar leaves a
+                    // choice, and the model's tokenization may merge their
+                    // last token with what it chooses next (`":"` then
+                    // `apple` as `":` and `"apple`): that last token is left
+                    // to the other sources, or to the model.
+                    let mut tokens = tokenize(&bytes);
+                    if tokens.len() > 1 {
+                        tokens.pop();
+                    }
+                    for t in tokens.into_iter().take(want) {
                         out.push((t, Source::Grammar));
                     }
                 }
@@ -299,67 +308,84 @@ impl Drafter {
 
 /// The cost of a decode step (the batched decode and the sampling that
 /// verifies every drafted position) as a function of the positions it
-/// decodes, `seconds = fixed + per_position × positions`, fitted by faded
-/// least squares over measured steps (only steps that decode no prompt chunk:
-/// prompts run at another rate) and held toward a prior where the
-/// measurements cannot tell (a batch that never varies in size).
-#[derive(Clone, Debug)]
+/// decodes: a table of measured steps by size (a faded mean per size, over
+/// steps that decode no prompt chunk: prompts run at another rate),
+/// interpolated between measured sizes and, outside them, scaled from the
+/// nearest one by a prior shape in which each position past the first
+/// costs [`PRIOR_EXTRA_POSITION`] of a one-position step. On a CPU a
+/// decode is compute-bound and its cost is far from linear in the batch
+/// (on the 2-core test machine, 1 to 9 positions of SmolLM2-135M take 9,
+/// 16, 23, 24, 30, 32, 37, 40 and 44 ms), so a fitted line misjudges the
+/// small drafts that matter most.
+#[derive(Clone, Debug, Default)]
 pub(crate) struct StepCost {
-    weight: f64,
-    sum_n: f64,
-    sum_t: f64,
-    sum_nn: f64,
-    sum_nt: f64,
+    /// `seconds[n - 1]`: the faded mean of measured steps of `n`
+    /// positions; 0 where none was measured.
+    seconds: Vec<f64>,
 }
 
-/// The prior: a step's fixed part costs as much as this many positions.
-const PRIOR_FIXED_POSITIONS: f64 = 3.0;
-/// Weight of the prior slope, in squared positions.
-const PRIOR_SLOPE_WEIGHT: f64 = 8.0;
-/// Fading of older steps (about the last 50 count).
-const STEP_FADE: f64 = 0.98;
-
-impl Default for StepCost {
-    fn default() -> Self {
-        StepCost {
-            weight: 0.0,
-            sum_n: 0.0,
-            sum_t: 0.0,
-            sum_nn: 0.0,
-            sum_nt: 0.0,
-        }
-    }
-}
+/// In the prior shape, each position past the first costs this share of a
+/// one-position step (measured on the test machine: 0.5 to 0.8 at small
+/// sizes; a prior on the dear side keeps unmeasured drafts from being
+/// taken on hope).
+const PRIOR_EXTRA_POSITION: f64 = 0.6;
+/// Weight of a new measurement in its size's mean.
+const STEP_WEIGHT: f64 = 0.2;
+/// Sizes past this are not tracked one by one (the prior shape scales the
+/// largest tracked one).
+const MAX_TRACKED: usize = 256;
 
 impl StepCost {
     /// Records a measured step of `positions` positions.
     pub fn record(&mut self, positions: usize, seconds: f64) {
-        if !(seconds.is_finite() && seconds > 0.0) || positions == 0 {
+        if !(seconds.is_finite() && seconds > 0.0) || positions == 0 || positions > MAX_TRACKED {
             return;
         }
-        let n = positions as f64;
-        self.weight = self.weight * STEP_FADE + 1.0;
-        self.sum_n = self.sum_n * STEP_FADE + n;
-        self.sum_t = self.sum_t * STEP_FADE + seconds;
-        self.sum_nn = self.sum_nn * STEP_FADE + n * n;
-        self.sum_nt = self.sum_nt * STEP_FADE + n * seconds;
+        if self.seconds.len() < positions {
+            self.seconds.resize(positions, 0.0);
+        }
+        let slot = &mut self.seconds[positions - 1];
+        *slot = if *slot > 0.0 {
+            *slot + STEP_WEIGHT * (seconds - *slot)
+        } else {
+            seconds
+        };
     }
 
-    /// `(fixed, per_position)`, in seconds; relative units (3, 1) before
-    /// any step was measured.
-    pub fn fit(&self) -> (f64, f64) {
-        if self.weight <= 0.0 {
-            return (PRIOR_FIXED_POSITIONS, 1.0);
+    /// The expected seconds of a step of `positions` positions (relative
+    /// units, 1 for one position, before any step was measured).
+    pub fn seconds(&self, positions: usize) -> f64 {
+        let shape = |n: usize| 1.0 + PRIOR_EXTRA_POSITION * (n.max(1) - 1) as f64;
+        let measured = |n: usize| {
+            self.seconds
+                .get(n.wrapping_sub(1))
+                .copied()
+                .filter(|&s| s > 0.0)
+        };
+        if let Some(s) = measured(positions) {
+            return s;
         }
-        let mean_n = self.sum_n / self.weight;
-        let mean_t = self.sum_t / self.weight;
-        let var = self.sum_nn - self.weight * mean_n * mean_n;
-        let cov = self.sum_nt - self.weight * mean_n * mean_t;
-        let prior = mean_t / (mean_n + PRIOR_FIXED_POSITIONS);
-        let slope = ((cov + PRIOR_SLOPE_WEIGHT * prior) / (var.max(0.0) + PRIOR_SLOPE_WEIGHT))
-            .clamp(0.05 * prior, mean_t / mean_n.max(1.0));
-        let fixed = (mean_t - slope * mean_n).max(0.0);
-        (fixed, slope)
+        let below = (1..positions.min(self.seconds.len() + 1))
+            .rev()
+            .find_map(|n| measured(n).map(|s| (n, s)));
+        let above = (positions + 1..=self.seconds.len()).find_map(|n| measured(n).map(|s| (n, s)));
+        match (below, above) {
+            (Some((a, sa)), Some((b, sb))) => {
+                sa + (sb - sa) * (positions - a) as f64 / (b - a) as f64
+            }
+            (Some((n, s)), None) | (None, Some((n, s))) => s * shape(positions) / shape(n),
+            (None, None) => shape(positions),
+        }
+    }
+
+    /// The least chance at which drafting `1..=most` tokens could pay in a
+    /// step of `positions` positions emitting `emitting` tokens: below it
+    /// no draft is worth computing.
+    pub fn least_chance(&self, positions: usize, emitting: usize, most: usize) -> f64 {
+        let base = self.seconds(positions);
+        (1..=most.max(1))
+            .map(|m| emitting as f64 * (self.seconds(positions + m) - base) / (m as f64 * base))
+            .fold(f64::INFINITY, f64::min)
     }
 }
 
@@ -367,36 +393,41 @@ impl StepCost {
 /// tokens' chances of acceptance (non-increasing); `positions` the step's
 /// positions without drafts (prompt chunks and one per generating
 /// sequence); `emitting` the sequences that emit a token this step;
-/// `room` the most drafted positions the batch takes. Returns how many of
-/// each offer to decode: the greedy choice that keeps raising the step's
-/// expected emitted tokens per second.
+/// `room` the most drafted positions the batch takes. Drafts are ranked
+/// likeliest first across the sequences, and the plan keeps the number of
+/// them that maximizes the step's expected emitted tokens per second
+/// (none when no number beats decoding without drafts). Returns how many
+/// of each offer to decode.
 pub(crate) fn plan(
     offers: &[Vec<f64>],
     positions: usize,
     emitting: usize,
     room: usize,
-    cost: (f64, f64),
+    cost: &StepCost,
 ) -> Vec<usize> {
-    let (fixed, per_position) = cost;
     let mut take = vec![0usize; offers.len()];
+    // The ranking: which offer each next draft comes from.
+    let mut order = Vec::new();
     let mut expected = emitting as f64;
-    let mut seconds = fixed + per_position * positions as f64;
-    for _ in 0..room {
-        // The likeliest next token among the sequences' next offers.
-        let best = offers
+    let mut best = (0usize, expected / cost.seconds(positions));
+    for m in 1..=room {
+        let next = offers
             .iter()
             .enumerate()
             .filter_map(|(i, o)| o.get(take[i]).map(|&p| (i, p)))
             .max_by(|a, b| a.1.total_cmp(&b.1));
-        let Some((i, p)) = best else { break };
-        // Worth it when (expected + p) / (seconds + per_position) beats
-        // expected / seconds.
-        if p * seconds <= expected * per_position {
-            break;
-        }
+        let Some((i, p)) = next else { break };
         take[i] += 1;
+        order.push(i);
         expected += p;
-        seconds += per_position;
+        let rate = expected / cost.seconds(positions + m);
+        if rate > best.1 {
+            best = (m, rate);
+        }
+    }
+    let mut take = vec![0usize; offers.len()];
+    for &i in &order[..best.0] {
+        take[i] += 1;
     }
     take
 }
@@ -528,62 +559,81 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_plan_drafts_what_pays_and_little_in_a_full_batch() {
-        // One sequence, a step of fixed 3 + 1 per position.
-        let cost = (3.0, 1.0);
-        let sure = vec![0.99; 8];
-        assert_eq!(plan(std::slice::from_ref(&sure), 1, 1, 8, cost), [8]);
-        // Cumulative chances: 0.5, 0.25, 0.125…: the first pays (0.5 > 1/4),
-        // the second is below the rate the first makes (1.5/5 = 0.3).
-        let halving: Vec<f64> = (1..=8).map(|k| 0.5f64.powi(k)).collect();
-        assert_eq!(plan(std::slice::from_ref(&halving), 1, 1, 8, cost), [1]);
-        // Room caps the plan.
-        assert_eq!(plan(std::slice::from_ref(&sure), 1, 1, 3, cost), [3]);
-        // Eight sequences: a position costs 1 of a step of 11 emitting 8;
-        // only chances above 8/11 pay, the likeliest first.
-        let offers: Vec<Vec<f64>> = (0..8)
-            .map(|i| {
-                if i == 0 {
-                    sure.clone()
-                } else {
-                    halving.clone()
-                }
-            })
-            .collect();
-        let take = plan(&offers, 8, 8, 64, cost);
-        assert_eq!(take[1..], [0; 7], "{take:?}");
-        assert!(take[0] >= 3, "{take:?}");
-        // No offers, or no chance: nothing.
-        assert_eq!(plan(&[vec![]], 1, 1, 8, cost), [0]);
-        assert_eq!(plan(&[vec![0.1; 4]], 1, 1, 8, cost), [0]);
+    /// The step costs measured on the 2-core test machine, 1 to 9
+    /// positions (ms), and a linear tail past them.
+    fn measured_cost() -> StepCost {
+        let mut c = StepCost::default();
+        let ms = [9.0, 16.0, 23.0, 24.0, 30.0, 32.0, 37.0, 40.0, 44.0];
+        for (i, t) in ms.iter().enumerate() {
+            c.record(i + 1, t / 1000.0);
+        }
+        for n in 10..=80 {
+            c.record(n, (44.0 + 4.5 * (n - 9) as f64) / 1000.0);
+        }
+        c
     }
 
     #[test]
-    fn the_step_cost_is_fitted_from_measured_steps() {
+    fn the_plan_drafts_what_pays_and_little_in_a_full_batch() {
+        let cost = measured_cost();
+        // One sequence: 8 sure drafts make 9 tokens in 44 ms, against 1
+        // in 9.
+        let sure = vec![0.99; 8];
+        assert_eq!(plan(std::slice::from_ref(&sure), 1, 1, 8, &cost), [8]);
+        // Cumulative chances 0.7, 0.49, 0.34…: one draft makes 1.7 tokens
+        // in 16 ms, three 2.5 in 24, both below 1 in 9; longer ones fall
+        // further behind: nothing.
+        let fading: Vec<f64> = (1..=8).map(|k| 0.7f64.powi(k)).collect();
+        assert_eq!(plan(std::slice::from_ref(&fading), 1, 1, 8, &cost), [0]);
+        // 0.95 each: 7 drafts (6.65 tokens in 40 ms) beat 8 (7.26 in 44)
+        // and every shorter plan.
+        let likely: Vec<f64> = (1..=8).map(|k| 0.95f64.powi(k)).collect();
+        assert_eq!(plan(std::slice::from_ref(&likely), 1, 1, 8, &cost), [7]);
+        // Room caps the plan.
+        assert_eq!(plan(std::slice::from_ref(&sure), 1, 1, 3, &cost), [3]);
+        // Eight sequences emitting 8 in 40 ms: a draft must bring more
+        // than about 0.9 of a token to pay for its 4.5 ms; the sure ones
+        // do, the fading ones never, and a likely run only for one token.
+        let offers: Vec<Vec<f64>> = (0..8)
+            .map(|i| if i == 0 { sure.clone() } else { fading.clone() })
+            .collect();
+        assert_eq!(plan(&offers, 8, 8, 64, &cost), [8, 0, 0, 0, 0, 0, 0, 0]);
+        let mut offers = offers;
+        offers[0] = likely.clone();
+        assert_eq!(plan(&offers, 8, 8, 64, &cost), [1, 0, 0, 0, 0, 0, 0, 0]);
+        // No offers, or no chance: nothing.
+        assert_eq!(plan(&[vec![]], 1, 1, 8, &cost), [0]);
+        assert_eq!(plan(&[vec![0.1; 4]], 1, 1, 8, &cost), [0]);
+        // The filter agrees: a chance below the least never pays.
+        let least = cost.least_chance(1, 1, 8);
+        assert!(least > 0.4 && least < 0.95, "{least}");
+        let below: Vec<f64> = (1..=8).map(|k| (least - 0.01).powi(k)).collect();
+        assert_eq!(plan(std::slice::from_ref(&below), 1, 1, 8, &cost), [0]);
+    }
+
+    #[test]
+    fn the_step_cost_is_kept_by_size_and_filled_between_and_beyond() {
+        let c = StepCost::default();
+        // Before any step: the prior shape, in units of one position.
+        assert_eq!(c.seconds(1), 1.0);
+        assert!((c.seconds(3) - 2.2).abs() < 1e-12);
         let mut c = StepCost::default();
-        assert_eq!(c.fit(), (3.0, 1.0), "relative units before any step");
-        // Steps of 10 ms + 2 ms per position, at 1 to 9 positions.
-        for round in 0..20 {
-            let n = 1 + (round % 9);
-            c.record(n, 0.010 + 0.002 * n as f64);
-        }
-        let (fixed, per) = c.fit();
-        assert!((per - 0.002).abs() < 0.0004, "{per}");
-        assert!((fixed - 0.010).abs() < 0.002, "{fixed}");
-        // Steps that never vary in size: the prior slope (a fixed part of
-        // 3 positions) holds.
-        let mut c = StepCost::default();
-        for _ in 0..50 {
-            c.record(4, 0.014);
-        }
-        let (fixed, per) = c.fit();
-        assert!((per - 0.002).abs() < 1e-6, "{per}");
-        assert!((fixed - 0.006).abs() < 1e-6, "{fixed}");
+        c.record(1, 0.010);
+        c.record(5, 0.030);
+        assert_eq!(c.seconds(1), 0.010);
+        // Between measured sizes: the line between them.
+        assert!((c.seconds(3) - 0.020).abs() < 1e-12);
+        // Beyond: the largest measured, scaled by the prior shape.
+        let expect = 0.030 * (1.0 + 0.6 * 7.0) / (1.0 + 0.6 * 4.0);
+        assert!((c.seconds(8) - expect).abs() < 1e-12);
+        // A size's mean follows new measurements by a fifth of the gap.
+        c.record(5, 0.040);
+        assert!((c.seconds(5) - 0.032).abs() < 1e-12);
         // Nonsense is ignored.
         c.record(0, 1.0);
         c.record(3, f64::NAN);
-        assert!((c.fit().1 - per).abs() < 1e-12);
+        c.record(4, -1.0);
+        assert!((c.seconds(3) - 0.021).abs() < 1e-12);
     }
 
     #[test]

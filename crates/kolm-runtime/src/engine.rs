@@ -33,11 +33,11 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::draft::{plan, DraftConfig, DraftStats, Drafter, Source, StepCost};
 use crate::error::RuntimeError;
-use crate::sampling::{build_chain, compile_grammar, Grammar, SamplingParams};
+use crate::sampling::{compile_grammar, Grammar, SamplingParams, TokenSampler};
 use crate::text::TextAssembler;
 
 /// The process-wide llama.cpp backend (it may be initialised only once).
-fn backend() -> Result<Arc<LlamaBackend>, RuntimeError> {
+pub(crate) fn backend() -> Result<Arc<LlamaBackend>, RuntimeError> {
     static BACKEND: OnceLock<Result<Arc<LlamaBackend>, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {
@@ -668,7 +668,7 @@ struct Slots<'m> {
 
 struct Pending {
     tokens: Vec<LlamaToken>,
-    sampler: LlamaSampler,
+    sampler: TokenSampler,
     drafter: Option<Drafter>,
     request: GenerateRequest,
     events: UnboundedSender<GenerateEvent>,
@@ -685,7 +685,7 @@ struct Slot {
 struct Active {
     prompt: Vec<LlamaToken>,
     cached_tokens: usize,
-    sampler: LlamaSampler,
+    sampler: TokenSampler,
     text: TextAssembler,
     events: UnboundedSender<GenerateEvent>,
     max_tokens: u32,
@@ -788,7 +788,7 @@ impl<'m> Slots<'m> {
         model: &LlamaModel,
         env: Option<&TokEnv>,
         request: &GenerateRequest,
-    ) -> Result<(Vec<LlamaToken>, LlamaSampler, Option<Drafter>), RuntimeError> {
+    ) -> Result<(Vec<LlamaToken>, TokenSampler, Option<Drafter>), RuntimeError> {
         request.params.validate(model.n_vocab())?;
         let vocab = model.vocab();
         let bos_text =
@@ -829,7 +829,7 @@ impl<'m> Slots<'m> {
         let seed = request.params.seed.unwrap_or_else(fresh_seed);
         Ok((
             tokens,
-            build_chain(model, &request.params, grammar, seed),
+            TokenSampler::new(model, &request.params, grammar, seed),
             drafter,
         ))
     }
@@ -954,10 +954,11 @@ impl<'m> Slots<'m> {
             .map(|(i, _)| i)
             .collect();
         let with_prompts = used > generating.len();
-        let cost = self.cost.fit();
         let room = budget - used;
-        // Below this chance even a sure first draft does not pay.
-        let least = (generating.len() as f64 * cost.1) / (cost.0 + cost.1 * used as f64);
+        // Below this chance no draft pays.
+        let least = self
+            .cost
+            .least_chance(used, generating.len(), self.spec.draft.max);
         // (slot, drafted tokens, their chances)
         let mut offers: Vec<Offer> = Vec::new();
         if room > 0 {
@@ -998,7 +999,7 @@ impl<'m> Slots<'m> {
         }
         if !offers.is_empty() {
             let chances: Vec<Vec<f64>> = offers.iter().map(|(_, _, c)| c.clone()).collect();
-            let take = plan(&chances, used, generating.len(), room, cost);
+            let take = plan(&chances, used, generating.len(), room, &self.cost);
             for ((i, draft, _), n) in offers.into_iter().zip(take) {
                 let slot = &mut self.slots[i];
                 let active = slot.active.as_mut().expect("offering slots are active");

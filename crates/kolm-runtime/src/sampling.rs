@@ -1,7 +1,11 @@
-//! Sampling parameters and the llama.cpp sampler chain built from them:
+//! Sampling parameters and the sampler built from them. Plain greedy
+//! decoding (no bias, no penalties) is done here: the argmax of the logits,
+//! checked against the grammar, whose full mask is computed only when the
+//! argmax is not allowed. Everything else is llama.cpp's sampler chain:
 //! grammar (llguidance) first, then logit bias, penalties, top-k, top-p,
-//! min-p, temperature and a seeded draw; greedy when the temperature is 0.
+//! min-p, temperature and a seeded draw.
 
+use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::logit_bias::LlamaLogitBias;
@@ -150,8 +154,90 @@ pub(crate) fn compile_grammar(env: &TokEnv, grammar: &Grammar) -> Result<Matcher
     Ok(matcher)
 }
 
+/// Picks each next token of one request.
+pub(crate) enum TokenSampler {
+    /// Greedy with nothing that changes the logits but the grammar. The
+    /// same token as llama.cpp's greedy chain with an llguidance grammar
+    /// (the tok env is not canonical, so the mask never forces a token: it
+    /// is exactly the set of tokens the grammar allows, plus end of text
+    /// where the grammar may end), at a fraction of the cost: most argmaxes
+    /// are allowed, and checking one token is far cheaper than a mask over
+    /// the vocabulary.
+    Greedy(Option<Box<Matcher>>),
+    /// llama.cpp's sampler chain.
+    Chain(LlamaSampler),
+}
+
+impl TokenSampler {
+    /// The sampler for one request.
+    pub(crate) fn new(
+        model: &LlamaModel,
+        params: &SamplingParams,
+        grammar: Option<Matcher>,
+        fallback_seed: u32,
+    ) -> Self {
+        let plain = params.logit_bias.is_empty()
+            && params.repeat_penalty == 1.0
+            && params.frequency_penalty == 0.0
+            && params.presence_penalty == 0.0;
+        if params.temperature <= 0.0 && plain {
+            TokenSampler::Greedy(grammar.map(Box::new))
+        } else {
+            TokenSampler::Chain(build_chain(model, params, grammar, fallback_seed))
+        }
+    }
+
+    /// Samples from the logits at batch index `index` and feeds the token
+    /// to the grammar.
+    pub(crate) fn sample(&mut self, ctx: &LlamaContext<'_>, index: i32) -> LlamaToken {
+        match self {
+            TokenSampler::Chain(chain) => chain.sample(ctx, index),
+            TokenSampler::Greedy(grammar) => {
+                LlamaToken(greedy(ctx.get_logits_ith(index), grammar.as_deref_mut()) as i32)
+            }
+        }
+    }
+}
+
+/// The first most likely token the grammar allows, consumed by it.
+pub(crate) fn greedy(logits: &[f32], grammar: Option<&mut Matcher>) -> u32 {
+    let best = argmax(logits, |_| true);
+    let Some(matcher) = grammar else {
+        return best;
+    };
+    if matcher.is_stopped() || matcher.validate_tokens(&[best]).ok() != Some(1) {
+        // As the chain does: the mask (only end of text once stopped);
+        // a grammar in error masks nothing.
+        if let Ok(mask) = matcher.compute_mask_or_eos() {
+            let token = argmax(logits, |t| mask.is_allowed(t));
+            if !matcher.is_stopped() {
+                let _ = matcher.consume_token(token);
+            }
+            return token;
+        }
+    }
+    if !matcher.is_stopped() {
+        let _ = matcher.consume_token(best);
+    }
+    best
+}
+
+/// The first index of the largest logit among the allowed tokens (the
+/// first token when none is allowed, as llama.cpp's greedy sampler does
+/// over an all -inf array).
+fn argmax(logits: &[f32], allowed: impl Fn(u32) -> bool) -> u32 {
+    let mut best: Option<(u32, f32)> = None;
+    for (i, &l) in logits.iter().enumerate() {
+        let i = i as u32;
+        if best.is_none_or(|(_, b)| l > b) && allowed(i) {
+            best = Some((i, l));
+        }
+    }
+    best.map_or(0, |(i, _)| i)
+}
+
 /// The sampler chain for one request.
-pub(crate) fn build_chain(
+fn build_chain(
     model: &LlamaModel,
     params: &SamplingParams,
     grammar: Option<Matcher>,
@@ -197,4 +283,109 @@ pub(crate) fn build_chain(
         chain.push(LlamaSampler::dist(params.seed.unwrap_or(fallback_seed)));
     }
     LlamaSampler::chain_simple(chain)
+}
+
+#[cfg(test)]
+mod tests {
+    use llama_cpp_2::model::params::LlamaModelParams;
+
+    use super::*;
+
+    /// A small deterministic generator (xorshift), for random logits.
+    struct Noise(u64);
+
+    impl Noise {
+        fn next(&mut self) -> f32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 40) as f32 / (1u64 << 24) as f32 * 20.0 - 10.0
+        }
+    }
+
+    /// What llama.cpp's chain picks: the grammar's mask (only end of text
+    /// once stopped) applied as -inf, then the first largest logit.
+    fn masked_argmax(logits: &[f32], matcher: &mut Matcher) -> u32 {
+        let mask = matcher.compute_mask_or_eos().unwrap();
+        let masked: Vec<f32> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| {
+                if mask.is_allowed(i as u32) {
+                    l
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+            .collect();
+        argmax(&masked, |_| true)
+    }
+
+    #[test]
+    fn greedy_with_a_grammar_is_the_argmax_of_the_masked_logits() {
+        let backend = crate::engine::backend().unwrap();
+        let model = LlamaModel::load_from_file(
+            &backend,
+            kolm_fixtures::smollm2(),
+            &LlamaModelParams::default(),
+        )
+        .unwrap();
+        let env = LlamaSampler::llguidance_tok_env(&model);
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": {"item": {"type": "string"}, "quantity": {"type": "integer"}},
+            "required": ["item", "quantity"],
+            "additionalProperties": false
+        });
+        let mut walk = compile_grammar(&env, &Grammar::JsonSchema(schema)).unwrap();
+        let document =
+            model
+                .vocab()
+                .tokenize(br#"{"item": "apple", "quantity": 12}"#, false, false);
+        let eos = env.tok_trie().eos_token();
+        let mut noise = Noise(0x9e37_79b9_7f4a_7c15);
+        let (mut fast, mut masked) = (0, 0);
+        // Every step of the document, then its end (only end of text is
+        // allowed once the object is closed).
+        let steps: Vec<Option<u32>> = document
+            .iter()
+            .map(|t| Some(t.0 as u32))
+            .chain([None])
+            .collect();
+        for next in steps {
+            for trial in 0..12 {
+                let mut logits: Vec<f32> = (0..model.n_vocab()).map(|_| noise.next()).collect();
+                // Half the trials make the document's own token (allowed)
+                // the most likely; the others leave a random argmax, which
+                // the grammar almost never allows.
+                if trial % 2 == 0 {
+                    logits[next.unwrap_or(eos) as usize] = 11.0;
+                }
+                let mut reference = walk.deep_clone();
+                let expected = masked_argmax(&logits, &mut reference);
+                let mut ours = walk.deep_clone();
+                let raw = argmax(&logits, |_| true);
+                if raw == expected {
+                    fast += 1;
+                } else {
+                    masked += 1;
+                }
+                assert_eq!(greedy(&logits, Some(&mut ours)), expected);
+                // The token was consumed: both grammars are in one state.
+                if !reference.is_stopped() {
+                    reference.consume_token(expected).unwrap();
+                }
+                assert_eq!(
+                    ours.compute_mask_or_eos().unwrap(),
+                    reference.compute_mask_or_eos().unwrap()
+                );
+            }
+            if let Some(token) = next {
+                walk.consume_token(token).unwrap();
+            }
+        }
+        assert!(fast > 10 && masked > 10, "fast {fast}, masked {masked}");
+        // No grammar: the first largest logit.
+        assert_eq!(greedy(&[0.0, 2.0, 1.0, 2.0], None), 1);
+    }
 }

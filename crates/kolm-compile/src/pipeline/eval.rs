@@ -102,14 +102,26 @@ impl TestRecord {
 }
 
 /// How the student decoded its answer to one test, twice: drafting with the
-/// artifact's recipe pack (the run `student` records) and token by token.
-/// Greedy decoding gives the same text and tokens both ways (the compile
-/// checks it), so `tokens` is one count for both.
+/// artifact's recipe pack (the run `student` records, as kolmd serves it)
+/// and token by token. Greedy decoding gives the same answer both ways
+/// unless two tokens tie within rounding: llama.cpp's CPU kernels sum a
+/// batch of one token and a batch of several in different orders, so the
+/// logits of a verified draft can differ from the single token's in the
+/// last bits (`docs/kolmd.md`, "Drafting"). Such an answer is recorded,
+/// not hidden: `identical` is false and `undrafted_tokens` gives the other
+/// run's count.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecodeFigures {
-    /// Tokens of the answer.
+    /// Tokens of the answer (drafting).
     pub tokens: u32,
+    /// Whether the token-by-token answer was the same text in the same
+    /// tokens (packs written before this field were checked to be).
+    #[serde(default = "identical_by_default")]
+    pub identical: bool,
+    /// Tokens of the token-by-token answer, when it was not identical.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undrafted_tokens: Option<u32>,
     /// Tokens drafted (each checked by the model).
     pub drafted: u32,
     /// Drafted tokens the model agreed with.
@@ -127,6 +139,10 @@ pub struct DecodeFigures {
     pub undrafted_latency_s: f64,
 }
 
+fn identical_by_default() -> bool {
+    true
+}
+
 /// The drafting figures of a pack, summed over the tests that carry
 /// [`DecodeFigures`] ([`EvalPack::drafting`]). Every figure is a sum of the
 /// per-test figures or a ratio of two such sums; a ratio whose divisor is 0
@@ -135,8 +151,12 @@ pub struct DecodeFigures {
 pub struct DraftingSummary {
     /// Tests with decode figures.
     pub tests: usize,
+    /// Tests whose two answers were `identical`.
+    pub identical: usize,
     /// Σ `tokens`.
     pub tokens: u64,
+    /// Σ `undrafted_tokens` (`tokens` where identical).
+    pub undrafted_tokens: u64,
     /// Σ `drafted`.
     pub drafted: u64,
     /// Σ `accepted`.
@@ -153,8 +173,8 @@ pub struct DraftingSummary {
     pub undrafted_decode_s: f64,
     /// `tokens / drafted_decode_s`: decode tokens per second, drafting.
     pub drafted_tokens_per_s: Option<f64>,
-    /// `tokens / undrafted_decode_s`: decode tokens per second, token by
-    /// token.
+    /// `undrafted_tokens / undrafted_decode_s`: decode tokens per second,
+    /// token by token.
     pub undrafted_tokens_per_s: Option<f64>,
     /// `drafted_tokens_per_s / undrafted_tokens_per_s`: the measured decode
     /// speedup of drafting.
@@ -166,7 +186,9 @@ impl DraftingSummary {
     pub fn of<'a>(figures: impl IntoIterator<Item = &'a DecodeFigures>) -> DraftingSummary {
         let mut s = DraftingSummary {
             tests: 0,
+            identical: 0,
             tokens: 0,
+            undrafted_tokens: 0,
             drafted: 0,
             accepted: 0,
             steps: 0,
@@ -180,7 +202,9 @@ impl DraftingSummary {
         };
         for f in figures {
             s.tests += 1;
+            s.identical += usize::from(f.identical);
             s.tokens += u64::from(f.tokens);
+            s.undrafted_tokens += u64::from(f.undrafted_tokens.unwrap_or(f.tokens));
             s.drafted += u64::from(f.drafted);
             s.accepted += u64::from(f.accepted);
             s.steps += u64::from(f.steps);
@@ -196,9 +220,10 @@ impl DraftingSummary {
         };
         s.accepted_per_step = per_step(s.accepted);
         s.tokens_per_step = per_step(s.tokens);
-        let per_second = |seconds: f64| (seconds > 0.0).then(|| s.tokens as f64 / seconds);
-        s.drafted_tokens_per_s = per_second(s.drafted_decode_s);
-        s.undrafted_tokens_per_s = per_second(s.undrafted_decode_s);
+        let per_second =
+            |tokens: u64, seconds: f64| (seconds > 0.0).then(|| tokens as f64 / seconds);
+        s.drafted_tokens_per_s = per_second(s.tokens, s.drafted_decode_s);
+        s.undrafted_tokens_per_s = per_second(s.undrafted_tokens, s.undrafted_decode_s);
         s.speedup = match (s.drafted_tokens_per_s, s.undrafted_tokens_per_s) {
             (Some(d), Some(u)) if u > 0.0 => Some(d / u),
             _ => None,
@@ -207,20 +232,28 @@ impl DraftingSummary {
     }
 
     /// `312 of 400 drafted tokens accepted, 2.1 tokens per step, decode
-    /// 2.4x (96 vs 40 tokens/s)`: the report's drafting line.
+    /// 2.4x (96 vs 40 tokens/s)`: the report's drafting line, followed by
+    /// `; 11 of 12 answers identical token by token` when one differed.
     pub fn describe(&self) -> String {
         let rate = |r: Option<f64>| r.map_or_else(|| "-".to_owned(), |r| format!("{r:.0}"));
         let speedup = self
             .speedup
             .map_or_else(|| "-".to_owned(), |x| format!("{x:.1}x"));
-        format!(
+        let mut line = format!(
             "{} of {} drafted tokens accepted, {:.1} tokens per step, decode {speedup} ({} vs {} tokens/s)",
             self.accepted,
             self.drafted,
             self.tokens_per_step,
             rate(self.drafted_tokens_per_s),
             rate(self.undrafted_tokens_per_s),
-        )
+        );
+        if self.identical < self.tests {
+            line.push_str(&format!(
+                "; {} of {} answers identical token by token",
+                self.identical, self.tests
+            ));
+        }
+        line
     }
 }
 
@@ -598,6 +631,8 @@ mod tests {
     ) -> DecodeFigures {
         DecodeFigures {
             tokens,
+            identical: true,
+            undrafted_tokens: None,
             drafted,
             accepted,
             steps,
@@ -828,6 +863,37 @@ mod tests {
         assert_eq!(s.speedup, Some(drafted / undrafted));
         // And after a round trip through the file.
         assert_eq!(EvalPack::parse(&bytes).unwrap().drafting(), Some(s));
+    }
+
+    #[test]
+    fn an_answer_that_differed_token_by_token_is_counted_and_its_own_tokens_rate_it() {
+        let mut p = pack();
+        // The second test's token-by-token answer took 6 tokens, not 8.
+        let f = p.tests[1].drafting.as_mut().unwrap();
+        f.identical = false;
+        f.undrafted_tokens = Some(6);
+        let s = p.drafting().unwrap();
+        assert_eq!((s.tests, s.identical), (2, 1));
+        assert_eq!((s.tokens, s.undrafted_tokens), (20, 18));
+        // 18 tokens in 0.5 + 0.3 s token by token; 20 in 0.4 s drafting.
+        assert!((s.undrafted_tokens_per_s.unwrap() - 22.5).abs() < 1e-9);
+        assert!((s.drafted_tokens_per_s.unwrap() - 50.0).abs() < 1e-9);
+        assert!(s
+            .describe()
+            .ends_with("; 1 of 2 answers identical token by token"));
+        // Written and read back, the figures stay; an identical answer
+        // writes no `undrafted_tokens`, and a line without `identical`
+        // (an earlier version 3 pack) reads as identical.
+        let back = EvalPack::parse(&p.to_jsonl()).unwrap();
+        assert_eq!(back.drafting(), Some(s));
+        let text = String::from_utf8(pack().to_jsonl()).unwrap();
+        assert!(!text.contains("undrafted_tokens"), "{text}");
+        let old = text.replace("\"identical\":true,", "");
+        assert_ne!(old, text);
+        assert_eq!(
+            EvalPack::parse(old.as_bytes()).unwrap().drafting(),
+            pack().drafting()
+        );
     }
 
     #[test]
