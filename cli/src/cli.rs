@@ -435,13 +435,19 @@ pub struct RunArgs {
     /// changes the answer; this measures it without).
     #[arg(long)]
     pub no_draft: bool,
+    /// When an answer fails the artifact's verifier, sample again up to N
+    /// times (0 to 8) and print the first that passes [default: kolmd's
+    /// `verify_retries` for the artifact].
+    #[arg(long, value_name = "N")]
+    pub verify_retries: Option<u32>,
     /// Print token counts and speed after each answer, how many drafted
-    /// tokens the model accepted, and the sources a grounded answer was
-    /// given (on stderr).
+    /// tokens the model accepted, the verifier's word, and the sources a
+    /// grounded answer was given (on stderr).
     #[arg(long)]
     pub verbose: bool,
-    /// Print one JSON object with the text, usage, timings, drafting and
-    /// citations instead of streaming (needs a prompt).
+    /// Print one JSON object with the text, usage, timings, drafting, the
+    /// verifier's word and citations instead of streaming (needs a
+    /// prompt).
     #[arg(long)]
     pub json: bool,
 }

@@ -4,6 +4,7 @@
 //! value and gives the validated [`Config`]. `docs/kolmd.md` documents every
 //! key; the comments on [`RawConfig`] say the same.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -170,6 +171,40 @@ pub struct RawConfig {
     /// `draft_max`: most tokens drafted per sequence per step, 1 to 32
     /// (default 8; env KOLM_DRAFT_MAX).
     pub draft_max: Option<u32>,
+    /// `verify_retries`: when a chat's answer fails its artifact's
+    /// verifier, sample again up to this many times, 0 to
+    /// [`MAX_VERIFY_RETRIES`] (default 0; env KOLM_VERIFY_RETRIES). A
+    /// request's `verify.retries` wins; streamed requests are not retried.
+    pub verify_retries: Option<u32>,
+    /// `[artifacts.NAME]`: settings for one artifact, by name, over the
+    /// daemon-wide ones (only `verify_retries` today).
+    pub artifacts: Option<BTreeMap<String, RawArtifactConfig>>,
+}
+
+/// The most retries a request or the configuration may ask for.
+pub const MAX_VERIFY_RETRIES: u32 = 8;
+
+/// `[artifacts.NAME]` as written.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawArtifactConfig {
+    /// `verify_retries` for this artifact.
+    pub verify_retries: Option<u32>,
+}
+
+/// How many times an answer that fails its verifier is sampled again
+/// unless its request says: daemon-wide, and per artifact name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct VerifyRetries {
+    pub default: u32,
+    pub per_artifact: BTreeMap<String, u32>,
+}
+
+impl VerifyRetries {
+    /// The retries of an answer on the artifact `name`.
+    pub fn for_artifact(&self, name: &str) -> u32 {
+        self.per_artifact.get(name).copied().unwrap_or(self.default)
+    }
 }
 
 impl RawConfig {
@@ -232,6 +267,8 @@ impl RawConfig {
             grpc_listen: get("KOLM_GRPC_LISTEN"),
             draft: get("KOLM_DRAFT"),
             draft_max: number("draft_max", "KOLM_DRAFT_MAX")?,
+            verify_retries: number("verify_retries", "KOLM_VERIFY_RETRIES")?,
+            artifacts: None,
         })
     }
 
@@ -258,6 +295,8 @@ impl RawConfig {
             grpc_listen: over.grpc_listen.or(self.grpc_listen),
             draft: over.draft.or(self.draft),
             draft_max: over.draft_max.or(self.draft_max),
+            verify_retries: over.verify_retries.or(self.verify_retries),
+            artifacts: over.artifacts.or(self.artifacts),
         }
     }
 
@@ -379,6 +418,31 @@ impl RawConfig {
             Some(v) => return Err(invalid("draft", v, "expected `auto` or `off`".into())),
         };
         let draft_max = positive("draft_max", self.draft_max, 8, 1, 32)?;
+        let verify_retries = positive(
+            "verify_retries",
+            self.verify_retries,
+            0,
+            0,
+            MAX_VERIFY_RETRIES,
+        )?;
+        let mut per_artifact = BTreeMap::new();
+        for (name, raw) in self.artifacts.unwrap_or_default() {
+            if let Some(n) = raw.verify_retries {
+                if n > MAX_VERIFY_RETRIES {
+                    return Err(ConfigError::Invalid {
+                        key: "verify_retries",
+                        value: n.to_string(),
+                        origin: format!("[artifacts.{name}]"),
+                        reason: format!("must be between 0 and {MAX_VERIFY_RETRIES}"),
+                    });
+                }
+                per_artifact.insert(name, n);
+            }
+        }
+        let verify_retries = VerifyRetries {
+            default: verify_retries,
+            per_artifact,
+        };
         Ok(Config {
             listen,
             api_keys,
@@ -400,6 +464,7 @@ impl RawConfig {
             grpc_listen,
             draft,
             draft_max,
+            verify_retries,
         })
     }
 }
@@ -427,6 +492,9 @@ pub struct Config {
     pub grpc_listen: Option<SocketAddr>,
     pub draft: DraftMode,
     pub draft_max: u32,
+    /// Retries of an answer that fails its verifier, unless the request
+    /// says otherwise.
+    pub verify_retries: VerifyRetries,
 }
 
 /// Whether kolmd drafts (`docs/kolmd.md`, "Drafting").
@@ -517,6 +585,39 @@ mod tests {
                 .unwrap_err();
             assert!(e.to_string().contains("draft_max"), "{e}");
         }
+    }
+
+    #[test]
+    fn verify_retries_default_per_artifact_and_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kolmd.toml");
+        std::fs::write(
+            &file,
+            "verify_retries = 2\n[artifacts.orders]\nverify_retries = 5\n[artifacts.plain]\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), env(&[]), RawConfig::default()).unwrap();
+        assert_eq!(c.verify_retries.for_artifact("orders"), 5);
+        assert_eq!(c.verify_retries.for_artifact("plain"), 2);
+        assert_eq!(c.verify_retries.for_artifact("other"), 2);
+        let c = Config::load(None, env(&[]), RawConfig::default()).unwrap();
+        assert_eq!(c.verify_retries.for_artifact("orders"), 0);
+        let e = Config::load(
+            None,
+            env(&[("KOLM_VERIFY_RETRIES", "9")]),
+            RawConfig::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("verify_retries"), "{e}");
+        std::fs::write(&file, "[artifacts.orders]\nverify_retries = 99\n").unwrap();
+        let e = Config::load(Some(&file), env(&[]), RawConfig::default()).unwrap_err();
+        assert!(
+            e.to_string().contains("[artifacts.orders]") && e.to_string().contains("8"),
+            "{e}"
+        );
+        std::fs::write(&file, "[artifacts.orders]\nretries = 1\n").unwrap();
+        let e = Config::load(Some(&file), env(&[]), RawConfig::default()).unwrap_err();
+        assert!(e.to_string().contains("retries"), "{e}");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::config::KeepAlive;
 use crate::request::{Inference, Prompt, RequestError, ResponseFormat};
 use crate::scheduler::{Lease, LoadOptions, SchedulerError};
 use crate::state::AppState;
+use crate::verify::{Tally, Verified};
 
 /// The metadata key that carries an artifact or store error's class
 /// (`malformed`, `bad_signature`, `untrusted`, `integrity`).
@@ -323,16 +324,35 @@ impl Daemon for ControlService {
         let prepared = crate::request::prepare(&self.state.scheduler, inference)
             .await
             .map_err(|e| status_from_request(&e))?;
-        let (stream, first) = crate::request::start(&prepared, &self.state.cancel)
-            .await
-            .map_err(|e| status_from_request(&e))?;
         let citations = prepared.citations.iter().flatten().map(citation).collect();
-        let lease = prepared.lease;
+        // With retries the whole answer is generated (and checked) first,
+        // then sent as one piece of text and the last message.
+        let (source, tally, verified) = if prepared.retries > 0 {
+            let answer = crate::request::complete(&prepared, &self.state.cancel)
+                .await
+                .map_err(|e| status_from_request(&e))?;
+            let events = vec![
+                GenerateEvent::Text(answer.text),
+                GenerateEvent::Done(answer.completion),
+            ];
+            (
+                Events::Done(events.into()),
+                Tally::new(None),
+                answer.verified,
+            )
+        } else {
+            let (stream, first) = crate::request::start(&prepared, &self.state.cancel)
+                .await
+                .map_err(|e| status_from_request(&e))?;
+            let tally = Tally::new(prepared.check.clone());
+            (Events::Live(Some(first), stream), tally, None)
+        };
         let state = GenerationState {
-            first: Some(first),
+            source,
             citations,
-            stream,
-            _lease: lease,
+            tally,
+            verified,
+            _lease: prepared.lease,
             app: self.state.clone(),
             arrived,
             first_token: None,
@@ -342,9 +362,14 @@ impl Daemon for ControlService {
             if st.done {
                 return None;
             }
-            let event = match st.first.take() {
-                Some(e) => e,
-                None => crate::request::next_event(&mut st.stream, &st.app.cancel).await,
+            let event = match &mut st.source {
+                Events::Live(first, stream) => match first.take() {
+                    Some(e) => e,
+                    None => crate::request::next_event(stream, &st.app.cancel).await,
+                },
+                Events::Done(events) => events
+                    .pop_front()
+                    .unwrap_or(GenerateEvent::Failed(RuntimeError::Unloaded)),
             };
             let item = st.message(event).map(|mut m| {
                 m.citations = std::mem::take(&mut st.citations);
@@ -417,13 +442,24 @@ fn citation(hit: &kolm_recall::Hit) -> pb::Citation {
     }
 }
 
+/// Where a Generate call's events come from.
+enum Events {
+    /// The engine, as it generates (the first event already read).
+    Live(Option<GenerateEvent>, GenerationStream),
+    /// A whole answer generated before the call answered (retries).
+    Done(std::collections::VecDeque<GenerateEvent>),
+}
+
 /// One Generate call's stream: it owns the engine's stream and the lease, so
 /// a client that cancels drops both, which frees the slot at once.
 struct GenerationState {
-    first: Option<GenerateEvent>,
+    source: Events,
     /// Sent with the first message, then empty.
     citations: Vec<pb::Citation>,
-    stream: GenerationStream,
+    /// The answer so far, for the verifier's check at its end.
+    tally: Tally,
+    /// The verifier's word on an answer generated whole (retries).
+    verified: Option<Verified>,
     _lease: Lease,
     app: AppState,
     arrived: Instant,
@@ -436,6 +472,7 @@ impl GenerationState {
         match event {
             GenerateEvent::Text(text) => {
                 self.first_token.get_or_insert_with(Instant::now);
+                self.tally.push(&text);
                 Ok(pb::GenerateResponse {
                     text,
                     ..Default::default()
@@ -443,9 +480,10 @@ impl GenerationState {
             }
             GenerateEvent::Done(c) => {
                 self.done = true;
-                self.app
-                    .metrics
-                    .generation(&self._lease.model().reference, &c);
+                let model = &self._lease.model().reference;
+                self.app.metrics.generation(model, &c);
+                let verified = self.verified.take().or_else(|| self.tally.finish());
+                self.app.metrics.verified(model, verified.as_ref());
                 let now = Instant::now();
                 let first = self.first_token.unwrap_or(now);
                 let decode = now.saturating_duration_since(first).as_secs_f64();
@@ -475,6 +513,11 @@ impl GenerationState {
                         drafted: d.drafted,
                         accepted: d.accepted,
                         steps: d.steps,
+                    }),
+                    verified: verified.map(|v| pb::Verified {
+                        passed: v.passed,
+                        rules: v.rules,
+                        attempts: v.attempts,
                     }),
                 })
             }
@@ -609,6 +652,7 @@ fn inference(req: pb::GenerateRequest) -> Result<Inference, Status> {
             .map(|k| usize::try_from(k).unwrap_or(usize::MAX)),
         keep_alive: parse_keep_alive(req.keep_alive.as_deref())?,
         draft: req.draft,
+        verify_retries: req.verify_retries,
         ..Inference::new(req.model, prompt)
     })
 }
@@ -647,7 +691,8 @@ pub fn status_from(e: &SchedulerError) -> Status {
         SchedulerError::ShuttingDown => Status::unavailable(e.to_string()),
         SchedulerError::NoBase(_)
         | SchedulerError::Recall { .. }
-        | SchedulerError::Recipes { .. } => Status::failed_precondition(e.to_string()),
+        | SchedulerError::Recipes { .. }
+        | SchedulerError::Verifier { .. } => Status::failed_precondition(e.to_string()),
         SchedulerError::Internal(_) => Status::internal(e.to_string()),
     }
 }

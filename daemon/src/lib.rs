@@ -26,6 +26,7 @@ pub mod request;
 pub mod scheduler;
 pub mod serving;
 pub mod state;
+pub mod verify;
 
 pub use config::Config;
 pub use http::run;

@@ -78,6 +78,10 @@ struct Data {
     draft_tokens: BTreeMap<(String, &'static str, bool), u64>,
     /// model → decoding steps of requests that drafted.
     draft_steps: BTreeMap<String, u64>,
+    /// (model, passed?) → answers returned after the verifier's check.
+    verified: BTreeMap<(String, bool), u64>,
+    /// model → answers generated for checked requests, retries included.
+    verify_attempts: BTreeMap<String, u64>,
 }
 
 /// The daemon's counters and histograms.
@@ -122,6 +126,15 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// Records the verifier's word on a returned answer (nothing for an
+    /// answer that was not checked).
+    pub fn verified(&self, model: &str, verified: Option<&crate::verify::Verified>) {
+        let Some(v) = verified else { return };
+        let mut d = self.data.lock().unwrap_or_else(|e| e.into_inner());
+        *d.verified.entry((model.to_owned(), v.passed)).or_default() += 1;
+        *d.verify_attempts.entry(model.to_owned()).or_default() += u64::from(v.attempts);
     }
 
     /// Records prompt tokens of an embedding request.
@@ -220,6 +233,34 @@ impl Metrics {
             );
             for (m, n) in &d.draft_steps {
                 let _ = writeln!(out, "kolm_draft_steps_total{{model=\"{}\"}} {n}", esc(m));
+            }
+            header(
+                &mut out,
+                "kolm_verified_total",
+                "counter",
+                "Answers checked by their artifact's verifier, by outcome (passed, failed) of \
+                 the answer returned.",
+            );
+            for ((m, passed), n) in &d.verified {
+                let outcome = if *passed { "passed" } else { "failed" };
+                let _ = writeln!(
+                    out,
+                    "kolm_verified_total{{model=\"{}\",outcome=\"{outcome}\"}} {n}",
+                    esc(m)
+                );
+            }
+            header(
+                &mut out,
+                "kolm_verify_attempts_total",
+                "counter",
+                "Answers generated for checked requests, retries included.",
+            );
+            for (m, n) in &d.verify_attempts {
+                let _ = writeln!(
+                    out,
+                    "kolm_verify_attempts_total{{model=\"{}\"}} {n}",
+                    esc(m)
+                );
             }
         }
         let loaded = scheduler.list_loaded();

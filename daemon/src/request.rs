@@ -6,7 +6,9 @@
 //! artifact's evaluation record for a chat on a compiled artifact, else the
 //! defaults below), renders the chat and builds the engine's request;
 //! [`start`] queues it and waits for the first event, so a prompt the
-//! engine refuses is a plain error on either API.
+//! engine refuses is a plain error on either API; [`complete`] generates a
+//! whole answer, checked by the artifact's verifier and retried when it
+//! fails and the request allows it ([`crate::verify`]).
 //!
 //! The rules, the same on both doors (`docs/kolmd.md`, the proto):
 //! - temperature 1.0, top_p 1, top_k and min_p off, no penalties, unless
@@ -17,14 +19,17 @@
 //! - a setting that cannot be honoured is refused, never ignored.
 
 use kolm_recall::Hit;
+use std::sync::Arc;
+
 use kolm_runtime::{
-    ChatMessage, GenerateEvent, GenerateRequest, GenerationStream, Grammar, RuntimeError,
-    SamplingParams,
+    ChatMessage, Completion, GenerateEvent, GenerateRequest, GenerationStream, Grammar,
+    RuntimeError, SamplingParams,
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::config::KeepAlive;
+use crate::config::{KeepAlive, MAX_VERIFY_RETRIES};
 use crate::scheduler::{Lease, Scheduler, SchedulerError};
+use crate::verify::{pick, Check, Verified, RETRY_TEMPERATURE};
 
 /// Temperature of a request that sets none (OpenAI's default).
 pub const DEFAULT_TEMPERATURE: f32 = 1.0;
@@ -83,6 +88,9 @@ pub struct Inference {
     /// `Some(false)`: decode this request token by token even when the
     /// daemon drafts.
     pub draft: Option<bool>,
+    /// Answers sampled again when one fails the artifact's verifier; `None`
+    /// is the daemon's setting for the artifact.
+    pub verify_retries: Option<u32>,
 }
 
 impl Inference {
@@ -102,6 +110,7 @@ impl Inference {
             repeat_penalty: None,
             logit_bias: Vec::new(),
             draft: None,
+            verify_retries: None,
             stop: Vec::new(),
             response_format: None,
             recall_k: None,
@@ -146,6 +155,11 @@ pub struct Prepared {
     /// The chunks the chat was grounded in; `None` when it was not (no
     /// index, recall off, no user message, or a raw prompt).
     pub citations: Option<Vec<Hit>>,
+    /// The verifier's check of the answer: a chat on an artifact with a
+    /// verifier.
+    pub check: Option<Check>,
+    /// Answers sampled again when one fails the check.
+    pub retries: u32,
 }
 
 /// Checks what can be checked without the model.
@@ -236,6 +250,17 @@ fn check(req: &Inference) -> Result<(), RequestError> {
             ));
         }
     }
+    if let Some(n) = req.verify_retries {
+        if n > MAX_VERIFY_RETRIES {
+            return Err(invalid(
+                "verify",
+                format!(
+                    "verify retries is {n} (`verify.retries` over HTTP, `verify_retries` over \
+                     gRPC), at most {MAX_VERIFY_RETRIES}"
+                ),
+            ));
+        }
+    }
     if let Some(ResponseFormat::JsonSchema(schema)) = &req.response_format {
         if !schema.is_object() {
             return Err(invalid(
@@ -252,6 +277,28 @@ fn check(req: &Inference) -> Result<(), RequestError> {
 pub async fn prepare(scheduler: &Scheduler, req: Inference) -> Result<Prepared, RequestError> {
     check(&req)?;
     let lease = scheduler.acquire(&req.model, req.keep_alive).await?;
+    let verification = match (&req.prompt, &lease.model().verifier) {
+        (Prompt::Chat(messages), Some(v)) => Some(Check::new(Arc::clone(v), messages)),
+        _ => None,
+    };
+    let retries = match req.verify_retries {
+        Some(n) if n > 0 && verification.is_none() => {
+            let why = match req.prompt {
+                Prompt::Text(_) => "a raw prompt is not checked (send messages)".to_owned(),
+                Prompt::Chat(_) => format!("the model `{}` has no verifier", req.model),
+            };
+            return Err(invalid(
+                "verify",
+                format!("verify retries need an answer the artifact's verifier checks: {why}"),
+            ));
+        }
+        Some(n) => n,
+        None if verification.is_some() => scheduler
+            .config()
+            .verify_retries
+            .for_artifact(&lease.model().name),
+        None => 0,
+    };
     let context = lease.model().context.context_per_slot();
     if let Some(m) = req.max_tokens {
         if m >= context {
@@ -329,6 +376,8 @@ pub async fn prepare(scheduler: &Scheduler, req: Inference) -> Result<Prepared, 
         lease,
         request,
         citations,
+        check: verification,
+        retries,
     })
 }
 
@@ -344,6 +393,72 @@ pub async fn start(
         GenerateEvent::Failed(e) => Err(e.into()),
         first => Ok((stream, first)),
     }
+}
+
+/// A whole answer: its text, the engine's summary of it, and the
+/// verifier's word where the request is checked.
+#[derive(Debug)]
+pub struct Answer {
+    pub text: String,
+    pub completion: Completion,
+    pub verified: Option<Verified>,
+}
+
+/// Generates the whole answer of `prepared`. A checked answer that fails
+/// is sampled again, up to `prepared.retries` times: attempt `i` (from 1)
+/// takes the request's seed plus `i` (a fresh seed where it has none) and
+/// [`RETRY_TEMPERATURE`] where the request is greedy. The first answer that
+/// passes is returned, else the one that failed the fewest rules
+/// ([`crate::verify::pick`]); `verified.attempts` counts the answers
+/// generated.
+pub async fn complete(
+    prepared: &Prepared,
+    cancel: &CancellationToken,
+) -> Result<Answer, RequestError> {
+    let mut answers: Vec<Answer> = Vec::new();
+    let mut verdicts: Vec<Verified> = Vec::new();
+    for attempt in 0..=prepared.retries {
+        let mut request = prepared.request.clone();
+        if attempt > 0 {
+            request.params.seed = request.params.seed.map(|s| s.wrapping_add(attempt));
+            if request.params.temperature <= 0.0 {
+                request.params.temperature = RETRY_TEMPERATURE;
+            }
+        }
+        let mut stream = prepared.lease.generate(request)?;
+        let mut text = String::new();
+        let completion = loop {
+            match next_event(&mut stream, cancel).await {
+                GenerateEvent::Text(t) => text.push_str(&t),
+                GenerateEvent::Done(c) => break c,
+                GenerateEvent::Failed(e) => return Err(e.into()),
+            }
+        };
+        let verdict = prepared
+            .check
+            .as_ref()
+            .map(|c| c.verdict(&text, attempt + 1));
+        let passed = verdict.as_ref().is_none_or(|v| v.passed);
+        answers.push(Answer {
+            text,
+            completion,
+            verified: None,
+        });
+        if let Some(v) = verdict {
+            verdicts.push(v);
+        }
+        if passed {
+            break;
+        }
+    }
+    let attempts = answers.len() as u32;
+    let chosen = pick(&verdicts);
+    let mut answer = answers.swap_remove(chosen.min(answers.len() - 1));
+    answer.verified = verdicts
+        .get(chosen)
+        .cloned()
+        .map(|v| Verified { attempts, ..v });
+    Ok(answer)
 }
 
 /// The next event of a generation. The engine ending a stream without a
@@ -401,7 +516,10 @@ mod tests {
         r.recall_k = Some(0);
         assert!(check(&r).is_ok(), "recall off on a raw prompt is honoured");
         type BreakIt = fn(&mut Inference);
-        let cases: [(&str, BreakIt); 11] = [
+        let cases: [(&str, BreakIt); 12] = [
+            ("verify", |r| {
+                r.verify_retries = Some(MAX_VERIFY_RETRIES + 1)
+            }),
             ("max_tokens", |r| r.max_tokens = Some(0)),
             ("temperature", |r| r.temperature = Some(-0.1)),
             ("temperature", |r| r.temperature = Some(f32::NAN)),

@@ -253,6 +253,11 @@ pub fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
                         "accepted": d.accepted,
                         "steps": d.steps,
                     })),
+                    "verified": answer.last.verified.as_ref().map(|v| json!({
+                        "passed": v.passed,
+                        "rules": v.rules,
+                        "attempts": v.attempts,
+                    })),
                     "citations": answer.citations.iter().map(|c| json!({
                         "source": c.source,
                         "offset": c.offset,
@@ -343,6 +348,7 @@ fn generate(
         keep_alive: args.keep_alive.clone(),
         recall_k: args.recall_k,
         draft: args.no_draft.then_some(false),
+        verify_retries: args.verify_retries,
         ..Default::default()
     };
     let mut client = d.client.clone();
@@ -386,6 +392,9 @@ fn generate(
             if let Some(line) = answer.last.draft.as_ref().map(draft_line) {
                 eprintln!("{line}");
             }
+            if let Some(v) = &answer.last.verified {
+                eprintln!("{}", verified_line(v));
+            }
             for (i, c) in answer.citations.iter().enumerate() {
                 eprintln!("[{}] {} (score {:.3})", i + 1, citation_label(c), c.score);
             }
@@ -413,6 +422,19 @@ fn draft_line(d: &pb::DraftStats) -> String {
         "drafting: {} of {} drafted tokens accepted{share}, {per_step:.2} tokens per step over {} steps",
         d.accepted, d.drafted, d.steps
     )
+}
+
+/// The verifier's word, as `--verbose` prints it.
+fn verified_line(v: &pb::Verified) -> String {
+    let tries = match v.attempts {
+        1 => String::new(),
+        n => format!(" after {n} answers"),
+    };
+    if v.passed {
+        format!("verifier: passed{tries}")
+    } else {
+        format!("verifier: failed {}{tries}", v.rules.join(", "))
+    }
 }
 
 /// A citation labelled as the grounding template labels its source.

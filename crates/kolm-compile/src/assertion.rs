@@ -184,6 +184,11 @@ impl Assertion {
         }
     }
 
+    /// The assertion's `type` as written (`contains`, `not-regex`).
+    pub fn type_name(&self) -> String {
+        RawAssertion::from(self.clone()).kind
+    }
+
     /// `Ok(())` when `output` passes, else why not (in words).
     pub fn check(&self, output: &str) -> Result<(), String> {
         let (held, detail) = self.raw(output);

@@ -28,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::request::{self, Inference, Prepared, Prompt, ResponseFormat, MAX_RECALL_K};
 use crate::scheduler::{blocking, Lease, LoadOptions};
 use crate::state::AppState;
+use crate::verify::Tally;
 
 // ---------------------------------------------------------------------------
 // Requests.
@@ -70,6 +71,9 @@ pub struct Common {
     /// kolm extension: `false` decodes this request token by token even
     /// where the daemon drafts.
     pub draft: Option<Value>,
+    /// kolm extension: `{"retries": N}` samples an answer that fails the
+    /// artifact's verifier again, up to N times (not streamed).
+    pub verify: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -242,6 +246,7 @@ fn inference(model: &str, prompt: Prompt, c: &Common) -> Result<(Inference, Deli
                 ))
             }
         },
+        verify_retries: verify_retries(&c.verify)?,
         ..Inference::new(model, prompt)
     };
     let delivery = Delivery {
@@ -252,7 +257,40 @@ fn inference(model: &str, prompt: Prompt, c: &Common) -> Result<(Inference, Deli
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
     };
+    if delivery.stream && request.verify_retries.is_some_and(|n| n > 0) {
+        return Err(ApiError::invalid(
+            "verify retries need the whole answer before it is sent: send the request \
+             without `stream`, or without `verify.retries`",
+            "verify",
+        ));
+    }
     Ok((request, delivery))
+}
+
+/// `verify`: `{"retries": N}` (the range is checked with the other fields).
+fn verify_retries(value: &Option<Value>) -> Result<Option<u32>, ApiError> {
+    let bad = |what: String| {
+        ApiError::invalid(
+            format!("verify must be an object like {{\"retries\": 2}}, {what}"),
+            "verify",
+        )
+    };
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(o)) => {
+            if let Some(k) = o.keys().find(|k| k.as_str() != "retries") {
+                return Err(bad(format!("and `{k}` is not one of its keys")));
+            }
+            match o.get("retries") {
+                None | Some(Value::Null) => Ok(None),
+                Some(n) => n
+                    .as_u64()
+                    .map(|n| Some(u32::try_from(n).unwrap_or(u32::MAX)))
+                    .ok_or_else(|| bad(format!("with a whole number of retries, got {n}"))),
+            }
+        }
+        Some(other) => Err(bad(format!("got {other}"))),
+    }
 }
 
 /// Text of a message: a string, or the text parts of a list.
@@ -360,13 +398,11 @@ async fn respond(
     prepared: Prepared,
     delivery: Delivery,
 ) -> Result<Response, ApiError> {
-    let (mut stream, first) = request::start(&prepared, &state.cancel).await?;
     let citations = prepared
         .citations
         .as_deref()
         .map(|hits| hits.iter().map(wire::Citation::from).collect::<Vec<_>>());
-    let lease = prepared.lease;
-    let model = lease.model().reference.clone();
+    let model = prepared.lease.model().reference.clone();
     let id = new_id(if kind == Kind::Chat {
         "chatcmpl"
     } else {
@@ -374,6 +410,7 @@ async fn respond(
     });
     let created = now_seconds();
     if delivery.stream {
+        let (stream, first) = request::start(&prepared, &state.cancel).await?;
         let sse = SseState {
             kind,
             id,
@@ -382,7 +419,8 @@ async fn respond(
             include_usage: delivery.include_usage,
             first: Some(first),
             stream,
-            _lease: lease,
+            tally: Tally::new(prepared.check.clone()),
+            _lease: prepared.lease,
             pending: VecDeque::new(),
             done: false,
             metrics: state.metrics.clone(),
@@ -400,7 +438,7 @@ async fn respond(
             // The citations ride on the first chunk.
             chunk.kolm = wire::CompletionExtension {
                 citations,
-                draft: None,
+                ..Default::default()
             }
             .some();
             sse.push(&chunk);
@@ -408,19 +446,14 @@ async fn respond(
         }
         return Ok(sse_response(sse));
     }
-    let mut text = String::new();
-    let mut event = first;
-    let completion = loop {
-        match event {
-            GenerateEvent::Text(t) => text.push_str(&t),
-            GenerateEvent::Done(c) => break c,
-            GenerateEvent::Failed(e) => return Err(e.into()),
-        }
-        event = request::next_event(&mut stream, &state.cancel).await;
-    };
-    drop(stream);
-    drop(lease);
+    let request::Answer {
+        text,
+        completion,
+        verified,
+    } = request::complete(&prepared, &state.cancel).await?;
+    drop(prepared);
     state.metrics.generation(&model, &completion);
+    state.metrics.verified(&model, verified.as_ref());
     let (message, text) = match kind {
         Kind::Chat => (
             Some(wire::AssistantMessage {
@@ -447,6 +480,7 @@ async fn respond(
         kolm: wire::CompletionExtension {
             citations,
             draft: completion.draft.map(wire::Draft::from),
+            verified,
         }
         .some(),
     };
@@ -464,6 +498,8 @@ struct SseState {
     include_usage: bool,
     first: Option<GenerateEvent>,
     stream: GenerationStream,
+    /// The answer so far, for the verifier's check at its end.
+    tally: Tally,
     _lease: Lease,
     pending: VecDeque<Event>,
     done: bool,
@@ -508,6 +544,7 @@ impl SseState {
     fn handle(&mut self, event: GenerateEvent) {
         match event {
             GenerateEvent::Text(t) => {
+                self.tally.push(&t);
                 let chunk = self.chunk(
                     wire::Delta {
                         role: None,
@@ -519,12 +556,16 @@ impl SseState {
             }
             GenerateEvent::Done(c) => {
                 self.metrics.generation(&self.model, &c);
+                let verified = self.tally.finish();
+                self.metrics.verified(&self.model, verified.as_ref());
                 let mut last =
                     self.chunk(wire::Delta::default(), Some(finish_reason(c.finish_reason)));
-                // What drafting did rides on the chunk that finishes.
+                // What drafting did and the verifier's word ride on the
+                // chunk that finishes.
                 last.kolm = wire::CompletionExtension {
                     citations: None,
                     draft: c.draft.map(wire::Draft::from),
+                    verified,
                 }
                 .some();
                 self.push(&last);

@@ -62,9 +62,10 @@ impl From<&kolm_recall::Hit> for Citation {
     }
 }
 
-/// The `kolm` extension object of a completion (citations and drafting),
-/// a stream's first chunk (citations) or its finishing chunk (drafting).
-#[derive(Clone, Debug, Serialize)]
+/// The `kolm` extension object of a completion (citations, drafting, the
+/// verifier's word), a stream's first chunk (citations) or its finishing
+/// chunk (drafting, verifier).
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct CompletionExtension {
     /// The chunks a grounded chat was given; absent when it was not
     /// grounded.
@@ -73,14 +74,21 @@ pub struct CompletionExtension {
     /// What drafting did; absent when the request did not draft.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub draft: Option<Draft>,
+    /// The artifact's verifier on the answer; absent when it was not
+    /// checked (a raw prompt, or an artifact with no verifier).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified: Option<Verified>,
 }
 
 impl CompletionExtension {
     /// `None` when there is nothing to say (no `kolm` object on the wire).
     pub fn some(self) -> Option<CompletionExtension> {
-        (self.citations.is_some() || self.draft.is_some()).then_some(self)
+        (self.citations.is_some() || self.draft.is_some() || self.verified.is_some())
+            .then_some(self)
     }
 }
+
+pub use crate::verify::Verified;
 
 /// `kolm.draft`: tokens drafted with no draft model and checked by the
 /// model (`docs/kolmd.md`, "Drafting").

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use kolm_artifact::names;
 use kolm_artifact::recipes::RecipePack;
+use kolm_compile::verifier::Verifier;
 use kolm_runtime::{
     BaseHandle, BaseInfo, BaseOptions, ChatTemplate, ContextHandle, ContextSpec, DraftConfig,
 };
@@ -36,6 +37,9 @@ pub struct LoadedModel {
     /// How a compiled artifact was evaluated, and so how its chats are
     /// served by default ([`crate::serving`]).
     pub serving: Option<kolm_artifact::serving::Serving>,
+    /// The artifact's verifier, which checks chat answers at run time
+    /// ([`crate::verify`]).
+    pub verifier: Option<Arc<Verifier>>,
 }
 
 /// An artifact's recall: the index with its embedder, used under the lock
@@ -226,7 +230,35 @@ impl Scheduler {
             slots: c.slots,
             recall,
             serving,
+            verifier: self.open_verifier(record, reference).await?,
         }))
+    }
+
+    /// The artifact's verifier, read from its verified blob; none when the
+    /// artifact has no verifier.
+    async fn open_verifier(
+        &self,
+        record: &ArtifactRecord,
+        reference: &str,
+    ) -> Result<Option<Arc<Verifier>>, SchedulerError> {
+        let Some(entry) = record.entry(names::VERIFIER) else {
+            return Ok(None);
+        };
+        let store = self.inner.home.store()?;
+        let digest = entry.sha256.clone();
+        let model = reference.to_owned();
+        let verifier = blocking(move || -> Result<_, SchedulerError> {
+            let blob = store.open_blob(&digest)?;
+            let bytes = std::fs::read(&blob.path).map_err(|e| {
+                SchedulerError::Internal(format!("cannot read {}: {e}", blob.path.display()))
+            })?;
+            Verifier::from_json(&bytes).map_err(|source| SchedulerError::Verifier {
+                model: model.clone(),
+                source,
+            })
+        })
+        .await?;
+        Ok(Some(Arc::new(verifier)))
     }
 
     /// The artifact's recipe pack, read whole from its verified blob; none

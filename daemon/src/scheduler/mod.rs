@@ -63,6 +63,8 @@ pub struct SchedulerConfig {
     /// Whether loaded artifacts draft, and how far.
     pub draft: crate::config::DraftMode,
     pub draft_max: u32,
+    /// Retries of answers that fail their artifact's verifier.
+    pub verify_retries: crate::config::VerifyRetries,
 }
 
 impl From<&Config> for SchedulerConfig {
@@ -79,6 +81,7 @@ impl From<&Config> for SchedulerConfig {
             memory_reserve: c.memory_reserve,
             draft: c.draft,
             draft_max: c.draft_max,
+            verify_retries: c.verify_retries.clone(),
         }
     }
 }
@@ -125,6 +128,12 @@ pub enum SchedulerError {
         model: String,
         #[source]
         source: kolm_artifact::recipes::RecipeError,
+    },
+    #[error("the verifier of {model} cannot be used: {source}")]
+    Verifier {
+        model: String,
+        #[source]
+        source: kolm_compile::verifier::VerifierError,
     },
     #[error("internal error: {0}")]
     Internal(String),

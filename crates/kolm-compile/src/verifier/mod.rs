@@ -253,6 +253,16 @@ pub struct Verdict {
     pub fields_wrong: Vec<String>,
 }
 
+/// A rule a candidate failed ([`Verifier::check`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleFailure {
+    /// The rule's name: `json` (not JSON), `schema`, `label`, `format`,
+    /// `length`, or `assertion:TYPE` (`assertion:contains`).
+    pub rule: String,
+    /// What was wrong, in words.
+    pub message: String,
+}
+
 /// One candidate's place in a [`Pick`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Ranked {
@@ -528,34 +538,60 @@ impl Verifier {
     }
 
     fn gate_failures(&self, candidate: &str) -> Vec<String> {
+        self.gates(candidate)
+            .into_iter()
+            .map(|f| f.message)
+            .collect()
+    }
+
+    /// The hard gates and `assertions` on a candidate that has no
+    /// reference: what kolmd checks on an answer at run time. Empty when
+    /// it passes; an unchecked pass means the right shape, never correct.
+    pub fn check(&self, assertions: &[Assertion], candidate: &str) -> Vec<RuleFailure> {
+        let mut failures = self.gates(candidate);
+        for a in assertions {
+            if let Err(message) = a.check(candidate) {
+                failures.push(RuleFailure {
+                    rule: format!("assertion:{}", a.type_name()),
+                    message,
+                });
+            }
+        }
+        failures
+    }
+
+    fn gates(&self, candidate: &str) -> Vec<RuleFailure> {
         let mut failures = Vec::new();
+        let mut fail = |rule: &str, message: String| {
+            failures.push(RuleFailure {
+                rule: rule.to_owned(),
+                message,
+            })
+        };
         match &self.output {
             OutputKind::Json { schema } => match serde_json::from_str::<Value>(candidate) {
-                Ok(v) => failures.extend(
-                    schema
-                        .validate(&v)
-                        .into_iter()
-                        .map(|e| format!("schema: {e}")),
-                ),
-                Err(e) => failures.push(format!("not JSON: {e}")),
+                Ok(v) => {
+                    for e in schema.validate(&v) {
+                        fail("schema", format!("schema: {e}"));
+                    }
+                }
+                Err(e) => fail("json", format!("not JSON: {e}")),
             },
             OutputKind::Label { labels } => {
                 let t = candidate.trim();
                 if labels.binary_search_by(|l| l.as_str().cmp(t)).is_err() {
-                    failures.push(format!(
-                        "{:?} is not one of the {} labels",
-                        clip(t),
-                        labels.len()
-                    ));
+                    fail(
+                        "label",
+                        format!("{:?} is not one of the {} labels", clip(t), labels.len()),
+                    );
                 }
             }
             OutputKind::Format { format } => {
                 if !format.matches(candidate.trim()) {
-                    failures.push(format!(
-                        "{:?} is not {}",
-                        clip(candidate.trim()),
-                        format.describe()
-                    ));
+                    fail(
+                        "format",
+                        format!("{:?} is not {}", clip(candidate.trim()), format.describe()),
+                    );
                 }
             }
             OutputKind::Text => {}
@@ -563,7 +599,10 @@ impl Verifier {
         if let Some(b) = self.length {
             let n = candidate.chars().count() as u64;
             if n < b.min || n > b.max {
-                failures.push(format!("{n} characters, outside [{}, {}]", b.min, b.max));
+                fail(
+                    "length",
+                    format!("{n} characters, outside [{}, {}]", b.min, b.max),
+                );
             }
         }
         failures
