@@ -486,9 +486,14 @@ fn draft_sources(addr: SocketAddr, model: &str) -> Result<Vec<(String, u64, u64)
     let r = http::request(addr, "GET", "/metrics", None, TIMEOUT)?;
     ensure!(r.status == 200, "/metrics answered {}", r.status);
     let mut out: Vec<(String, u64, u64)> = Vec::new();
-    let prefix = format!("kolm_draft_tokens_total{{model=\"{model}\",source=\"");
+    // The model label is the reference, `NAME:VERSION`.
+    let prefix = format!("kolm_draft_tokens_total{{model=\"{model}:");
     for line in r.text().lines() {
-        let Some(rest) = line.strip_prefix(&prefix) else {
+        let Some(rest) = line
+            .strip_prefix(&prefix)
+            .and_then(|r| r.split_once("\",source=\""))
+            .map(|(_, rest)| rest)
+        else {
             continue;
         };
         let (source, rest) = rest.split_once('"').context("a source label")?;
