@@ -165,8 +165,9 @@ pub struct RawConfig {
     pub grpc_listen: Option<String>,
     /// `draft`: `auto` drafts tokens with no draft model (grammar-forced
     /// tokens, the artifact's recipe pack, prompt lookup), each checked by
-    /// the model so output never changes; `off` decodes token by token
-    /// (default auto; env KOLM_DRAFT). A request may turn it off for itself.
+    /// the model, where they pay; `eager` drafts all they offer whatever
+    /// it costs; `off` decodes token by token (default auto; env
+    /// KOLM_DRAFT). A request may turn it off for itself.
     pub draft: Option<String>,
     /// `draft_max`: most tokens drafted per sequence per step, 1 to 32
     /// (default 8; env KOLM_DRAFT_MAX).
@@ -414,8 +415,15 @@ impl RawConfig {
         };
         let draft = match self.draft.as_deref().map(str::trim) {
             None | Some("auto") => DraftMode::Auto,
+            Some("eager") => DraftMode::Eager,
             Some("off") => DraftMode::Off,
-            Some(v) => return Err(invalid("draft", v, "expected `auto` or `off`".into())),
+            Some(v) => {
+                return Err(invalid(
+                    "draft",
+                    v,
+                    "expected `auto`, `eager` or `off`".into(),
+                ))
+            }
         };
         let draft_max = positive("draft_max", self.draft_max, 8, 1, 32)?;
         let verify_retries = positive(
@@ -502,6 +510,9 @@ pub struct Config {
 pub enum DraftMode {
     /// Draft where it pays: the engine adapts per sequence and per batch.
     Auto,
+    /// Draft everything the sources offer, up to `draft_max`, whatever it
+    /// costs (to measure an artifact's acceptance).
+    Eager,
     /// Never draft.
     Off,
 }
@@ -575,6 +586,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!((c.draft, c.draft_max), (DraftMode::Off, 16));
+        let c = Config::load(None, env(&[("KOLM_DRAFT", "eager")]), RawConfig::default()).unwrap();
+        assert_eq!(c.draft, DraftMode::Eager);
         let e = Config::load(None, env(&[("KOLM_DRAFT", "on")]), RawConfig::default()).unwrap_err();
         assert!(
             e.to_string().contains("draft") && e.to_string().contains("`auto`"),

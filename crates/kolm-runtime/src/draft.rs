@@ -83,6 +83,17 @@ impl DraftStats {
     }
 }
 
+/// How much a step drafts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DraftPolicy {
+    /// What pays: the cost decision of [`plan`].
+    #[default]
+    Cost,
+    /// Everything the sources offer, up to the maximum, whatever it costs:
+    /// to measure a pack's acceptance, and to exercise verification.
+    Eager,
+}
+
 /// How a context drafts.
 #[derive(Clone, Debug)]
 pub struct DraftConfig {
@@ -92,6 +103,8 @@ pub struct DraftConfig {
     pub max: usize,
     /// The artifact's recipe pack, if it has one.
     pub recipes: Option<Arc<RecipePack>>,
+    /// How much a step drafts.
+    pub policy: DraftPolicy,
 }
 
 impl Default for DraftConfig {
@@ -100,6 +113,7 @@ impl Default for DraftConfig {
             enabled: true,
             max: 8,
             recipes: None,
+            policy: DraftPolicy::Cost,
         }
     }
 }
@@ -462,6 +476,7 @@ mod tests {
 
     fn config(recipes: Option<RecipePack>, max: usize) -> DraftConfig {
         DraftConfig {
+            policy: DraftPolicy::Cost,
             enabled: true,
             max,
             recipes: recipes.map(Arc::new),

@@ -31,7 +31,7 @@ use llama_cpp_2::token::LlamaToken;
 use llguidance::toktrie::TokEnv;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use crate::draft::{plan, DraftConfig, DraftStats, Drafter, Source, StepCost};
+use crate::draft::{plan, DraftConfig, DraftPolicy, DraftStats, Drafter, Source, StepCost};
 use crate::error::RuntimeError;
 use crate::sampling::{compile_grammar, Grammar, SamplingParams, TokenSampler};
 use crate::text::TextAssembler;
@@ -955,10 +955,14 @@ impl<'m> Slots<'m> {
             .collect();
         let with_prompts = used > generating.len();
         let room = budget - used;
+        let eager = self.spec.draft.policy == DraftPolicy::Eager;
         // Below this chance no draft pays.
-        let least = self
-            .cost
-            .least_chance(used, generating.len(), self.spec.draft.max);
+        let least = if eager {
+            0.0
+        } else {
+            self.cost
+                .least_chance(used, generating.len(), self.spec.draft.max)
+        };
         // (slot, drafted tokens, their chances)
         let mut offers: Vec<Offer> = Vec::new();
         if room > 0 {
@@ -968,7 +972,7 @@ impl<'m> Slots<'m> {
                 let Some(drafter) = active.drafter.as_mut() else {
                     continue;
                 };
-                if drafter.best_chance() <= least {
+                if !eager && drafter.best_chance() <= least {
                     continue;
                 }
                 // Room left in the slot's context and in the request's
@@ -999,7 +1003,21 @@ impl<'m> Slots<'m> {
         }
         if !offers.is_empty() {
             let chances: Vec<Vec<f64>> = offers.iter().map(|(_, _, c)| c.clone()).collect();
-            let take = plan(&chances, used, generating.len(), room, &self.cost);
+            let take = if eager {
+                // Everything offered; the offers already fit the room
+                // left when each was made, so cap them by what is left.
+                let mut left = room;
+                chances
+                    .iter()
+                    .map(|c| {
+                        let n = c.len().min(left);
+                        left -= n;
+                        n
+                    })
+                    .collect()
+            } else {
+                plan(&chances, used, generating.len(), room, &self.cost)
+            };
             for ((i, draft, _), n) in offers.into_iter().zip(take) {
                 let slot = &mut self.slots[i];
                 let active = slot.active.as_mut().expect("offering slots are active");

@@ -16,7 +16,7 @@ mod sampling;
 mod template;
 mod text;
 
-pub use draft::{DraftConfig, DraftStats, Source as DraftSource, SourceCount};
+pub use draft::{DraftConfig, DraftPolicy, DraftStats, Source as DraftSource, SourceCount};
 pub use engine::{
     BaseHandle, BaseInfo, BaseOptions, Completion, ContextHandle, ContextSpec, Embeddings,
     FinishReason, GenerateEvent, GenerateRequest, GenerationStream, Runtime,

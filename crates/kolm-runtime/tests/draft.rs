@@ -10,8 +10,8 @@ use std::sync::{Arc, OnceLock};
 use kolm_artifact::recipes::{MineParams, RecipePack};
 use kolm_runtime::{
     BaseHandle, BaseOptions, ChatMessage, ChatTemplate, Completion, ContextHandle, ContextSpec,
-    DraftConfig, DraftSource, DraftStats, FinishReason, GenerateEvent, GenerateRequest, Grammar,
-    Runtime, SamplingParams,
+    DraftConfig, DraftPolicy, DraftSource, DraftStats, FinishReason, GenerateEvent,
+    GenerateRequest, Grammar, Runtime, SamplingParams,
 };
 
 fn base() -> &'static BaseHandle {
@@ -37,9 +37,12 @@ fn context(slots: u32, draft: DraftConfig) -> ContextHandle {
         .unwrap()
 }
 
+/// Drafting everything the sources offer: these tests exercise the
+/// verification, whatever the cost model would choose on this machine.
 fn drafting(recipes: Option<RecipePack>) -> DraftConfig {
     DraftConfig {
         recipes: recipes.map(Arc::new),
+        policy: DraftPolicy::Eager,
         ..DraftConfig::default()
     }
 }

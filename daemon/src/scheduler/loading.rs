@@ -11,6 +11,7 @@ use kolm_artifact::recipes::RecipePack;
 use kolm_compile::verifier::Verifier;
 use kolm_runtime::{
     BaseHandle, BaseInfo, BaseOptions, ChatTemplate, ContextHandle, ContextSpec, DraftConfig,
+    DraftPolicy,
 };
 use kolm_store::ArtifactRecord;
 
@@ -178,7 +179,12 @@ impl Scheduler {
             None => None,
         };
         let draft = DraftConfig {
-            enabled: c.draft == DraftMode::Auto,
+            enabled: c.draft != DraftMode::Off,
+            policy: if c.draft == DraftMode::Eager {
+                DraftPolicy::Eager
+            } else {
+                DraftPolicy::Cost
+            },
             max: c.draft_max as usize,
             recipes: self.open_recipes(record, reference).await?,
         };
