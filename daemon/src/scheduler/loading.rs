@@ -247,24 +247,11 @@ impl Scheduler {
         record: &ArtifactRecord,
         reference: &str,
     ) -> Result<Option<Arc<Verifier>>, SchedulerError> {
-        let Some(entry) = record.entry(names::VERIFIER) else {
-            return Ok(None);
-        };
-        let store = self.inner.home.store()?;
-        let digest = entry.sha256.clone();
         let model = reference.to_owned();
-        let verifier = blocking(move || -> Result<_, SchedulerError> {
-            let blob = store.open_blob(&digest)?;
-            let bytes = std::fs::read(&blob.path).map_err(|e| {
-                SchedulerError::Internal(format!("cannot read {}: {e}", blob.path.display()))
-            })?;
-            Verifier::from_json(&bytes).map_err(|source| SchedulerError::Verifier {
-                model: model.clone(),
-                source,
-            })
+        self.read_entry(record, names::VERIFIER, move |bytes| {
+            Verifier::from_json(bytes).map_err(|source| SchedulerError::Verifier { model, source })
         })
-        .await?;
-        Ok(Some(Arc::new(verifier)))
+        .await
     }
 
     /// The artifact's recipe pack, read whole from its verified blob; none
@@ -277,24 +264,37 @@ impl Scheduler {
         if self.inner.config.draft == DraftMode::Off {
             return Ok(None);
         }
-        let Some(entry) = record.entry(names::RECIPES) else {
+        let model = reference.to_owned();
+        self.read_entry(record, names::RECIPES, move |bytes| {
+            RecipePack::from_bytes(bytes)
+                .map_err(|source| SchedulerError::Recipes { model, source })
+        })
+        .await
+    }
+
+    /// The entry `name` of the artifact, read whole from its verified blob
+    /// off the async threads and parsed by `parse`; none when the artifact
+    /// has no such entry.
+    async fn read_entry<T: Send + 'static>(
+        &self,
+        record: &ArtifactRecord,
+        name: &str,
+        parse: impl FnOnce(&[u8]) -> Result<T, SchedulerError> + Send + 'static,
+    ) -> Result<Option<Arc<T>>, SchedulerError> {
+        let Some(entry) = record.entry(name) else {
             return Ok(None);
         };
         let store = self.inner.home.store()?;
         let digest = entry.sha256.clone();
-        let model = reference.to_owned();
-        let pack = blocking(move || -> Result<_, SchedulerError> {
+        let value = blocking(move || -> Result<_, SchedulerError> {
             let blob = store.open_blob(&digest)?;
             let bytes = std::fs::read(&blob.path).map_err(|e| {
                 SchedulerError::Internal(format!("cannot read {}: {e}", blob.path.display()))
             })?;
-            RecipePack::from_bytes(&bytes).map_err(|source| SchedulerError::Recipes {
-                model: model.clone(),
-                source,
-            })
+            parse(&bytes)
         })
         .await?;
-        Ok(Some(Arc::new(pack)))
+        Ok(Some(Arc::new(value)))
     }
 
     /// Opens the artifact's recall index (read-only, in place: the blob is
