@@ -82,6 +82,11 @@ pub enum Command {
     /// Query a recall index, or the one inside an artifact.
     #[command(subcommand)]
     Recall(RecallCommand),
+    /// Read, export and clear the drift log: answers kolmd's artifacts
+    /// handled poorly, kept for the next compile
+    /// ($KOLM_HOME/drift/drift.sqlite).
+    #[command(subcommand)]
+    Drift(DriftCommand),
 }
 
 impl Command {
@@ -103,6 +108,12 @@ impl Command {
             Command::Verifier(VerifierCommand::Explain { json, .. }) => *json,
             Command::Index(IndexCommand::Build(a)) => a.json,
             Command::Recall(RecallCommand::Query(a)) => a.json,
+            Command::Drift(d) => match d {
+                DriftCommand::List(a) => a.json,
+                DriftCommand::Show(a) => a.json,
+                DriftCommand::Export(_) => false,
+                DriftCommand::Clear(a) => a.json,
+            },
             Command::Keys(k) => match k {
                 KeysCommand::Generate { json, .. }
                 | KeysCommand::List { json }
@@ -320,6 +331,104 @@ pub struct RecallQueryArgs {
     /// Print the hits as a JSON list.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DriftCommand {
+    /// List drift entries, newest first.
+    List(DriftListArgs),
+    /// Show one drift entry: input, output, scores beside their thresholds.
+    Show(DriftShowArgs),
+    /// Write the entries' inputs as JSONL, oldest first, one line per
+    /// distinct input: `{"input":..}` or `{"messages":[..]}`, the example
+    /// shape `kolmctl compile` reads (without outputs). Redacted entries
+    /// are skipped and counted.
+    Export(DriftExportArgs),
+    /// Delete the entries the filters match (all of them without filters).
+    Clear(DriftClearArgs),
+}
+
+/// Which drift entries a verb covers.
+#[derive(Debug, Args)]
+pub struct DriftFilterArgs {
+    /// Only this artifact, or this version of it.
+    #[arg(long, value_name = "NAME[:VERSION]", value_parser = parse_artifact_ref)]
+    pub artifact: Option<(String, Option<String>)>,
+    /// Only entries logged for this reason: verifier, logprob, recipes,
+    /// recall or distance.
+    #[arg(long, value_name = "REASON", value_parser = parse_reason)]
+    pub reason: Option<kolm_drift::Reason>,
+    /// Only entries since this time: RFC 3339 (`2026-12-07T10:00:00Z`) or
+    /// a duration back from now (`30m`, `24h`, `7d`).
+    #[arg(long, value_name = "TIME", value_parser = parse_since)]
+    pub since: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct DriftListArgs {
+    #[command(flatten)]
+    pub filter: DriftFilterArgs,
+    /// At most N entries, the newest.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Print the entries as a JSON array.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DriftShowArgs {
+    /// The entry's ID (as `kolmctl drift list` prints it).
+    pub id: i64,
+    /// Print the entry as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DriftExportArgs {
+    #[command(flatten)]
+    pub filter: DriftFilterArgs,
+    /// Only the newest N matching entries.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Write to this file instead of stdout.
+    #[arg(long, short, value_name = "FILE.jsonl")]
+    pub out: Option<PathBuf>,
+    /// Replace FILE if it exists.
+    #[arg(long, requires = "out")]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DriftClearArgs {
+    #[command(flatten)]
+    pub filter: DriftFilterArgs,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `NAME` or `NAME:VERSION`.
+fn parse_artifact_ref(s: &str) -> Result<(String, Option<String>), String> {
+    let (name, version) = match s.split_once(':') {
+        Some((name, version)) => (name, Some(version)),
+        None => (s, None),
+    };
+    if name.is_empty() || version.is_some_and(str::is_empty) {
+        return Err("expected NAME or NAME:VERSION".into());
+    }
+    Ok((name.to_owned(), version.map(str::to_owned)))
+}
+
+fn parse_reason(s: &str) -> Result<kolm_drift::Reason, String> {
+    s.parse().map_err(|e: kolm_drift::DriftError| e.to_string())
+}
+
+/// `--since`: unix milliseconds from RFC 3339 or a duration back from now.
+fn parse_since(s: &str) -> Result<i64, String> {
+    let now = time::OffsetDateTime::now_utc();
+    crate::commands::drift::since_ms(s, now)
 }
 
 #[derive(Debug, Args)]

@@ -168,4 +168,16 @@ impl Grounding for CorpusRecall {
         );
         Ok(messages)
     }
+
+    fn best_similarity(&self, messages: &[Message]) -> Result<Option<f64>, StageError> {
+        let Some(question) = messages.iter().rev().find(|m| m.role == "user") else {
+            return Ok(None);
+        };
+        let guard = self.recall.lock().expect("recall lock");
+        let recall = guard
+            .as_ref()
+            .ok_or("the corpus is searched before it was indexed")?;
+        let hits = recall.query(&question.content, self.k, Mode::Hybrid)?;
+        Ok(kolm_recall::prompt::best_similarity(&hits))
+    }
 }

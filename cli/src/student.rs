@@ -144,6 +144,8 @@ impl StudentEngine for LlamaStudent {
                     accepted: d.accepted,
                     steps: d.steps,
                 }),
+                mean_logprob: done.mean_logprob,
+                token_ids: done.tokens,
             });
             on_answer();
         }

@@ -177,8 +177,21 @@ pub struct RawConfig {
     /// [`MAX_VERIFY_RETRIES`] (default 0; env KOLM_VERIFY_RETRIES). A
     /// request's `verify.retries` wins; streamed requests are not retried.
     pub verify_retries: Option<u32>,
+    /// `drift`: log the answers a compiled artifact handles poorly in the
+    /// drift database under the kolm home (`docs/drift.md`; default true;
+    /// env KOLM_DRIFT).
+    pub drift: Option<bool>,
+    /// `drift_redact`: store a digest of each drifted input and no text of
+    /// the input or the answer (default false; env KOLM_DRIFT_REDACT).
+    pub drift_redact: Option<bool>,
+    /// `drift_max_entries`: entries kept, the oldest deleted first
+    /// (default 10000; env KOLM_DRIFT_MAX_ENTRIES).
+    pub drift_max_entries: Option<u32>,
+    /// `drift_max_age`: entries older than this are deleted (default
+    /// `720h`, 30 days; env KOLM_DRIFT_MAX_AGE).
+    pub drift_max_age: Option<String>,
     /// `[artifacts.NAME]`: settings for one artifact, by name, over the
-    /// daemon-wide ones (only `verify_retries` today).
+    /// daemon-wide ones (`verify_retries`, `drift`).
     pub artifacts: Option<BTreeMap<String, RawArtifactConfig>>,
 }
 
@@ -191,6 +204,30 @@ pub const MAX_VERIFY_RETRIES: u32 = 8;
 pub struct RawArtifactConfig {
     /// `verify_retries` for this artifact.
     pub verify_retries: Option<u32>,
+    /// `drift` for this artifact.
+    pub drift: Option<bool>,
+}
+
+/// Where, whether and how long drift is logged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DriftSettings {
+    /// Logged unless turned off for the artifact.
+    pub enabled: bool,
+    /// Artifacts (by name) whose setting differs from `enabled`.
+    pub per_artifact: BTreeMap<String, bool>,
+    /// A digest of the input, no text.
+    pub redact: bool,
+    /// Entries kept.
+    pub max_entries: u32,
+    /// Age past which entries are deleted.
+    pub max_age: Duration,
+}
+
+impl DriftSettings {
+    /// Whether answers of the artifact `name` are logged.
+    pub fn enabled_for(&self, name: &str) -> bool {
+        self.per_artifact.get(name).copied().unwrap_or(self.enabled)
+    }
 }
 
 /// How many times an answer that fails its verifier is sampled again
@@ -237,6 +274,20 @@ impl RawConfig {
                 })
                 .transpose()
         };
+        let flag = |key: &'static str, env: &str| -> Result<Option<bool>, ConfigError> {
+            get(env)
+                .map(|v| match v.trim().to_ascii_lowercase().as_str() {
+                    "1" | "true" | "yes" | "on" => Ok(true),
+                    "0" | "false" | "no" | "off" => Ok(false),
+                    _ => Err(ConfigError::Invalid {
+                        key,
+                        value: v.clone(),
+                        origin: env.to_owned(),
+                        reason: "expected true or false".into(),
+                    }),
+                })
+                .transpose()
+        };
         let list = |v: String| -> Vec<String> {
             v.split(',')
                 .map(|s| s.trim().to_owned())
@@ -269,6 +320,10 @@ impl RawConfig {
             draft: get("KOLM_DRAFT"),
             draft_max: number("draft_max", "KOLM_DRAFT_MAX")?,
             verify_retries: number("verify_retries", "KOLM_VERIFY_RETRIES")?,
+            drift: flag("drift", "KOLM_DRIFT")?,
+            drift_redact: flag("drift_redact", "KOLM_DRIFT_REDACT")?,
+            drift_max_entries: number("drift_max_entries", "KOLM_DRIFT_MAX_ENTRIES")?,
+            drift_max_age: get("KOLM_DRIFT_MAX_AGE"),
             artifacts: None,
         })
     }
@@ -297,6 +352,10 @@ impl RawConfig {
             draft: over.draft.or(self.draft),
             draft_max: over.draft_max.or(self.draft_max),
             verify_retries: over.verify_retries.or(self.verify_retries),
+            drift: over.drift.or(self.drift),
+            drift_redact: over.drift_redact.or(self.drift_redact),
+            drift_max_entries: over.drift_max_entries.or(self.drift_max_entries),
+            drift_max_age: over.drift_max_age.or(self.drift_max_age),
             artifacts: over.artifacts.or(self.artifacts),
         }
     }
@@ -434,7 +493,11 @@ impl RawConfig {
             MAX_VERIFY_RETRIES,
         )?;
         let mut per_artifact = BTreeMap::new();
+        let mut drift_per_artifact = BTreeMap::new();
         for (name, raw) in self.artifacts.unwrap_or_default() {
+            if let Some(on) = raw.drift {
+                drift_per_artifact.insert(name.clone(), on);
+            }
             if let Some(n) = raw.verify_retries {
                 if n > MAX_VERIFY_RETRIES {
                     return Err(ConfigError::Invalid {
@@ -450,6 +513,23 @@ impl RawConfig {
         let verify_retries = VerifyRetries {
             default: verify_retries,
             per_artifact,
+        };
+        let drift_max_age = match &self.drift_max_age {
+            Some(v) => parse_duration(v).map_err(|r| invalid("drift_max_age", v, r))?,
+            None => Duration::from_secs(30 * 24 * 3600),
+        };
+        let drift = DriftSettings {
+            enabled: self.drift.unwrap_or(true),
+            per_artifact: drift_per_artifact,
+            redact: self.drift_redact.unwrap_or(false),
+            max_entries: positive(
+                "drift_max_entries",
+                self.drift_max_entries,
+                10_000,
+                1,
+                u32::MAX,
+            )?,
+            max_age: drift_max_age,
         };
         Ok(Config {
             listen,
@@ -473,6 +553,7 @@ impl RawConfig {
             draft,
             draft_max,
             verify_retries,
+            drift,
         })
     }
 }
@@ -503,6 +584,8 @@ pub struct Config {
     /// Retries of an answer that fails its verifier, unless the request
     /// says otherwise.
     pub verify_retries: VerifyRetries,
+    /// The drift log's settings.
+    pub drift: DriftSettings,
 }
 
 /// Whether kolmd drafts (`docs/kolmd.md`, "Drafting").
@@ -631,6 +714,45 @@ mod tests {
         std::fs::write(&file, "[artifacts.orders]\nretries = 1\n").unwrap();
         let e = Config::load(Some(&file), env(&[]), RawConfig::default()).unwrap_err();
         assert!(e.to_string().contains("retries"), "{e}");
+    }
+
+    #[test]
+    fn drift_is_on_by_default_off_per_artifact_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kolmd.toml");
+        let c = Config::load(None, env(&[]), RawConfig::default()).unwrap();
+        assert!(c.drift.enabled_for("orders") && !c.drift.redact);
+        assert_eq!(c.drift.max_entries, 10_000);
+        assert_eq!(c.drift.max_age, Duration::from_secs(30 * 24 * 3600));
+        std::fs::write(
+            &file,
+            "drift_redact = true\ndrift_max_age = \"2h\"\n[artifacts.orders]\ndrift = false\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), env(&[]), RawConfig::default()).unwrap();
+        assert!(!c.drift.enabled_for("orders") && c.drift.enabled_for("other"));
+        assert!(c.drift.redact);
+        assert_eq!(c.drift.max_age, Duration::from_secs(7200));
+        let c = Config::load(
+            Some(&file),
+            env(&[("KOLM_DRIFT", "off"), ("KOLM_DRIFT_MAX_ENTRIES", "5")]),
+            RawConfig::default(),
+        )
+        .unwrap();
+        assert!(
+            !c.drift.enabled_for("other"),
+            "the environment turns it off"
+        );
+        assert!(!c.drift.enabled_for("orders"));
+        assert_eq!(c.drift.max_entries, 5);
+        for (k, v, says) in [
+            ("KOLM_DRIFT", "maybe", "true or false"),
+            ("KOLM_DRIFT_MAX_ENTRIES", "0", "drift_max_entries"),
+            ("KOLM_DRIFT_MAX_AGE", "1d", "drift_max_age"),
+        ] {
+            let e = Config::load(None, env(&[(k, v)]), RawConfig::default()).unwrap_err();
+            assert!(e.to_string().contains(says), "{k}={v}: {e}");
+        }
     }
 
     #[test]

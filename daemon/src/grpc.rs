@@ -86,6 +86,7 @@ impl Daemon for ControlService {
                 grpc: self.listening.grpc.clone(),
             }),
             loaded_models: self.state.scheduler.list_loaded().len() as u32,
+            drift: Some(drift_status(&self.state.drift)),
         }))
     }
 
@@ -321,7 +322,7 @@ impl Daemon for ControlService {
     ) -> Result<Response<Self::GenerateStream>, Status> {
         let arrived = Instant::now();
         let inference = inference(request.into_inner())?;
-        let prepared = crate::request::prepare(&self.state.scheduler, inference)
+        let prepared = crate::request::prepare(&self.state.scheduler, &self.state.drift, inference)
             .await
             .map_err(|e| status_from_request(&e))?;
         let citations = prepared.citations.iter().flatten().map(citation).collect();
@@ -337,14 +338,14 @@ impl Daemon for ControlService {
             ];
             (
                 Events::Done(events.into()),
-                Tally::new(None),
+                Tally::new(None, None),
                 answer.verified,
             )
         } else {
             let (stream, first) = crate::request::start(&prepared, &self.state.cancel)
                 .await
                 .map_err(|e| status_from_request(&e))?;
-            let tally = Tally::new(prepared.check.clone());
+            let tally = Tally::new(prepared.check.clone(), prepared.drift.clone());
             (Events::Live(Some(first), stream), tally, None)
         };
         let state = GenerationState {
@@ -442,6 +443,28 @@ fn citation(hit: &kolm_recall::Hit) -> pb::Citation {
     }
 }
 
+/// The drift log's counts, as Status reports them.
+fn drift_status(drift: &crate::drift::DriftLog) -> pb::DriftStatus {
+    pb::DriftStatus {
+        enabled: drift.path().is_some(),
+        database: drift
+            .path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        counts: drift
+            .logged()
+            .into_iter()
+            .map(|((model, reason), count)| pb::DriftCount {
+                model,
+                reason: reason.to_string(),
+                count,
+            })
+            .collect(),
+        dropped: drift.dropped(),
+        failed: drift.failed(),
+    }
+}
+
 /// Where a Generate call's events come from.
 enum Events {
     /// The engine, as it generates (the first event already read).
@@ -482,7 +505,7 @@ impl GenerationState {
                 self.done = true;
                 let model = &self._lease.model().reference;
                 self.app.metrics.generation(model, &c);
-                let verified = self.verified.take().or_else(|| self.tally.finish());
+                let verified = self.verified.take().or_else(|| self.tally.finish(&c));
                 self.app.metrics.verified(model, verified.as_ref());
                 let now = Instant::now();
                 let first = self.first_token.unwrap_or(now);

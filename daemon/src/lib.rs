@@ -15,9 +15,12 @@
 //! - [`grpc`] — the control API over the same state.
 //! - [`serve`] — runs both until shutdown, then stops them together.
 //! - [`metrics`] — Prometheus counters and histograms.
+//! - [`drift`] — the drift log: answers a compiled artifact handles poorly,
+//!   written off the request path.
 
 pub mod compile;
 pub mod config;
+pub mod drift;
 pub mod grpc;
 pub mod hardware;
 pub mod http;
@@ -47,6 +50,7 @@ pub fn state_from_config(config: &Config) -> Result<AppState, kolm_store::StoreE
         Some(p) => kolm_store::Home::at(p),
         None => kolm_store::Home::from_env()?,
     };
+    let drift = drift::DriftLog::open(home.root(), config.drift.clone());
     let scheduler = Scheduler::new(
         home,
         scheduler::SchedulerConfig::from(config),
@@ -54,6 +58,7 @@ pub fn state_from_config(config: &Config) -> Result<AppState, kolm_store::StoreE
     );
     Ok(AppState::new(
         scheduler,
+        drift,
         HttpOptions {
             api_keys: config.api_keys.clone(),
             max_body: config.max_body,
@@ -147,6 +152,7 @@ pub async fn serve(
             }
         }));
     }
+    let drift = std::sync::Arc::clone(&state.drift);
     let served = http::run(listeners.http, stop.clone().cancelled_owned(), state).await;
     stop.cancel();
     for task in grpc_tasks {
@@ -160,5 +166,7 @@ pub async fn serve(
             abort.abort();
         }
     }
+    // What the drift writer holds is written before the process ends.
+    let _ = tokio::task::spawn_blocking(move || drift.close()).await;
     served
 }

@@ -1,7 +1,8 @@
 //! Prometheus metrics, kept in plain maps and rendered in the text
 //! exposition format: requests by route and status, prompt and completion
 //! tokens, drafted and accepted tokens per source, time-to-first-token and
-//! per-output-token latency histograms;
+//! per-output-token latency histograms; drift entries logged, dropped and
+//! failed (from the drift log);
 //! loaded models, their memory and queue depths come from the scheduler at
 //! scrape time.
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use kolm_runtime::{Completion, DraftSource};
 
+use crate::drift::DriftLog;
 use crate::scheduler::Scheduler;
 
 const TTFT_BUCKETS: &[f64] = &[
@@ -144,7 +146,7 @@ impl Metrics {
     }
 
     /// The text exposition of everything, plus the scheduler's state.
-    pub fn render(&self, scheduler: &Scheduler) -> String {
+    pub fn render(&self, scheduler: &Scheduler, drift: &DriftLog) -> String {
         let mut out = String::new();
         {
             let d = self.data.lock().unwrap_or_else(|e| e.into_inner());
@@ -263,6 +265,35 @@ impl Metrics {
                 );
             }
         }
+        header(
+            &mut out,
+            "kolm_drift_entries_total",
+            "counter",
+            "Answers logged as drift since the start, by reason (an answer with two reasons \
+             counts under each).",
+        );
+        for ((m, reason), n) in drift.logged() {
+            let _ = writeln!(
+                out,
+                "kolm_drift_entries_total{{model=\"{}\",reason=\"{reason}\"}} {n}",
+                esc(&m)
+            );
+        }
+        header(
+            &mut out,
+            "kolm_drift_dropped_total",
+            "counter",
+            "Drift entries dropped because the writer could not keep up (the request was not \
+             slowed).",
+        );
+        let _ = writeln!(out, "kolm_drift_dropped_total {}", drift.dropped());
+        header(
+            &mut out,
+            "kolm_drift_failed_total",
+            "counter",
+            "Drift entries the writer could not write to the database.",
+        );
+        let _ = writeln!(out, "kolm_drift_failed_total {}", drift.failed());
         let loaded = scheduler.list_loaded();
         let memory = scheduler.memory();
         header(&mut out, "kolm_loaded_models", "gauge", "Artifacts loaded.");

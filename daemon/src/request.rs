@@ -8,7 +8,8 @@
 //! [`start`] queues it and waits for the first event, so a prompt the
 //! engine refuses is a plain error on either API; [`complete`] generates a
 //! whole answer, checked by the artifact's verifier and retried when it
-//! fails and the request allows it ([`crate::verify`]).
+//! fails and the request allows it ([`crate::verify`]), and observed by the
+//! drift log ([`crate::drift`]) as streamed answers are at their end.
 //!
 //! The rules, the same on both doors (`docs/kolmd.md`, the proto):
 //! - temperature 1.0, top_p 1, top_k and min_p off, no penalties, unless
@@ -28,6 +29,7 @@ use kolm_runtime::{
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{KeepAlive, MAX_VERIFY_RETRIES};
+use crate::drift::{DriftLog, Observation};
 use crate::scheduler::{Lease, Scheduler, SchedulerError};
 use crate::verify::{pick, Check, Verified, RETRY_TEMPERATURE};
 
@@ -160,6 +162,9 @@ pub struct Prepared {
     pub check: Option<Check>,
     /// Answers sampled again when one fails the check.
     pub retries: u32,
+    /// The drift log's observation of the answer: a chat on a compiled
+    /// artifact whose drift is logged.
+    pub drift: Option<Observation>,
 }
 
 /// Checks what can be checked without the model.
@@ -274,7 +279,11 @@ fn check(req: &Inference) -> Result<(), RequestError> {
 
 /// Validates `req`, leases its model (loading it if needed) and builds the
 /// engine's request; see the module docs for the order and the defaults.
-pub async fn prepare(scheduler: &Scheduler, req: Inference) -> Result<Prepared, RequestError> {
+pub async fn prepare(
+    scheduler: &Scheduler,
+    drift: &Arc<DriftLog>,
+    req: Inference,
+) -> Result<Prepared, RequestError> {
     check(&req)?;
     let lease = scheduler.acquire(&req.model, req.keep_alive).await?;
     let verification = match (&req.prompt, &lease.model().verifier) {
@@ -316,10 +325,19 @@ pub async fn prepare(scheduler: &Scheduler, req: Inference) -> Result<Prepared, 
         ResponseFormat::JsonObject => Some(Grammar::JsonObject),
         ResponseFormat::JsonSchema(s) => Some(Grammar::JsonSchema(s)),
     });
+    let mut observation = None;
     let (prompt, serving, citations) = match req.prompt {
         // A raw prompt is not a chat on the artifact's task: no record.
         Prompt::Text(text) => (text, None, None),
         Prompt::Chat(mut messages) => {
+            let model = lease.model();
+            observation = drift.observe(
+                &model.name,
+                &model.reference,
+                model.drift.as_ref(),
+                model.recipes.as_ref(),
+                &messages,
+            );
             let k = req.recall_k.unwrap_or(DEFAULT_RECALL_K);
             let citations = match k {
                 0 => None,
@@ -329,6 +347,11 @@ pub async fn prepare(scheduler: &Scheduler, req: Inference) -> Result<Prepared, 
                     .transpose()
                     .map_err(RequestError::Recall)?,
             };
+            if let Some(o) = observation.as_mut() {
+                o.recall_best = citations
+                    .as_deref()
+                    .and_then(kolm_recall::prompt::best_similarity);
+            }
             let serving = lease.model().serving.as_ref();
             crate::serving::prepend_system(serving, &mut messages);
             let prompt = lease.render_chat(&messages).map_err(|e| match e {
@@ -378,6 +401,7 @@ pub async fn prepare(scheduler: &Scheduler, req: Inference) -> Result<Prepared, 
         citations,
         check: verification,
         retries,
+        drift: observation,
     })
 }
 
@@ -458,6 +482,9 @@ pub async fn complete(
         .get(chosen)
         .cloned()
         .map(|v| Verified { attempts, ..v });
+    if let Some(o) = &prepared.drift {
+        o.record(&answer.text, &answer.completion, answer.verified.as_ref());
+    }
     Ok(answer)
 }
 

@@ -1,6 +1,7 @@
 //! [`AppState`]: what every request handler shares, over HTTP and gRPC —
-//! the scheduler, the metrics, the accepted API keys, the HTTP options, the
-//! cancellation of in-flight requests at shutdown and the start time.
+//! the scheduler, the metrics, the drift log, the accepted API keys, the
+//! HTTP options, the cancellation of in-flight requests at shutdown and the
+//! start time.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,6 +10,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
+use crate::drift::DriftLog;
 use crate::metrics::Metrics;
 use crate::scheduler::Scheduler;
 
@@ -26,6 +28,8 @@ pub struct HttpOptions {
 pub struct AppState {
     pub scheduler: Scheduler,
     pub metrics: Arc<Metrics>,
+    /// Where the answers compiled artifacts handle poorly are logged.
+    pub drift: Arc<DriftLog>,
     /// SHA-256 of each accepted key (compared in constant time).
     key_digests: Arc<Vec<[u8; 32]>>,
     pub(crate) options: Arc<HttpOptions>,
@@ -59,7 +63,7 @@ impl AppState {
         bool::from(ok)
     }
 
-    pub fn new(scheduler: Scheduler, options: HttpOptions) -> AppState {
+    pub fn new(scheduler: Scheduler, drift: DriftLog, options: HttpOptions) -> AppState {
         let key_digests = options
             .api_keys
             .iter()
@@ -68,6 +72,7 @@ impl AppState {
         AppState {
             scheduler,
             metrics: Arc::new(Metrics::default()),
+            drift: Arc::new(drift),
             key_digests: Arc::new(key_digests),
             options: Arc::new(options),
             cancel: CancellationToken::new(),

@@ -4,7 +4,8 @@
 //! length) and, when its one user turn repeats a held-out test's input,
 //! that test's assertions: the same rules the compile judged with, less the
 //! reference, which run time does not have. [`Check`] is that check for one
-//! request; [`Tally`] follows a streamed answer and checks it at the end;
+//! request; [`Tally`] follows a streamed answer, checks it at the end and
+//! hands it to the drift log's observation ([`crate::drift`]);
 //! [`pick`] chooses among retried answers. Both doors report the outcome as
 //! `kolm.verified` (HTTP) or `GenerateResponse.verified` (gRPC).
 
@@ -13,7 +14,9 @@ use std::sync::Arc;
 use kolm_compile::assertion::Assertion;
 use kolm_compile::example::Input;
 use kolm_compile::verifier::Verifier;
-use kolm_runtime::ChatMessage;
+use kolm_runtime::{ChatMessage, Completion};
+
+use crate::drift::Observation;
 use serde::Serialize;
 
 /// The temperature of a retry where the request decodes greedily: a
@@ -79,33 +82,41 @@ pub struct Verified {
     pub attempts: u32,
 }
 
-/// A streamed answer's text, kept for the check at its end.
+/// A streamed answer's text, kept for the check and the drift log's
+/// observation at its end.
 #[derive(Debug, Default)]
 pub struct Tally {
     check: Option<Check>,
+    drift: Option<Observation>,
     text: String,
 }
 
 impl Tally {
-    /// Follows an answer that `check` (if any) checks at the end.
-    pub fn new(check: Option<Check>) -> Tally {
+    /// Follows an answer that `check` (if any) checks and `drift` (if any)
+    /// observes at the end.
+    pub fn new(check: Option<Check>, drift: Option<Observation>) -> Tally {
         Tally {
             check,
+            drift,
             text: String::new(),
         }
     }
 
     /// Adds a piece of the answer.
     pub fn push(&mut self, piece: &str) {
-        if self.check.is_some() {
+        if self.check.is_some() || self.drift.is_some() {
             self.text.push_str(piece);
         }
     }
 
-    /// The verdict on the whole answer, one attempt; `None` without a
-    /// check.
-    pub fn finish(&self) -> Option<Verified> {
-        self.check.as_ref().map(|c| c.verdict(&self.text, 1))
+    /// The verdict on the whole answer, one attempt (`None` without a
+    /// check), after the drift log has observed it with `completion`.
+    pub fn finish(&self, completion: &Completion) -> Option<Verified> {
+        let verified = self.check.as_ref().map(|c| c.verdict(&self.text, 1));
+        if let Some(o) = &self.drift {
+            o.record(&self.text, completion, verified.as_ref());
+        }
+        verified
     }
 }
 
@@ -188,21 +199,21 @@ mod tests {
 
     #[test]
     fn a_tally_checks_the_whole_streamed_answer() {
-        let mut t = Tally::new(Some(Check::new(verifier(), &user("2 figs"))));
+        let mut t = Tally::new(Some(Check::new(verifier(), &user("2 figs"))), None);
         for piece in ["{\"qty\"", ": 2", "}"] {
             t.push(piece);
         }
         assert_eq!(
-            t.finish(),
+            t.finish(&Completion::default()),
             Some(Verified {
                 passed: true,
                 rules: vec![],
                 attempts: 1
             })
         );
-        let mut none = Tally::new(None);
+        let mut none = Tally::new(None, None);
         none.push("x");
-        assert_eq!(none.finish(), None);
+        assert_eq!(none.finish(&Completion::default()), None);
     }
 
     #[test]

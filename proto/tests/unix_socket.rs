@@ -37,6 +37,7 @@ impl Daemon for Fixture {
             }),
             listen: None,
             loaded_models: 1,
+            drift: None,
         }))
     }
 

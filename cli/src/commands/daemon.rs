@@ -15,12 +15,39 @@ use crate::cli::{JsonArgs, LoadArgs, RefArgs, RunArgs};
 use crate::daemon::{connect_required, Daemon};
 use crate::output;
 
+/// The drift log's state in one line: off, or entries since the start by
+/// reason, and what was dropped or failed.
+fn drift_line(drift: &pb::DriftStatus) -> String {
+    if !drift.enabled {
+        return "off".to_owned();
+    }
+    let mut by_reason: std::collections::BTreeMap<&str, u64> = Default::default();
+    for c in &drift.counts {
+        *by_reason.entry(c.reason.as_str()).or_default() += c.count;
+    }
+    let mut line = if by_reason.is_empty() {
+        "no entries since the start".to_owned()
+    } else {
+        by_reason
+            .iter()
+            .map(|(r, n)| format!("{n} {r}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+            + " since the start"
+    };
+    if drift.dropped > 0 || drift.failed > 0 {
+        line += &format!(" ({} dropped, {} failed)", drift.dropped, drift.failed);
+    }
+    line + &format!("; {}", drift.database)
+}
+
 pub fn status(home: &Home, args: JsonArgs) -> anyhow::Result<()> {
     let d = connect_required(home)?;
     let s = d.call(d.client.clone().status(pb::StatusRequest {}))?;
     let s = s.into_inner();
     let hw = s.hardware.unwrap_or_default();
     let listen = s.listen.unwrap_or_default();
+    let drift = s.drift.unwrap_or_default();
     if args.json {
         return output::json(&json!({
             "running": true,
@@ -38,6 +65,15 @@ pub fn status(home: &Home, args: JsonArgs) -> anyhow::Result<()> {
                 })).collect::<Vec<_>>(),
             },
             "listen": { "http": listen.http, "grpc": listen.grpc },
+            "drift": {
+                "enabled": drift.enabled,
+                "database": drift.database,
+                "counts": drift.counts.iter().map(|c| json!({
+                    "model": c.model, "reason": c.reason, "count": c.count,
+                })).collect::<Vec<_>>(),
+                "dropped": drift.dropped,
+                "failed": drift.failed,
+            },
         }));
     }
     outln!("kolmd {} is running", s.version);
@@ -75,6 +111,7 @@ pub fn status(home: &Home, args: JsonArgs) -> anyhow::Result<()> {
         ),
         ("gpus", gpus),
         ("loaded", s.loaded_models.to_string()),
+        ("drift", drift_line(&drift)),
     ]);
     Ok(())
 }

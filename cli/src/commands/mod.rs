@@ -4,6 +4,7 @@
 mod artifact;
 mod compile;
 mod daemon;
+pub mod drift;
 mod keys;
 mod recall;
 mod scores;
@@ -41,6 +42,7 @@ pub fn run(args: Cli) -> anyhow::Result<()> {
         Command::Verifier(v) => compile::verifier(&home, v),
         Command::Index(crate::cli::IndexCommand::Build(a)) => recall::build(a, &bar),
         Command::Recall(crate::cli::RecallCommand::Query(a)) => recall::query(&home, a, &bar),
+        Command::Drift(d) => drift::run(&home, d),
     }
 }
 

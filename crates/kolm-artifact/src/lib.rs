@@ -6,6 +6,7 @@
 //! path yields a [`VerifiedArtifact`]. No async, no network.
 
 pub mod container;
+pub mod drift;
 pub mod dsse;
 pub mod error;
 pub mod gguf;

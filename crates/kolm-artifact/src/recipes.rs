@@ -332,6 +332,13 @@ impl RecipePack {
         }
     }
 
+    /// The [`coverage`](Self::coverage) share of one answer's tokens;
+    /// `None` for an answer of fewer than two tokens (nothing to predict).
+    /// The drift log's recipe figure, at compile and at run time.
+    pub fn answer_coverage(&self, tokens: &[u32]) -> Option<f64> {
+        (tokens.len() >= 2).then(|| self.coverage(&[tokens.to_vec()]).share)
+    }
+
     /// The pack in the binary format.
     pub fn to_bytes(&self) -> Vec<u8> {
         let stats = self.stats();

@@ -79,6 +79,8 @@ impl StudentEngine for FakeStudent {
                     tokens,
                     decode: Duration::from_millis(4),
                     draft: None,
+                    mean_logprob: Some(-0.25),
+                    token_ids: vec![1, 2, 3],
                 },
                 Drafting::Recipes(pack) => {
                     assert!(pack.stats().sequences > 0, "drafts with the mined pack");
@@ -95,6 +97,8 @@ impl StudentEngine for FakeStudent {
                             accepted: tokens / 2,
                             steps: tokens - tokens / 2,
                         }),
+                        mean_logprob: Some(-0.25),
+                        token_ids: vec![1, 2, 3],
                     }
                 }
             };
@@ -166,6 +170,10 @@ impl Grounding for FakeCorpus {
     fn ground(&self, messages: Vec<Message>) -> Result<Vec<Message>, StageError> {
         self.grounded.fetch_add(1, Ordering::SeqCst);
         Ok(messages)
+    }
+
+    fn best_similarity(&self, _: &[Message]) -> Result<Option<f64>, StageError> {
+        Ok(Some(0.5))
     }
 }
 

@@ -87,6 +87,16 @@ pub fn ground<M>(
     }
 }
 
+/// The best cosine similarity to the query among `hits` (those that came
+/// from vector search); `None` when none did. How well the corpus answers
+/// a request: the drift log's recall figure, at compile and at run time.
+pub fn best_similarity(hits: &[Hit]) -> Option<f64> {
+    hits.iter()
+        .filter_map(|h| h.similarity)
+        .map(f64::from)
+        .reduce(f64::max)
+}
+
 /// The system message of a grounded request: the request's own system
 /// message (if any), a blank line, then [`context`].
 pub fn system_message(existing: Option<&str>, hits: &[Hit]) -> String {

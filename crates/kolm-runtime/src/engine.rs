@@ -33,7 +33,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::draft::{plan, DraftConfig, DraftPolicy, DraftStats, Drafter, Source, StepCost};
 use crate::error::RuntimeError;
-use crate::sampling::{compile_grammar, Grammar, SamplingParams, TokenSampler};
+use crate::sampling::{compile_grammar, log_probability, Grammar, SamplingParams, TokenSampler};
 use crate::text::TextAssembler;
 
 /// The process-wide llama.cpp backend (it may be initialised only once).
@@ -136,8 +136,9 @@ pub struct GenerateRequest {
 }
 
 /// Why generation ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FinishReason {
+    #[default]
     /// End of generation token or a stop sequence.
     Stop,
     /// `max_tokens` or the slot's context was reached.
@@ -145,7 +146,7 @@ pub enum FinishReason {
 }
 
 /// The summary sent last.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Completion {
     pub finish_reason: FinishReason,
     pub prompt_tokens: u32,
@@ -156,6 +157,13 @@ pub struct Completion {
     pub total_time: Duration,
     /// What drafting did; `None` when the request did not draft.
     pub draft: Option<DraftStats>,
+    /// The mean, over every token sampled (the end-of-generation token
+    /// included), of the natural log of the probability the model gave it
+    /// before any bias, penalty, temperature or grammar; `None` when
+    /// nothing was sampled. Low values: the model was unsure of its answer.
+    pub mean_logprob: Option<f64>,
+    /// The answer's token ids, as sampled (no end-of-generation token).
+    pub tokens: Vec<u32>,
 }
 
 /// What a generation stream yields.
@@ -700,6 +708,11 @@ struct Active {
     drafted: Vec<(LlamaToken, Source, i32)>,
     received: Instant,
     first_token: Option<Instant>,
+    /// Sum and count of the sampled tokens' log probabilities.
+    logprob_sum: f64,
+    sampled: u32,
+    /// The tokens emitted so far.
+    output: Vec<u32>,
 }
 
 impl<'m> Slots<'m> {
@@ -880,6 +893,9 @@ impl<'m> Slots<'m> {
                 drafted: Vec::new(),
                 received: pending.received,
                 first_token: None,
+                logprob_sum: 0.0,
+                sampled: 0,
+                output: Vec::new(),
             });
         }
     }
@@ -1065,6 +1081,9 @@ impl<'m> Slots<'m> {
             let mut index = at;
             let finish = loop {
                 let token = active.sampler.sample(&self.ctx, index);
+                active.logprob_sum +=
+                    log_probability(self.ctx.get_logits_ith(index), token.0 as u32);
+                active.sampled += 1;
                 if let Some(reason) = active.emit(model, token, valid, limit) {
                     break Some(reason);
                 }
@@ -1119,6 +1138,9 @@ impl<'m> Slots<'m> {
                     time_to_first_token: active.first_token.unwrap_or(now) - active.received,
                     total_time: now - active.received,
                     draft: active.drafter.map(|d| d.stats),
+                    mean_logprob: (active.sampled > 0)
+                        .then(|| active.logprob_sum / f64::from(active.sampled)),
+                    tokens: active.output,
                 }));
             }
         }
@@ -1151,6 +1173,7 @@ impl Active {
             return Some(FinishReason::Stop);
         }
         self.generated += 1;
+        self.output.push(token.0 as u32);
         let bytes = model.vocab().token_to_piece(token, false, None);
         let delta = self.text.push(&bytes);
         if !delta.text.is_empty() {

@@ -225,6 +225,18 @@ pub(crate) fn greedy(logits: &[f32], grammar: Option<&mut Matcher>) -> u32 {
 /// The first index of the largest logit among the allowed tokens (the
 /// first token when none is allowed, as llama.cpp's greedy sampler does
 /// over an all -inf array).
+/// The natural log of the probability the model gives `token` at these
+/// logits (a softmax over the whole vocabulary, before any bias, penalty,
+/// temperature or grammar): how sure the model was of what it emitted.
+pub(crate) fn log_probability(logits: &[f32], token: u32) -> f64 {
+    let Some(&chosen) = logits.get(token as usize) else {
+        return f64::NEG_INFINITY;
+    };
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+    f64::from(chosen - max) - sum.ln()
+}
+
 fn argmax(logits: &[f32], allowed: impl Fn(u32) -> bool) -> u32 {
     let mut best: Option<(u32, f32)> = None;
     for (i, &l) in logits.iter().enumerate() {
@@ -301,6 +313,25 @@ mod tests {
             self.0 ^= self.0 << 17;
             (self.0 >> 40) as f32 / (1u64 << 24) as f32 * 20.0 - 10.0
         }
+    }
+
+    #[test]
+    fn log_probabilities_are_a_softmax_over_the_vocabulary() {
+        // Two equal logits: each has probability 1/2 of the pair, and a
+        // third far below takes nearly nothing.
+        let logits = [3.0f32, 3.0, -40.0];
+        assert!((log_probability(&logits, 0) - 0.5f64.ln()).abs() < 1e-9);
+        let mut noise = Noise(7);
+        let logits: Vec<f32> = (0..1000).map(|_| noise.next()).collect();
+        let total: f64 = (0..1000u32)
+            .map(|t| log_probability(&logits, t).exp())
+            .sum();
+        assert!((total - 1.0).abs() < 1e-9, "probabilities sum to {total}");
+        // Shifting every logit changes nothing; a token outside the
+        // vocabulary has probability 0.
+        let shifted: Vec<f32> = logits.iter().map(|l| l + 5.0).collect();
+        assert!((log_probability(&logits, 3) - log_probability(&shifted, 3)).abs() < 1e-5);
+        assert_eq!(log_probability(&logits, 1000), f64::NEG_INFINITY);
     }
 
     /// What llama.cpp's chain picks: the grammar's mask (only end of text

@@ -181,7 +181,7 @@ async fn health(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let text = state.metrics.render(&state.scheduler);
+    let text = state.metrics.render(&state.scheduler, &state.drift);
     (
         [(
             header::CONTENT_TYPE,

@@ -419,7 +419,7 @@ async fn respond(
             include_usage: delivery.include_usage,
             first: Some(first),
             stream,
-            tally: Tally::new(prepared.check.clone()),
+            tally: Tally::new(prepared.check.clone(), prepared.drift.clone()),
             _lease: prepared.lease,
             pending: VecDeque::new(),
             done: false,
@@ -556,7 +556,7 @@ impl SseState {
             }
             GenerateEvent::Done(c) => {
                 self.metrics.generation(&self.model, &c);
-                let verified = self.tally.finish();
+                let verified = self.tally.finish(&c);
                 self.metrics.verified(&self.model, verified.as_ref());
                 let mut last =
                     self.chunk(wire::Delta::default(), Some(finish_reason(c.finish_reason)));
@@ -628,7 +628,7 @@ pub async fn chat_completions(
         .collect::<Result<Vec<_>, ApiError>>()?;
     let (mut inference, delivery) = inference(&req.model, Prompt::Chat(messages), &req.common)?;
     inference.recall_k = recall_k(&req.recall)?;
-    let prepared = request::prepare(&state.scheduler, inference).await?;
+    let prepared = request::prepare(&state.scheduler, &state.drift, inference).await?;
     respond(state, Kind::Chat, prepared, delivery).await
 }
 
@@ -679,7 +679,7 @@ pub async fn completions(
         },
     };
     let (inference, delivery) = inference(&req.model, Prompt::Text(prompt), &req.common)?;
-    let prepared = request::prepare(&state.scheduler, inference).await?;
+    let prepared = request::prepare(&state.scheduler, &state.drift, inference).await?;
     respond(state, Kind::Text, prepared, delivery).await
 }
 

@@ -41,6 +41,11 @@ pub struct LoadedModel {
     /// The artifact's verifier, which checks chat answers at run time
     /// ([`crate::verify`]).
     pub verifier: Option<Arc<Verifier>>,
+    /// The artifact's recipe pack (drafting and the drift log's coverage
+    /// figure).
+    pub recipes: Option<Arc<RecipePack>>,
+    /// What counts as drift for a compiled artifact (`crate::drift`).
+    pub drift: Option<Arc<kolm_artifact::drift::DriftThresholds>>,
 }
 
 /// An artifact's recall: the index with its embedder, used under the lock
@@ -178,6 +183,7 @@ impl Scheduler {
             }
             None => None,
         };
+        let recipes = self.open_recipes(record, reference).await?;
         let draft = DraftConfig {
             enabled: c.draft != DraftMode::Off,
             policy: if c.draft == DraftMode::Eager {
@@ -186,7 +192,7 @@ impl Scheduler {
                 DraftPolicy::Cost
             },
             max: c.draft_max as usize,
-            recipes: self.open_recipes(record, reference).await?,
+            recipes: recipes.clone().filter(|_| c.draft != DraftMode::Off),
         };
         let spec = ContextSpec {
             adapter,
@@ -223,6 +229,15 @@ impl Scheduler {
                 None
             }
         };
+        let drift = match kolm_artifact::drift::DriftThresholds::from_compile(
+            record.statement.predicate.compile.as_ref(),
+        ) {
+            Ok(t) => t.map(Arc::new),
+            Err(e) => {
+                tracing::warn!(model = reference, "drift is not logged for it: {e}");
+                None
+            }
+        };
         Ok(Arc::new(LoadedModel {
             reference: reference.to_owned(),
             name: record.name.clone(),
@@ -237,6 +252,8 @@ impl Scheduler {
             recall,
             serving,
             verifier: self.open_verifier(record, reference).await?,
+            recipes,
+            drift,
         }))
     }
 
@@ -255,15 +272,12 @@ impl Scheduler {
     }
 
     /// The artifact's recipe pack, read whole from its verified blob; none
-    /// when drafting is off or the artifact has no pack.
+    /// when the artifact has no pack.
     async fn open_recipes(
         &self,
         record: &ArtifactRecord,
         reference: &str,
     ) -> Result<Option<Arc<RecipePack>>, SchedulerError> {
-        if self.inner.config.draft == DraftMode::Off {
-            return Ok(None);
-        }
         let model = reference.to_owned();
         self.read_entry(record, names::RECIPES, move |bytes| {
             RecipePack::from_bytes(bytes)

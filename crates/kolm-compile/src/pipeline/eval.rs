@@ -17,6 +17,11 @@
 //! run the `student` answer and its latency come from, as kolmd serves it)
 //! and token by token. The drafting summary ([`EvalPack::drafting`]) is a
 //! function of those per-test figures alone; older packs read without them.
+//!
+//! Since version 4 every test also carries the figures drift is judged by
+//! for the student's answer ([`DriftFigures`]); the manifest's
+//! `compile.drift` thresholds are a function of them alone
+//! ([`EvalPack::drift_thresholds`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -27,8 +32,9 @@ use crate::kscore::KScoreInputs;
 /// Version of the eval pack's line layout this crate writes: 2 since
 /// `passed` means matching the reference (and `checked` says whether there
 /// was one), 3 since every test records the student's decode with and
-/// without drafting (`drafting`).
-pub const EVAL_PACK_VERSION: u32 = 3;
+/// without drafting (`drafting`), 4 since every test records the student
+/// answer's drift figures (`drift`).
+pub const EVAL_PACK_VERSION: u32 = 4;
 
 /// The first version whose `passed` means matching the reference.
 pub const REFERENCE_EVAL_PACK_VERSION: u32 = 2;
@@ -84,6 +90,24 @@ pub struct TestRecord {
     /// before version 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drafting: Option<DecodeFigures>,
+    /// The student answer's drift figures (absent before version 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftFigures>,
+}
+
+/// What drift is judged by, for one answer (`kolm_artifact::drift`): kolmd
+/// measures the same three figures on every answer it serves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftFigures {
+    /// The mean natural log-probability of the answer's sampled tokens.
+    pub mean_logprob: Option<f64>,
+    /// The share of the answer's tokens (as sampled) that the
+    /// recipe pack predicts.
+    pub recipe_coverage: Option<f64>,
+    /// The best cosine similarity of a chunk recalled for the input (a
+    /// task with a corpus).
+    pub recall_best: Option<f64>,
 }
 
 impl TestRecord {
@@ -97,6 +121,7 @@ impl TestRecord {
             base,
             teacher,
             drafting: None,
+            drift: None,
         }
     }
 }
@@ -509,6 +534,25 @@ impl EvalPack {
         (!figures.is_empty()).then(|| DraftingSummary::of(figures))
     }
 
+    /// The drift thresholds of the tests' drift figures; `None` when no
+    /// test has them (a pack older than version 4).
+    pub fn drift_thresholds(&self) -> Option<kolm_artifact::drift::DriftThresholds> {
+        let figures: Vec<&DriftFigures> =
+            self.tests.iter().filter_map(|t| t.drift.as_ref()).collect();
+        if figures.is_empty() {
+            return None;
+        }
+        let of = |f: fn(&DriftFigures) -> Option<f64>| -> Vec<f64> {
+            figures.iter().filter_map(|d| f(d)).collect()
+        };
+        Some(kolm_artifact::drift::DriftThresholds::measure(
+            figures.len() as u32,
+            &of(|d| d.mean_logprob),
+            &of(|d| d.recipe_coverage),
+            &of(|d| d.recall_best),
+        ))
+    }
+
     /// Student, base and teacher scores on the held-out tests.
     pub fn scores(&self) -> AllScores {
         AllScores {
@@ -698,6 +742,35 @@ mod tests {
             KScore::compute(&p.kscore_inputs()).unwrap()
         );
         assert_eq!(back.pass_rates(), (0.5, 0.0, 1.0));
+    }
+
+    #[test]
+    fn drift_thresholds_are_the_lowest_figures_less_the_margins() {
+        let mut p = pack();
+        assert_eq!(p.drift_thresholds(), None, "no figures, no thresholds");
+        p.tests[0].drift = Some(DriftFigures {
+            mean_logprob: Some(-0.3),
+            recipe_coverage: Some(0.5),
+            recall_best: None,
+        });
+        p.tests[1].drift = Some(DriftFigures {
+            mean_logprob: Some(-0.8),
+            recipe_coverage: None,
+            recall_best: None,
+        });
+        let back = EvalPack::parse(&p.to_jsonl()).unwrap();
+        assert_eq!(back, p, "the figures round-trip");
+        let t = back.drift_thresholds().unwrap();
+        assert_eq!(t.answers, 2);
+        assert_eq!(
+            t.mean_logprob,
+            Some(-0.8 - kolm_artifact::drift::LOGPROB_MARGIN)
+        );
+        assert_eq!(
+            t.recipe_coverage,
+            Some(0.5 - kolm_artifact::drift::SHARE_MARGIN)
+        );
+        assert_eq!(t.recall_best, None);
     }
 
     #[test]

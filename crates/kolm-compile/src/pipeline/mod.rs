@@ -56,7 +56,8 @@ use crate::verifier::{Verifier, VerifierError};
 use kolm_artifact::serving::Serving;
 
 pub use eval::{
-    Answer, DecodeFigures, DraftingSummary, EvalPack, EvalPackError, Measures, TestRecord,
+    Answer, DecodeFigures, DraftingSummary, DriftFigures, EvalPack, EvalPackError, Measures,
+    TestRecord,
 };
 pub use seal::{seal, SealError, SealInputs};
 
@@ -134,6 +135,11 @@ pub struct StudentAnswer {
     /// What drafting did; `None` when the answer was decoded token by
     /// token.
     pub draft: Option<DraftCounts>,
+    /// The mean natural log-probability of its sampled tokens, as the
+    /// engine reports it (`None` when the engine does not).
+    pub mean_logprob: Option<f64>,
+    /// Its token ids as sampled (empty when the engine does not say).
+    pub token_ids: Vec<u32>,
 }
 
 /// What drafting did for one answer.
@@ -319,6 +325,11 @@ pub trait Grounding: Send + Sync + std::fmt::Debug {
     /// message, by the run-time template (unchanged when nothing is
     /// recalled). Only called after [`build`](Grounding::build).
     fn ground(&self, messages: Vec<Message>) -> Result<Vec<Message>, StageError>;
+    /// The best cosine similarity to `messages`' last user message of a
+    /// chunk [`ground`](Grounding::ground) would recall; `None` when
+    /// nothing is recalled. The eval pack's drift figure, which kolmd
+    /// measures the same way on the chunks it grounds a chat in.
+    fn best_similarity(&self, messages: &[Message]) -> Result<Option<f64>, StageError>;
 }
 
 /// How to compile, beyond the task.
@@ -1263,6 +1274,7 @@ impl<'a> Compilation<'a> {
             .zip(&undrafted)
             .map(|(d, u)| decode_figures(d, u))
             .collect();
+        let drift = self.drift_figures(&student, recipes).await?;
         let base = run(None, base_prompts, Drafting::Off)
             .await?
             .map_err(CompileError::Student)?;
@@ -1326,9 +1338,14 @@ impl<'a> Compilation<'a> {
             .tests
             .iter()
             .zip(student.iter().zip(&base))
-            .zip(teacher_answers.into_iter().zip(decodes))
-            .map(|((test, (s, b)), (t, decode))| TestRecord {
+            .zip(
+                teacher_answers
+                    .into_iter()
+                    .zip(decodes.into_iter().zip(drift)),
+            )
+            .map(|((test, (s, b)), (t, (decode, drift)))| TestRecord {
                 drafting: Some(decode),
+                drift: Some(drift),
                 ..TestRecord::new(
                     test,
                     judge(test, s),
@@ -1338,6 +1355,45 @@ impl<'a> Compilation<'a> {
             })
             .collect();
         Ok(EvalPack { tests, measures })
+    }
+
+    /// The drift figures of the student's answers to the tests, measured
+    /// as kolmd measures them on the answers it serves.
+    async fn drift_figures(
+        &self,
+        answers: &[StudentAnswer],
+        recipes: &Arc<RecipePack>,
+    ) -> Result<Vec<DriftFigures>, CompileError> {
+        let recipes = Arc::clone(recipes);
+        let grounding = self.options.grounding.clone();
+        let inputs: Vec<Vec<Message>> = self
+            .task
+            .tests
+            .iter()
+            .map(|t| prompts::student_messages(&t.input))
+            .collect();
+        let answers: Vec<(Vec<u32>, Option<f64>)> = answers
+            .iter()
+            .map(|a| (a.token_ids.clone(), a.mean_logprob))
+            .collect();
+        blocking("evaluate", move || {
+            answers
+                .iter()
+                .zip(&inputs)
+                .map(|((tokens, mean_logprob), input)| {
+                    let recall_best = match &grounding {
+                        Some(g) => g.best_similarity(input).map_err(CompileError::Student)?,
+                        None => None,
+                    };
+                    Ok(DriftFigures {
+                        mean_logprob: *mean_logprob,
+                        recipe_coverage: recipes.answer_coverage(tokens),
+                        recall_best,
+                    })
+                })
+                .collect()
+        })
+        .await?
     }
 
     /// The train stage: every candidate, each epoch judged on the
@@ -1547,6 +1603,9 @@ impl<'a> Compilation<'a> {
             kolm_artifact::serving::SERVING_KEY.into(),
             self.serving.to_value(),
         );
+        if let Some(drift) = eval.drift_thresholds() {
+            params.insert(kolm_artifact::drift::DRIFT_KEY.into(), drift.to_value());
+        }
         Ok(Compiled {
             verifier: self.verifier,
             adapter: trained.adapter,
