@@ -183,10 +183,23 @@ pub struct CompileArgs {
     /// Artifact name [default: the output file's stem].
     #[arg(long)]
     pub name: Option<String>,
-    /// Artifact version.
-    #[arg(long, default_value = "0.1.0")]
-    pub version: String,
-    /// Write the artifact even when K is below the gate.
+    /// Artifact version [default: 0.1.0; with --from-drift, the old
+    /// version's last number plus one].
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Recompile the installed NAME[:VERSION] from the inputs kolmd logged
+    /// as drift for it: its task, examples, tests (its eval pack), base and
+    /// teacher are the old version's; the drifted inputs are labelled by the
+    /// teacher and trained on; the new version must score at least as well
+    /// on the old eval pack (else exit 7).
+    #[arg(long, value_name = "NAME[:VERSION]")]
+    pub from_drift: Option<String>,
+    /// With --from-drift: how far (a share) the new version's accuracy on
+    /// the old eval pack may fall below the old version's.
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    pub regression_tolerance: f64,
+    /// Write the artifact even when K is below the gate, or (--from-drift)
+    /// when it scores below the old version.
     #[arg(long)]
     pub force: bool,
     /// Neither read nor write the teacher response cache.

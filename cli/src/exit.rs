@@ -1,6 +1,7 @@
 //! Exit codes and error reporting. `verify`'s codes are a contract:
 //! 3 malformed archive, 4 bad signature, 5 signer not trusted, 6 digest
-//! mismatch; `compile`'s 7 is a K-score below the gate; 2 is usage (clap),
+//! mismatch; `compile`'s 7 is a K-score below the gate, or a `--from-drift`
+//! recompile that scores below the version it replaces; 2 is usage (clap),
 //! 1 anything else.
 
 use std::process::ExitCode;
@@ -23,9 +24,24 @@ pub struct BelowGate {
     pub gate: f64,
 }
 
+/// A `--from-drift` recompile that scored below the version it replaces
+/// on that version's eval pack; its report was printed.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the new version scores {new:.3} on {from}'s eval pack, below its {old:.3}: no artifact written (raise --regression-tolerance, or --force to write it anyway)"
+)]
+pub struct Regressed {
+    pub from: String,
+    pub old: f64,
+    pub new: f64,
+}
+
 /// The exit code for an error, from the first cause the libraries classify.
 pub fn code_for(err: &anyhow::Error) -> u8 {
-    if err.chain().any(|c| c.downcast_ref::<BelowGate>().is_some()) {
+    if err
+        .chain()
+        .any(|c| c.downcast_ref::<BelowGate>().is_some() || c.downcast_ref::<Regressed>().is_some())
+    {
         return BELOW_GATE_EXIT;
     }
     let kind = err.chain().find_map(|cause| {

@@ -111,7 +111,8 @@ impl DriftLog {
     /// The observation of a chat `messages` (as the client sent them) on
     /// the artifact `name` at `reference`, grounded with `recall_best` as
     /// its best similarity; `None` when its answers are not logged (drift
-    /// off for it, or an artifact without measured thresholds).
+    /// off for it, an artifact without measured thresholds, or an input the
+    /// version absorbed from drift when it was compiled).
     pub fn observe(
         self: &Arc<Self>,
         name: &str,
@@ -139,6 +140,11 @@ impl DriftLog {
                     .collect(),
             ),
         };
+        // A recompile trained on this very input: it is this version's
+        // own example now, not drift.
+        if thresholds.covers(&input.digest()) {
+            return None;
+        }
         Some(Observation {
             log: Arc::clone(self),
             artifact: name.to_owned(),
@@ -347,6 +353,7 @@ mod tests {
             mean_logprob: Some(-0.5),
             recipe_coverage: Some(0.4),
             recall_best: None,
+            covered: Vec::new(),
         }
     }
 

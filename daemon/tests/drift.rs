@@ -350,6 +350,7 @@ fn install_always(home: &Path) {
         mean_logprob: Some(0.0),
         recipe_coverage: None,
         recall_best: None,
+        covered: Vec::new(),
     };
     spec.compile = Some(
         [(

@@ -109,6 +109,19 @@ fn the_scripted_teacher_reads_the_phrasings_it_writes() {
         rule("Meet Cy at 12:30 a.m."),
         Some(json!({"who": "Cy", "time": "00:30"}))
     );
+    for (text, time) in [
+        ("fyi 12 am design review, Bo leads", "00:00"),
+        ("Bo asked for a slot at 0h05", "00:05"),
+        ("sync Bo @ 7.50", "07:50"),
+        ("Bo? 4:20 p.m.? coffee", "16:20"),
+        ("can u do 3pm with Bo??", "15:00"),
+    ] {
+        assert_eq!(
+            rule(text),
+            Some(json!({"who": "Bo", "time": time})),
+            "{text}"
+        );
+    }
     assert_eq!(rule("nothing here"), None);
     // Its rule agrees with every reference in the task's files.
     for file in ["examples.jsonl", "tests.jsonl", "tests-unseen.jsonl"] {

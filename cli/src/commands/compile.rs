@@ -13,6 +13,7 @@ use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kolm_artifact::names;
 use kolm_compile::pipeline::{self, CompileOptions, CompileProgress, Compiled, SealInputs, Stage};
+use kolm_compile::regression::RegressionCheck;
 use kolm_compile::report::{AccuracyFigures, BaseCandidateReport, CompileEvent, CompileReport};
 use kolm_compile::teacher::TeacherSettings;
 use kolm_compile::{TaskFile, Teacher, TeacherConfig, Verifier};
@@ -21,7 +22,8 @@ use serde_json::json;
 
 use crate::base_chat::BaseChat;
 use crate::cli::{CompileArgs, VerifierCommand};
-use crate::exit::BelowGate;
+use crate::commands::from_drift::{next_version, Previous};
+use crate::exit::{BelowGate, Regressed};
 use crate::grounding::CorpusRecall;
 use crate::output;
 use crate::progress::Bar;
@@ -83,13 +85,21 @@ fn training_candidates(args: &CompileArgs) -> anyhow::Result<Vec<pipeline::Hyper
     Ok(out)
 }
 
-/// The resolved task file: `--file` (if any) overlaid by the flags.
-pub fn resolve_task_file(args: &CompileArgs) -> anyhow::Result<TaskFile> {
+/// The resolved task file: `--file` (if any) overlaid by the flags, and
+/// with `--from-drift`, completed from the version it replaces.
+pub fn resolve_task_file(
+    args: &CompileArgs,
+    previous: Option<&Previous>,
+    quiet: bool,
+) -> anyhow::Result<TaskFile> {
     let file = match &args.file {
         Some(p) => TaskFile::load(p)?,
         None => TaskFile::default(),
     };
     let mut merged = file.overlay(flags_as_task_file(args));
+    if let Some(previous) = previous {
+        merged = previous.fill(merged, quiet);
+    }
     if args.no_cache {
         merged
             .teacher_config
@@ -298,7 +308,15 @@ pub fn compile(home: &Home, args: CompileArgs, quiet: bool) -> anyhow::Result<()
     if args.via_daemon {
         return crate::commands::daemon::compile_via_daemon(home, &args);
     }
-    let file = resolve_task_file(&args)?;
+    let previous = args
+        .from_drift
+        .as_deref()
+        .map(|r| Previous::load(home, r))
+        .transpose()?;
+    if previous.is_none() && args.regression_tolerance != 0.0 {
+        bail!("--regression-tolerance applies to --from-drift recompiles only");
+    }
+    let file = resolve_task_file(&args, previous.as_ref(), quiet)?;
     let out = file.out.clone().expect("validated");
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
@@ -311,7 +329,23 @@ pub fn compile(home: &Home, args: CompileArgs, quiet: bool) -> anyhow::Result<()
             parent.display()
         );
     }
-    let task = file.load_task()?;
+    let task = match &previous {
+        Some(p) => p.task()?,
+        None => file.load_task()?,
+    };
+    if let Some(p) = &previous {
+        if !quiet {
+            eprintln!(
+                "recompiling {} from {} drifted input(s) ({} entr{} in {}, {} redacted)",
+                p.reference,
+                p.drift_log.inputs,
+                p.drift_log.entries,
+                if p.drift_log.entries == 1 { "y" } else { "ies" },
+                p.drift_log.database.display(),
+                p.drift_log.redacted
+            );
+        }
+    }
 
     // Keys before any paid work: a missing key fails now, not after the teacher.
     let keyring = home.keyring();
@@ -385,6 +419,10 @@ pub fn compile(home: &Home, args: CompileArgs, quiet: bool) -> anyhow::Result<()
         options.validation.share = args.validation;
         options.synthesize = file.synthesize.unwrap_or(0);
         options.grounding = grounding.clone();
+        if let Some(p) = &previous {
+            options.absorb = p.drifted.clone();
+            options.recipes_floor = p.recipes.clone().map(Arc::new);
+        }
         let compiled = runtime.block_on(pipeline::compile(
             &task,
             Arc::clone(&teacher),
@@ -417,15 +455,30 @@ pub fn compile(home: &Home, args: CompileArgs, quiet: bool) -> anyhow::Result<()
         .params
         .insert("base_candidates".into(), json!(tried));
 
+    // The regression gate: the old version's eval pack, both judged alike.
+    let regression = previous
+        .as_ref()
+        .map(|p| {
+            RegressionCheck::compare(
+                &p.reference,
+                &compiled.verifier,
+                &p.eval,
+                &compiled.eval,
+                args.regression_tolerance,
+            )
+        })
+        .transpose()?;
     let below_gate = !compiled.passed_gate && !args.force;
-    let sealed = if below_gate {
+    let regressed = regression.as_ref().is_some_and(|r| !r.passed) && !args.force;
+    let sealed = if below_gate || regressed {
         None
     } else {
         let started = std::time::Instant::now();
         progress.stage_started(Stage::Seal, 0);
-        let name = match &args.name {
-            Some(n) => n.clone(),
-            None => out
+        let name = match (&args.name, &previous) {
+            (Some(n), _) => n.clone(),
+            (None, Some(p)) => p.name.clone(),
+            (None, None) => out
                 .file_stem()
                 .map(|s| s.to_string_lossy().to_lowercase())
                 .unwrap_or_else(|| "compiled".into()),
@@ -434,7 +487,10 @@ pub fn compile(home: &Home, args: CompileArgs, quiet: bool) -> anyhow::Result<()
             &compiled,
             SealInputs {
                 name,
-                version: args.version.clone(),
+                version: args.version.clone().unwrap_or_else(|| match &previous {
+                    Some(p) => next_version(&p.version),
+                    None => "0.1.0".into(),
+                }),
                 task: task.description.clone(),
                 base: &base,
                 provider: provider.clone(),
@@ -452,7 +508,7 @@ pub fn compile(home: &Home, args: CompileArgs, quiet: bool) -> anyhow::Result<()
     let (s, b, t) = compiled.eval.pass_rates();
     let scores = compiled.eval.scores();
     let report = CompileReport {
-        ok: !below_gate,
+        ok: !below_gate && !regressed,
         artifact: sealed.as_ref().map(|r| r.path.clone()),
         size: sealed.as_ref().map(|r| r.size),
         student_pass_rate: s,
@@ -473,6 +529,8 @@ pub fn compile(home: &Home, args: CompileArgs, quiet: bool) -> anyhow::Result<()
         train: compiled.train.clone(),
         validation: compiled.validation.clone(),
         synthesis: compiled.synthesis.clone(),
+        absorbed: compiled.absorbed.clone(),
+        regression: regression.clone(),
         base,
         base_candidates: tried,
         recipes: compiled.recipes_stats.clone(),
@@ -496,6 +554,14 @@ pub fn compile(home: &Home, args: CompileArgs, quiet: bool) -> anyhow::Result<()
         return Err(BelowGate {
             k: compiled.kscore.k,
             gate: options.gate,
+        }
+        .into());
+    }
+    if let (true, Some(r)) = (regressed, &regression) {
+        return Err(Regressed {
+            from: r.from.clone(),
+            old: r.old.value(),
+            new: r.new.value(),
         }
         .into());
     }
@@ -575,6 +641,15 @@ fn print_report(compiled: &Compiled, report: &CompileReport, artifact: Option<&P
                 }
             );
         }
+    }
+    if let Some(r) = &compiled.absorbed {
+        outln!(
+            "drift                {} of {} drifted input(s) absorbed ({} duplicate(s) of an example or test, {} failed the gates, {} disagreed)",
+            r.kept, r.inputs, r.duplicates, r.failed_gates, r.disagreed
+        );
+    }
+    if let Some(r) = &report.regression {
+        outln!("regression gate      {}", r.describe());
     }
     if let Some(r) = &compiled.synthesis {
         outln!(

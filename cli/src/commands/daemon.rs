@@ -592,6 +592,18 @@ pub fn compile_via_daemon(home: &Home, args: &crate::cli::CompileArgs) -> anyhow
         ),
         (0, _) => Ok(()),
         (7, error) => match report {
+            Some(r) if r.passed_gate => match &r.regression {
+                Some(g) => Err(crate::exit::Regressed {
+                    from: g.from.clone(),
+                    old: g.old.value(),
+                    new: g.new.value(),
+                }
+                .into()),
+                None => anyhow::bail!(
+                    "the compile in kolmd exited 7 but its report shows neither a gate nor a regression it failed: {}",
+                    error.unwrap_or_else(|| "no message".into())
+                ),
+            },
             Some(r) => Err(crate::exit::BelowGate {
                 k: r.k_score,
                 gate: r.gate,

@@ -5,6 +5,7 @@ mod artifact;
 mod compile;
 mod daemon;
 pub mod drift;
+mod from_drift;
 mod keys;
 mod recall;
 mod scores;

@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 /// Where the record lives in the manifest's `compile` map.
 pub const DRIFT_KEY: &str = "drift";
 
-/// The record's version this crate writes and reads.
-pub const DRIFT_VERSION: u32 = 1;
+/// The record's version this crate writes; it reads this one and 1 (which
+/// had no `covered` list).
+pub const DRIFT_VERSION: u32 = 2;
 
 /// Subtracted from the lowest mean log-probability (nats per token).
 pub const LOGPROB_MARGIN: f64 = 0.05;
@@ -46,6 +47,12 @@ pub struct DriftThresholds {
     /// Below this best similarity of a recalled chunk to the input an
     /// answer is drift.
     pub recall_best: Option<f64>,
+    /// Digests (SHA-256 of the input's JSON, as the drift log computes
+    /// them) of drifted inputs a recompile absorbed into this version: they
+    /// are its training examples now, and kolmd does not log them again
+    /// for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub covered: Vec<String>,
 }
 
 /// Why a `compile.drift` record could not be read.
@@ -85,7 +92,13 @@ impl DriftThresholds {
             mean_logprob: floor(mean_logprobs, LOGPROB_MARGIN),
             recipe_coverage: floor(recipe_coverages, SHARE_MARGIN),
             recall_best: floor(recall_bests, SHARE_MARGIN),
+            covered: Vec::new(),
         }
+    }
+
+    /// Whether the input of digest `digest` is one this version absorbed.
+    pub fn covers(&self, digest: &str) -> bool {
+        self.covered.iter().any(|c| c == digest)
     }
 
     /// The record in a manifest's `compile` map: `Ok(None)` for an artifact
@@ -100,7 +113,7 @@ impl DriftThresholds {
             .get("version")
             .and_then(serde_json::Value::as_u64)
             .ok_or_else(|| DriftThresholdsError::Parse("no version".into()))?;
-        if version != u64::from(DRIFT_VERSION) {
+        if version != 1 && version != u64::from(DRIFT_VERSION) {
             return Err(DriftThresholdsError::Version(
                 u32::try_from(version).unwrap_or(u32::MAX),
             ));
@@ -140,10 +153,23 @@ mod tests {
             Some(t.clone())
         );
         let mut newer = t.to_value();
-        newer["version"] = serde_json::json!(2);
+        newer["version"] = serde_json::json!(3);
         compile.insert(DRIFT_KEY.to_owned(), newer);
         let err = DriftThresholds::from_compile(Some(&compile)).unwrap_err();
         assert!(err.to_string().contains("upgrade kolm"), "{err}");
+        let mut first = serde_json::json!({"version": 1, "answers": 2, "mean_logprob": -0.3,
+            "recipe_coverage": 0.7, "recall_best": null});
+        compile.insert(DRIFT_KEY.to_owned(), first.clone());
+        let read = DriftThresholds::from_compile(Some(&compile))
+            .unwrap()
+            .unwrap();
+        assert!(read.covered.is_empty(), "version 1 records cover nothing");
+        first["covered"] = serde_json::json!(["ab"]);
+        compile.insert(DRIFT_KEY.to_owned(), first);
+        assert!(DriftThresholds::from_compile(Some(&compile))
+            .unwrap()
+            .unwrap()
+            .covers("ab"));
         compile.insert(DRIFT_KEY.to_owned(), serde_json::json!({"version": 1}));
         assert!(matches!(
             DriftThresholds::from_compile(Some(&compile)),

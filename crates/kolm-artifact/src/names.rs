@@ -20,6 +20,10 @@ pub const RECIPES: &str = "recipes/pack.bin";
 pub const VERIFIER: &str = "verifier/verifier.json";
 /// The held-out eval pack.
 pub const EVAL: &str = "eval/heldout.jsonl";
+/// The training examples a compile learned from (its task's examples and
+/// the drifted inputs it absorbed, each with its output), as JSON lines in
+/// the task format: what `kolmctl compile --from-drift` starts from.
+pub const EXAMPLES: &str = "train/examples.jsonl";
 /// The receipt chain of build steps.
 pub const RECEIPTS: &str = "kolm/receipts.jsonl";
 /// Folder of attestations added after signing (outside the signed scope).
@@ -45,6 +49,7 @@ pub enum Role {
     Recipes,
     Verifier,
     Eval,
+    Examples,
     Receipts,
     Manifest,
     Attestation,
@@ -59,7 +64,7 @@ impl Role {
             Role::Embedder => "application/octet-stream",
             Role::Recipes => "application/vnd.kolm.recipes.v1",
             Role::Verifier => "application/vnd.kolm.verifier.v1+json",
-            Role::Eval | Role::Receipts => "application/jsonl",
+            Role::Eval | Role::Examples | Role::Receipts => "application/jsonl",
             Role::Manifest => "application/vnd.dsse.envelope.v1+json",
             Role::Attestation => "application/octet-stream",
         }
@@ -71,7 +76,7 @@ impl Role {
             Role::Base => 1024 * GIB,
             Role::Adapter | Role::RecallIndex => 64 * GIB,
             Role::Embedder | Role::Recipes => 16 * GIB,
-            Role::Eval => GIB,
+            Role::Eval | Role::Examples => GIB,
             Role::Verifier | Role::Receipts | Role::Attestation => 16 * MIB,
             Role::Manifest => 4 * MIB,
         }
@@ -142,6 +147,7 @@ pub fn classify(name: &str) -> Result<Role, NameError> {
         RECIPES => Role::Recipes,
         VERIFIER => Role::Verifier,
         EVAL => Role::Eval,
+        EXAMPLES => Role::Examples,
         RECEIPTS => Role::Receipts,
         _ => {
             if let Some(file) = name.strip_prefix(EMBEDDER_DIR) {

@@ -261,6 +261,73 @@ impl RecipePack {
         })
     }
 
+    /// `self` grown by `older`: every context of either pack, with `self`'s
+    /// continuation where both have one (a recompile mines `self` from newer
+    /// answers) and `older`'s where only it has one. So a recompiled
+    /// artifact's pack keeps every recipe of the version it came from: it
+    /// only grows. The counts of sequences and tokens add up; the mining
+    /// parameters are `self`'s, with the longer of the two context limits.
+    pub fn grown_by(&self, older: &RecipePack) -> RecipePack {
+        let tables = std::array::from_fn(|i| {
+            let (new, old) = (&self.tables[i], &older.tables[i]);
+            let n = i + 1;
+            let mut t = Table {
+                n,
+                ..Table::default()
+            };
+            let (mut a, mut b) = (0, 0);
+            let push = |t: &mut Table, from: &Table, j: usize| {
+                t.contexts.extend_from_slice(from.context(j));
+                t.next.push(from.next[j]);
+                t.count.push(from.count[j]);
+            };
+            while a < new.len() || b < old.len() {
+                let order = match (a < new.len(), b < old.len()) {
+                    (true, true) => new.context(a).cmp(old.context(b)),
+                    (true, false) => std::cmp::Ordering::Less,
+                    _ => std::cmp::Ordering::Greater,
+                };
+                match order {
+                    std::cmp::Ordering::Less => {
+                        push(&mut t, new, a);
+                        a += 1;
+                    }
+                    std::cmp::Ordering::Greater => {
+                        push(&mut t, old, b);
+                        b += 1;
+                    }
+                    std::cmp::Ordering::Equal => {
+                        push(&mut t, new, a);
+                        a += 1;
+                        b += 1;
+                    }
+                }
+            }
+            t
+        });
+        RecipePack {
+            params: MineParams {
+                max_context: self.params.max_context.max(older.params.max_context),
+                ..self.params
+            },
+            tables,
+            sequences: self.sequences.saturating_add(older.sequences),
+            tokens: self.tokens.saturating_add(older.tokens),
+        }
+    }
+
+    /// Whether every context of `older` is in `self` (what [`grown_by`]
+    /// guarantees).
+    ///
+    /// [`grown_by`]: Self::grown_by
+    pub fn contains_every_context_of(&self, older: &RecipePack) -> bool {
+        older
+            .tables
+            .iter()
+            .zip(&self.tables)
+            .all(|(old, new)| (0..old.len()).all(|j| new.lookup(old.context(j)).is_some()))
+    }
+
     /// The mining parameters.
     pub fn params(&self) -> MineParams {
         self.params
@@ -503,6 +570,35 @@ mod tests {
         assert_eq!(p.draft(&[0, 0, 1], 5), vec![2, 3]);
         assert_eq!(p.stats().entries, [2, 1, 0, 0]);
         assert_eq!(p.stats().tokens, 16);
+    }
+
+    #[test]
+    fn a_grown_pack_keeps_every_old_recipe_and_prefers_the_new_ones() {
+        let params = MineParams {
+            max_context: 2,
+            min_count: 1,
+            min_share: 0.5,
+        };
+        let old = RecipePack::mine_tokens(&[vec![1, 2, 3], vec![7, 8]], params).unwrap();
+        let new = RecipePack::mine_tokens(&[vec![1, 2, 4], vec![5, 6]], params).unwrap();
+        let grown = new.grown_by(&old);
+        assert!(grown.contains_every_context_of(&old));
+        assert!(grown.contains_every_context_of(&new));
+        assert!(
+            !new.contains_every_context_of(&old),
+            "7 → 8 is only in the old pack"
+        );
+        assert_eq!(grown.next_token(&[7]), Some(8), "kept from the old pack");
+        assert_eq!(grown.next_token(&[5]), Some(6), "from the new pack");
+        assert_eq!(
+            grown.next_token(&[1, 2]),
+            Some(4),
+            "both have it: the new wins"
+        );
+        assert_eq!(grown.stats().sequences, 4);
+        // It still writes a valid pack.
+        let back = RecipePack::from_bytes(&grown.to_bytes()).unwrap();
+        assert_eq!(back, grown);
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub mod kscore;
 pub mod pipeline;
 /// The recipe pack lives in `kolm-artifact` (the runtime drafts from it).
 pub use kolm_artifact::recipes;
+pub mod regression;
 pub mod report;
 pub mod schema;
 pub mod task;

@@ -13,9 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::kscore::{KScore, KScoreInputs};
 use crate::pipeline::eval::{AllScores, DraftingSummary, FieldErrors, Rate, Scores};
-use crate::pipeline::synthesize::SynthesisReport;
+use crate::pipeline::synthesize::{AbsorbReport, SynthesisReport};
 use crate::pipeline::{DistillReport, Stage, StageTime, TrainSummary, ValidationReport};
 use crate::recipes::{Coverage, PackStats};
+use crate::regression::RegressionCheck;
 use crate::teacher::Accounting;
 
 /// One progress event of a running compile.
@@ -170,6 +171,13 @@ pub struct CompileReport {
     pub train: TrainSummary,
     pub validation: Option<ValidationReport>,
     pub synthesis: Option<SynthesisReport>,
+    /// What the drift stage did (`--from-drift`).
+    #[serde(default)]
+    pub absorbed: Option<AbsorbReport>,
+    /// The regression gate against the version it replaces
+    /// (`--from-drift`).
+    #[serde(default)]
+    pub regression: Option<RegressionCheck>,
     /// The base the artifact ships.
     pub base: PathBuf,
     pub base_candidates: Vec<BaseCandidateReport>,

@@ -206,33 +206,49 @@ pub fn rule(text: &str) -> Option<Value> {
     Some(json!({"who": who, "time": time?}))
 }
 
-/// `n` inputs for set `set`, in phrasings the example files do not use.
+/// `n` inputs for set `set`, in phrasings the example files do not use,
+/// with the time spellings the synthesis request asks for (12- and 24-hour,
+/// with and without minutes, `p.m.`, `21.30`, `9h30`), as a capable teacher
+/// would write them. They are generated from templates of this file's own,
+/// not from the unseen test file.
 pub fn synthetic_inputs(n: usize, set: u64) -> Vec<String> {
     const FORMS: &[&str] = &[
-        "{t12} w/ {who} pls",
-        "{who} - {t24} - quick sync",
-        "can u do {t12} with {who}??",
-        "sync {who} @ {t24}",
-        "{t24}, {who}, standup",
-        "pencil in {who} for {t12} thx",
-        "need {who} at {t24} re budget",
-        "{who}? {t12}? coffee",
+        "{time} w/ {who} pls",
+        "{who} - {time} - quick sync",
+        "can u do {time} with {who}??",
+        "sync {who} @ {time}",
+        "{time}, {who}, standup",
+        "pencil in {who} for {time} thx",
+        "need {who} at {time} re budget",
+        "{who}? {time}? coffee",
+        "{who} asked for a slot at {time}",
+        "fyi {time} design review, {who} leads",
     ];
     (0..n)
         .map(|i| {
             let k = set as usize * 31 + i * 7;
             let who = NAMES[(k * 5 + 3) % NAMES.len()];
-            let (h, m) = ((k * 3 + 7) % 24, [0, 15, 30, 45, 5][k % 5]);
-            let t12 = format!(
-                "{}:{m:02}{}",
-                if h % 12 == 0 { 12 } else { h % 12 },
-                if h < 12 { "am" } else { "pm" }
-            );
-            let t24 = format!("{h:02}:{m:02}");
+            let (h, m) = ((k * 3 + 7) % 24, [0, 15, 30, 45, 5, 20, 50][k % 7]);
+            let h12 = if h % 12 == 0 { 12 } else { h % 12 };
+            let (am, dotted) = if h < 12 {
+                ("am", "a.m.")
+            } else {
+                ("pm", "p.m.")
+            };
+            let time = match (k / 3 + i) % 7 {
+                0 => format!("{h12}:{m:02}{am}"),
+                1 => format!("{h:02}:{m:02}"),
+                2 => format!("{h12}:{m:02} {dotted}"),
+                3 => format!("{h}.{m:02}"),
+                4 => format!("{h}h{m:02}"),
+                5 if m == 0 => format!("{h12}{am}"),
+                5 => format!("{h}:{m:02}"),
+                _ if m == 0 => format!("{h12} {am}"),
+                _ => format!("{h12}:{m:02} {am}"),
+            };
             FORMS[(k + i) % FORMS.len()]
                 .replace("{who}", who)
-                .replace("{t12}", &t12)
-                .replace("{t24}", &t24)
+                .replace("{time}", &time)
         })
         .collect()
 }

@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::example::{Example, Message};
+use crate::example::{Example, Input, Message};
 use crate::kscore::{KScore, KScoreError, KScoreInputs};
 use crate::recipes::{Coverage, MineParams, PackStats, RecipeError, RecipePack};
 use crate::task::{Task, TaskError};
@@ -69,6 +69,8 @@ pub enum Stage {
     Index,
     /// Synthetic inputs from the teacher (only with `--synthesize`).
     Synthesize,
+    /// Drifted inputs labelled by the teacher (only with `--from-drift`).
+    Drift,
     /// k teacher samples per example, the verifier picks the winner.
     Distill,
     /// LoRA training on the winners.
@@ -87,6 +89,7 @@ impl Stage {
         match self {
             Stage::Index => "index",
             Stage::Synthesize => "synthesize",
+            Stage::Drift => "drift",
             Stage::Distill => "distill",
             Stage::Train => "train",
             Stage::Decompose => "decompose",
@@ -362,6 +365,12 @@ pub struct CompileOptions {
     pub validation: ValidationParams,
     /// Synthetic inputs to ask the teacher for (0: none).
     pub synthesize: usize,
+    /// Drifted inputs (without outputs) to label with the teacher and train
+    /// on, as synthetic ones are (`--from-drift`).
+    pub absorb: Vec<Example>,
+    /// The recipe pack of the version this compile replaces: the new pack
+    /// is grown by it ([`RecipePack::grown_by`]), so it only grows.
+    pub recipes_floor: Option<Arc<RecipePack>>,
 }
 
 impl CompileOptions {
@@ -385,6 +394,8 @@ impl CompileOptions {
             }],
             validation: ValidationParams::default(),
             synthesize: 0,
+            absorb: Vec::new(),
+            recipes_floor: None,
         }
     }
 }
@@ -516,6 +527,11 @@ pub struct Compiled {
     pub validation: Option<ValidationReport>,
     /// What synthesis did, when it ran.
     pub synthesis: Option<synthesize::SynthesisReport>,
+    /// What labelling the drifted inputs did, when there were any.
+    pub absorbed: Option<synthesize::AbsorbReport>,
+    /// The examples file in the work dir (`train/examples.jsonl`): the
+    /// task's training examples and the absorbed drifted inputs, labelled.
+    pub examples_file: PathBuf,
     /// Recipe pack statistics.
     pub recipes_stats: PackStats,
     /// Coverage of the held-out references.
@@ -744,6 +760,23 @@ pub async fn compile(
         Some(report)
     };
 
+    // Drift: inputs the previous version handled poorly, labelled like
+    // synthetic ones, join the training examples.
+    let absorbed = if options.absorb.is_empty() {
+        None
+    } else {
+        let (kept, report) = record
+            .stage(
+                Stage::Drift,
+                options.absorb.len() as u64,
+                run.absorb(),
+                |(kept, report)| run.absorb_receipt(kept, report),
+            )
+            .await?;
+        fit.extend(kept.iter().cloned());
+        Some((kept, report))
+    };
+
     let distilled = record
         .stage(Stage::Distill, fit.len() as u64, run.distill(&fit), |d| {
             run.distill_receipt(d)
@@ -778,6 +811,7 @@ pub async fn compile(
         Stages {
             recall,
             synthesis,
+            absorbed,
             distilled,
             trained,
             decomposed,
@@ -807,6 +841,14 @@ struct Compilation<'a> {
     teacher_id: String,
     /// The training examples as JSON lines (the receipts' input).
     examples_json: Vec<u8>,
+}
+
+/// Inputs the teacher labelled, and why the others were not kept.
+#[derive(Default)]
+struct Labelled {
+    kept: Vec<Example>,
+    failed_gates: usize,
+    disagreed: usize,
 }
 
 /// The distill stage's output.
@@ -848,6 +890,7 @@ struct Evaluated {
 struct Stages {
     recall: Option<IndexBuilt>,
     synthesis: Option<synthesize::SynthesisReport>,
+    absorbed: Option<(Vec<Example>, synthesize::AbsorbReport)>,
     distilled: Distilled,
     trained: Trained,
     decomposed: Decomposed,
@@ -989,41 +1032,12 @@ impl<'a> Compilation<'a> {
                 inputs.push(input);
             }
         }
-        let unlabelled: Vec<Example> = inputs
-            .iter()
-            .map(|i| Example {
-                output: None,
-                ..synthesize::example(i.clone(), String::new())
-            })
-            .collect();
-        let prompts = self
-            .grounded(
-                unlabelled
-                    .iter()
-                    .map(|e| prompts::teacher_prompt(task, e, options.shots))
-                    .collect(),
-            )
+        let labelled = self
+            .label(inputs.into_iter().map(Input::Text).collect(), "synthesis")
             .await?;
-        let mut kept = Vec::new();
-        for (input, messages) in inputs.into_iter().zip(prompts) {
-            let samples = self
-                .teacher
-                .sample_k(&messages, options.k, options.temperature, self.max_tokens)
-                .await;
-            let mut texts = Vec::with_capacity(samples.len());
-            for s in samples {
-                texts.push(
-                    s.map_err(|e| budget(e, "synthesis stopped while labelling".into()))?
-                        .text,
-                );
-            }
-            self.progress.advance(1);
-            match synthesize::agreed_label(&self.verifier, &texts) {
-                Ok(label) => kept.push(synthesize::example(input, label)),
-                Err(synthesize::Rejected::Gates) => report.failed_gates += 1,
-                Err(synthesize::Rejected::Disagree) => report.disagreed += 1,
-            }
-        }
+        report.failed_gates = labelled.failed_gates;
+        report.disagreed = labelled.disagreed;
+        let kept = labelled.kept;
         report.kept = kept.len();
         self.progress.note(&format!(
             "synthesized {} of {} input(s): {} duplicate(s), {} failed the gates, {} disagreed",
@@ -1043,6 +1057,115 @@ impl<'a> Compilation<'a> {
             params: params_ref(&serde_json::json!({
                 "teacher": self.teacher_id, "requested": self.options.synthesize,
                 "k": self.options.k, "report": report,
+            })),
+        })
+    }
+
+    /// Labels `inputs` k times each with the teacher prompt and keeps
+    /// those whose samples pass the gates and agree ([`synthesize::agreed_label`]).
+    /// `what` names the stage in a budget error.
+    async fn label(&self, inputs: Vec<Input>, what: &str) -> Result<Labelled, CompileError> {
+        let (task, options) = (self.task, self.options);
+        let unlabelled: Vec<Example> = inputs
+            .iter()
+            .map(|input| Example {
+                input: input.clone(),
+                output: None,
+                assertions: Vec::new(),
+                origin: None,
+            })
+            .collect();
+        let prompts = self
+            .grounded(
+                unlabelled
+                    .iter()
+                    .map(|e| prompts::teacher_prompt(task, e, options.shots))
+                    .collect(),
+            )
+            .await?;
+        let mut labelled = Labelled::default();
+        for (input, messages) in inputs.into_iter().zip(prompts) {
+            let samples = self
+                .teacher
+                .sample_k(&messages, options.k, options.temperature, self.max_tokens)
+                .await;
+            let mut texts = Vec::with_capacity(samples.len());
+            for s in samples {
+                texts.push(
+                    s.map_err(|e| match e {
+                        e @ TeacherError::BudgetExhausted { .. } => CompileError::Budget {
+                            source: e,
+                            done: format!("{what} stopped while labelling"),
+                        },
+                        e => CompileError::Teacher(e),
+                    })?
+                    .text,
+                );
+            }
+            self.progress.advance(1);
+            match synthesize::agreed_label(&self.verifier, &texts) {
+                Ok(label) => labelled.kept.push(Example {
+                    input,
+                    output: Some(label),
+                    assertions: Vec::new(),
+                    origin: None,
+                }),
+                Err(synthesize::Rejected::Gates) => labelled.failed_gates += 1,
+                Err(synthesize::Rejected::Disagree) => labelled.disagreed += 1,
+            }
+        }
+        Ok(labelled)
+    }
+
+    /// The drift stage: drops drifted inputs equal or near-equal to an
+    /// example or a test (a test is never trained on) or to an earlier one,
+    /// labels the rest k times and keeps those whose labels pass the gates
+    /// and agree.
+    async fn absorb(&self) -> Result<(Vec<Example>, synthesize::AbsorbReport), CompileError> {
+        let task = self.task;
+        let mut known: Vec<String> = task
+            .train
+            .iter()
+            .chain(&task.tests)
+            .map(|e| prompts::render_input(&e.input))
+            .collect();
+        let mut report = synthesize::AbsorbReport {
+            inputs: self.options.absorb.len(),
+            ..Default::default()
+        };
+        let mut inputs = Vec::new();
+        for e in &self.options.absorb {
+            let text = prompts::render_input(&e.input);
+            if synthesize::is_near_duplicate(&text, &known) {
+                report.duplicates += 1;
+                self.progress.advance(1);
+                continue;
+            }
+            known.push(text);
+            inputs.push(e.input.clone());
+        }
+        let labelled = self.label(inputs, "the drift stage").await?;
+        report.failed_gates = labelled.failed_gates;
+        report.disagreed = labelled.disagreed;
+        report.kept = labelled.kept.len();
+        report.covered = labelled.kept.iter().map(|e| e.input.digest()).collect();
+        self.progress.note(&format!(
+            "absorbed {} of {} drifted input(s): {} duplicate(s) of an example or test, {} failed the gates, {} disagreed",
+            report.kept, report.inputs, report.duplicates, report.failed_gates, report.disagreed
+        ));
+        Ok((labelled.kept, report))
+    }
+
+    fn absorb_receipt(
+        &self,
+        kept: &[Example],
+        report: &synthesize::AbsorbReport,
+    ) -> Result<StageReceipt, CompileError> {
+        Ok(StageReceipt {
+            inputs: vec![dref("drift.jsonl", &jsonl(&self.options.absorb))],
+            outputs: vec![dref("absorbed.jsonl", &jsonl(kept))],
+            params: params_ref(&serde_json::json!({
+                "teacher": self.teacher_id, "k": self.options.k, "report": report,
             })),
         })
     }
@@ -1461,7 +1584,10 @@ impl<'a> Compilation<'a> {
             let answer = conv.last().map(|m| m.content.as_str()).unwrap_or_default();
             winner_tokens.push(engine.tokenize(answer).map_err(CompileError::Student)?);
         }
-        let pack = RecipePack::mine_tokens(&winner_tokens, self.options.mine)?;
+        let mut pack = RecipePack::mine_tokens(&winner_tokens, self.options.mine)?;
+        if let Some(older) = &self.options.recipes_floor {
+            pack = pack.grown_by(older);
+        }
         let mut reference_tokens = Vec::new();
         for t in &self.task.tests {
             if let Some(o) = &t.output {
@@ -1562,6 +1688,7 @@ impl<'a> Compilation<'a> {
         let Stages {
             recall,
             synthesis,
+            absorbed,
             distilled,
             trained,
             decomposed,
@@ -1603,9 +1730,24 @@ impl<'a> Compilation<'a> {
             kolm_artifact::serving::SERVING_KEY.into(),
             self.serving.to_value(),
         );
-        if let Some(drift) = eval.drift_thresholds() {
+        if let Some(mut drift) = eval.drift_thresholds() {
+            if let Some((_, report)) = &absorbed {
+                drift.covered = report.covered.clone();
+            }
             params.insert(kolm_artifact::drift::DRIFT_KEY.into(), drift.to_value());
         }
+        if let Some((_, report)) = &absorbed {
+            params.insert("absorbed".into(), serde_json::json!(report));
+        }
+        // What a recompile starts from: the examples and what was absorbed.
+        let learned: Vec<ExampleLine> = task
+            .train
+            .iter()
+            .chain(absorbed.iter().flat_map(|(kept, _)| kept))
+            .filter_map(ExampleLine::of)
+            .collect();
+        let examples_file = options.work_dir.join("examples.jsonl");
+        write_file(&examples_file, &jsonl(&learned))?;
         Ok(Compiled {
             verifier: self.verifier,
             adapter: trained.adapter,
@@ -1621,12 +1763,41 @@ impl<'a> Compilation<'a> {
             train: trained.summary,
             validation: trained.validation,
             synthesis,
+            absorbed: absorbed.map(|(_, report)| report),
+            examples_file,
             recipes_stats: decomposed.pack.stats(),
             coverage: decomposed.coverage,
             teacher: self.teacher.accounting(),
             times,
             receipts,
             params,
+        })
+    }
+}
+
+/// An example as a line of the task format (`{"input","output"}` for a
+/// text, `{"messages","output"}` for a chat), as `train/examples.jsonl`
+/// holds it and [`crate::task::parse_jsonl`] reads it back.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ExampleLine<'a> {
+    Text {
+        input: &'a str,
+        output: &'a str,
+    },
+    Chat {
+        messages: &'a [Message],
+        output: &'a str,
+    },
+}
+
+impl<'a> ExampleLine<'a> {
+    /// The line of an example with an output.
+    fn of(e: &'a Example) -> Option<ExampleLine<'a>> {
+        let output = e.output.as_deref()?;
+        Some(match &e.input {
+            Input::Text(input) => ExampleLine::Text { input, output },
+            Input::Chat(messages) => ExampleLine::Chat { messages, output },
         })
     }
 }

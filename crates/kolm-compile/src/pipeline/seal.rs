@@ -1,5 +1,5 @@
 //! Sealing: a compiled result becomes one signed `.kolm` (base, adapter,
-//! recipe pack, verifier, eval pack, the recall index and its embedder when
+//! recipe pack, verifier, eval pack, the examples it learned from, the recall index and its embedder when
 //! the task had a corpus, receipts, and a manifest carrying K and its parts,
 //! the teacher's identity and the compile parameters). The
 //! artifact writer commits with tmp + fsync + rename, so a failed seal
@@ -56,6 +56,7 @@ pub fn seal(
         Component::new(names::RECIPES, &compiled.recipes),
         Component::new(names::VERIFIER, &compiled.verifier_file),
         Component::new(names::EVAL, &compiled.eval_file),
+        Component::new(names::EXAMPLES, &compiled.examples_file),
     ]);
     if let Some(recall) = &compiled.recall {
         spec.components

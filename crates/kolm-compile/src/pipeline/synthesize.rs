@@ -42,6 +42,25 @@ pub struct SynthesisReport {
     pub requests: usize,
 }
 
+/// What the drift stage did with the drifted inputs of `--from-drift`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbsorbReport {
+    /// Drifted inputs given.
+    pub inputs: usize,
+    /// Dropped: equal or near-equal to an example, a test or an earlier
+    /// drifted input.
+    pub duplicates: usize,
+    /// Dropped: a label sample failed the verifier's gates.
+    pub failed_gates: usize,
+    /// Dropped: the label samples disagreed.
+    pub disagreed: usize,
+    /// Kept and trained on.
+    pub kept: usize,
+    /// The kept inputs' digests (the drift log's `input_digest`): the new
+    /// version does not log them again.
+    pub covered: Vec<String>,
+}
+
 /// The teacher's conversation asking for `n` new inputs (request `batch`).
 pub fn request_messages(task: &Task, n: usize, batch: usize) -> Vec<Message> {
     let mut system = format!(
